@@ -1,0 +1,43 @@
+# nexus-operator — every target has a one-line description; `make help` lists them.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+PYTEST_ARGS ?=
+
+.PHONY: help venv tools test test-unit test-integration test-e2e lint manifests proto run bench kind clean
+
+help: ## Show this help
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	@touch $(STAMP)
+
+venv: $(STAMP) ## Create .venv and install the package with its dev dependencies
+
+tools: ## Build (or reuse) kube-apiserver, etcd, helm, grpcurl and ghz into ~/.cache/nexus-operator
+	@tools/build.sh >/dev/null
+
+test: venv tools ## Run every test (unit, integration and e2e against a real kube-apiserver + etcd)
+	NEXUS_BIN_DIR="$$(tools/build.sh 2>/dev/null | tail -1)" $(PY) -m pytest $(PYTEST_ARGS)
+
+test-unit: venv ## Run the unit tests only (no control plane)
+	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
+
+lint: venv ## ruff, ruff format --check, mypy --strict and the import-layer contracts
+	$(VENV)/bin/ruff check operator tests benchmarks
+	$(VENV)/bin/ruff format --check operator tests benchmarks
+	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports
+
+run: venv tools ## Start the local control plane, install CRDs and examples, run the operator with gRPC on localhost
+	NEXUS_BIN_DIR="$$(tools/build.sh 2>/dev/null | tail -1)" $(PY) -m nexus_operator.cli.demo
+
+clean: ## Remove the venv and caches in the work tree (not the ~/.cache binaries)
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
