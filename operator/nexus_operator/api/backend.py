@@ -55,8 +55,8 @@ class Zone(StrEnum):
 class Pricing(SpecModel):
     """Price of one model on one backend, in USD per 1,000 tokens."""
 
-    input_per1k: float = Field(0.0, ge=0, le=1000, description="USD per 1,000 input tokens.")
-    output_per1k: float = Field(0.0, ge=0, le=1000, description="USD per 1,000 output tokens.")
+    input_per1k: float = Field(0.0, alias="inputPer1k", ge=0, le=1000, description="USD per 1,000 input tokens.")
+    output_per1k: float = Field(0.0, alias="outputPer1k", ge=0, le=1000, description="USD per 1,000 output tokens.")
 
 
 class BackendModel(SpecModel):
