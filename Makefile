@@ -44,3 +44,10 @@ run: venv tools ## Start the local control plane, install CRDs and examples, run
 
 clean: ## Remove the venv and caches in the work tree (not the ~/.cache binaries)
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+
+bench: venv tools ## Run every benchmark, write benchmarks/results/*.json and BENCHMARKS.md
+	$(PY) benchmarks/bench_pipeline.py
+	NEXUS_BIN_DIR="$$(tools/build.sh 2>/dev/null | tail -1)" $(PY) benchmarks/bench_grpc.py
+	NEXUS_BIN_DIR="$$(tools/build.sh 2>/dev/null | tail -1)" $(PY) benchmarks/bench_operator.py
+	$(PY) benchmarks/report.py >/dev/null
+	@echo "wrote BENCHMARKS.md"

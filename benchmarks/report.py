@@ -1,0 +1,124 @@
+"""Write BENCHMARKS.md from benchmarks/results/*.json and the machine it ran on.
+
+Run by `make bench` after every benchmark; also runnable alone to refresh the table
+from the last results without re-measuring.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import sys
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "benchmarks" / "results"
+
+PIPELINE_TARGETS = {50: "p99 ≤ 100 µs", 5000: "p50 ≤ 1 ms"}
+
+
+def _load(name: str) -> Any:
+    path = RESULTS / f"{name}.json"
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def _machine() -> str:
+    cpu = "unknown CPU"
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.exists():
+        for line in cpuinfo.read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    mem_gib = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    return (
+        f"{os.cpu_count()} cores ({cpu}), {mem_gib:.0f} GiB RAM, "
+        f"{platform.system()} {platform.release()}, Python {platform.python_version()}"
+    )
+
+
+def _pipeline_section(rows: list[dict[str, float]]) -> list[str]:
+    out = [
+        "## Decision pipeline, in process (`benchmarks/bench_pipeline.py`)",
+        "",
+        "| backends | p50 (µs) | p99 (µs) | decisions/s | target |",
+        "|---:|---:|---:|---:|---|",
+    ]
+    for row in rows:
+        n = int(row["backends"])
+        out.append(
+            f"| {n} | {row['p50_us']:.1f} | {row['p99_us']:.1f} | "
+            f"{row['decisions_per_s']:,.0f} | {PIPELINE_TARGETS.get(n, '')} |"
+        )
+    return [*out, ""]
+
+
+def _grpc_section(data: dict[str, float]) -> list[str]:
+    return [
+        "## gRPC Route over loopback, measured with ghz (`benchmarks/bench_grpc.py`)",
+        "",
+        "| backends | max Route/s | p50 at 1,000/s (ms) | p99 at 1,000/s (ms) |",
+        "|---:|---:|---:|---:|",
+        f"| {data['backends']} | {data['max_rps']:,.0f} | {data['p50_ms_at_1000rps']:.2f} | "
+        f"{data['p99_ms_at_1000rps']:.2f} |",
+        "",
+        "Targets: ≥ 4,000 Route/s; p50 ≤ 0.5 ms and p99 ≤ 5 ms at 1,000/s.",
+        "",
+    ]
+
+
+def _operator_section(data: dict[str, float]) -> list[str]:
+    return [
+        "## Operator against the local kube-apiserver (`benchmarks/bench_operator.py`)",
+        "",
+        "| figure | value | goal |",
+        "|---|---:|---|",
+        f"| convergence p50 (apply → decision reflects it) | {data['convergence_p50_s']:.3f} s | |",
+        f"| convergence p99 | {data['convergence_p99_s']:.3f} s | ≤ 1 s |",
+        f"| startup to a full registry, 1,000 Backends | {data['startup_1000_backends_s']:.2f} s | ≤ 5 s |",
+        f"| RSS with 1,000 Backends | {data['rss_1000_backends_mb']:.0f} MB | ≤ 200 MB |",
+        f"| status patches per second under load | {data['status_patches_per_s']:.1f} | coalesced |",
+        "",
+    ]
+
+
+def render() -> str:
+    lines = [
+        "# Benchmarks",
+        "",
+        "Latest figures, written by `make bench` (which runs every script in `benchmarks/` and then",
+        "`benchmarks/report.py`). Raw results are in `benchmarks/results/*.json`.",
+        "",
+        f"Machine: {_machine()}.",
+        "",
+    ]
+    sections = [
+        ("pipeline", _pipeline_section),
+        ("grpc", _grpc_section),
+        ("operator", _operator_section),
+    ]
+    for name, section in sections:
+        data = _load(name)
+        if data is None:
+            lines += [
+                f"## {name}",
+                "",
+                f"No results yet: run `make bench` (missing {name}.json).",
+                "",
+            ]
+        else:
+            lines += section(data)
+    return "\n".join(lines)
+
+
+def main() -> int:
+    text = render()
+    (ROOT / "BENCHMARKS.md").write_text(text)
+    sys.stdout.write(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
