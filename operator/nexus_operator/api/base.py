@@ -2,12 +2,19 @@
 
 Python attributes are snake_case; the wire (and CRD) names are camelCase aliases.
 Spec models are frozen: a registry snapshot may hold them without copying.
+
+Rules the OpenAPI schema cannot express are written once, as `CelRule`s: the CRD
+generator emits them as `x-kubernetes-validations` and the pydantic validators raise
+the same message, so the API server and the models reject the same input alike.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from pydantic import BaseModel, ConfigDict
 from pydantic.alias_generators import to_camel
+from pydantic.config import JsonDict
 
 GROUP = "nexus.routing.dev"
 VERSION = "v1alpha1"
@@ -18,6 +25,47 @@ NAME_MAX = 253
 MODEL_ID_MAX = 256
 URL_MAX = 2048
 MESSAGE_MAX = 1024
+TIME_MAX = 64
+LABEL_KEY_MAX = 317
+LABEL_VALUE_MAX = 63
+
+# JSON-schema extras for RFC 3339 timestamps: the API server checks the format.
+TIMESTAMP: JsonDict = {"format": "date-time"}
+
+
+@dataclass(frozen=True)
+class CelRule:
+    """One `x-kubernetes-validations` entry; `message` names the field it guards.
+
+    `field_path` (relative to the node carrying the rule) makes the API server report
+    the error at that field rather than at the enclosing object.
+    """
+
+    rule: str
+    message: str
+    field_path: str | None = None
+    reason: str | None = None
+
+    def as_schema(self) -> dict[str, str]:
+        entry = {"rule": self.rule, "message": self.message}
+        if self.field_path is not None:
+            entry["fieldPath"] = self.field_path
+        if self.reason is not None:
+            entry["reason"] = self.reason
+        return entry
+
+
+def validations(*rules: CelRule) -> JsonDict:
+    """JSON-schema extra carrying CEL rules, for a field's or a model's `json_schema_extra`."""
+    return {"x-kubernetes-validations": [dict(rule.as_schema()) for rule in rules]}
+
+
+def list_map(*keys: str) -> JsonDict:
+    """JSON-schema extra for a list that is a map keyed by `keys` (unique keys, SSA-friendly)."""
+    return {"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": [*keys]}
+
+
+LIST_SET: JsonDict = {"x-kubernetes-list-type": "set"}
 
 
 class SpecModel(BaseModel):

@@ -5,29 +5,70 @@ Reasons are CamelCase, past tense or adjectives, as Kubernetes conventions ask.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from enum import StrEnum
 
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
+from .base import TIME_MAX, TIMESTAMP
+
+CONDITION_TYPE_PATTERN = (
+    r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?"
+    r"(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])$"
+)
+CONDITION_REASON_PATTERN = r"^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$"
+CONDITIONS_MAX = 16
+
 
 class ConditionStatus(StrEnum):
+    """Whether the condition holds: True, False or Unknown."""
+
     TRUE = "True"
     FALSE = "False"
     UNKNOWN = "Unknown"
 
 
 class Condition(BaseModel):
-    """metav1.Condition."""
+    """One aspect of the object's state (metav1.Condition)."""
 
     model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid")
 
-    type: str = Field(max_length=316, pattern=r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])$", description="Condition type, e.g. Ready.")
-    status: ConditionStatus = Field(description="True, False or Unknown.")
-    reason: str = Field(min_length=1, max_length=1024, pattern=r"^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$", description="CamelCase reason.")
-    message: str = Field("", max_length=32768, description="Human-readable detail.")
-    last_transition_time: str = Field(description="RFC 3339 time the status last changed.")
-    observed_generation: int | None = Field(None, ge=0, description="Generation the condition reflects.")
+    type: str = Field(
+        min_length=1,
+        max_length=316,
+        pattern=CONDITION_TYPE_PATTERN,
+        description="Condition type in CamelCase, e.g. 'Ready'.",
+    )
+    status: ConditionStatus = Field(description="Status of the condition: True, False or Unknown.")
+    reason: str = Field(
+        min_length=1,
+        max_length=1024,
+        pattern=CONDITION_REASON_PATTERN,
+        description="One-word CamelCase reason for the last transition, e.g. 'HealthCheckPassed'.",
+    )
+    message: str = Field(
+        "", max_length=32768, description="Human-readable detail about the last transition."
+    )
+    last_transition_time: str = Field(
+        max_length=TIME_MAX,
+        json_schema_extra=TIMESTAMP,
+        description="RFC 3339 time the status last changed from one value to another.",
+    )
+    observed_generation: int | None = Field(
+        None,
+        ge=0,
+        description="metadata.generation the condition was set for; older means stale.",
+    )
+
+
+def unique_condition_types(conditions: Iterable[Condition]) -> None:
+    """Mirror of the CRD's list-map on `type`: one condition per type."""
+    seen: set[str] = set()
+    for condition in conditions:
+        if condition.type in seen:
+            raise ValueError(f"`conditions` must not repeat type {condition.type!r}")
+        seen.add(condition.type)
 
 
 # Condition types

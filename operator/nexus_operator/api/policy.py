@@ -2,34 +2,90 @@
 
 from __future__ import annotations
 
+import re
+from collections.abc import Mapping
 from enum import StrEnum
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import AfterValidator, Field, field_validator, model_validator
 
-from .base import MODEL_ID_MAX, NAME_MAX, ObjectMeta, SpecModel, StatusModel
-from .conditions import Condition
+from .base import (
+    LABEL_KEY_MAX,
+    LABEL_VALUE_MAX,
+    LIST_SET,
+    MESSAGE_MAX,
+    MODEL_ID_MAX,
+    NAME_MAX,
+    TIME_MAX,
+    TIMESTAMP,
+    CelRule,
+    ObjectMeta,
+    SpecModel,
+    StatusModel,
+    list_map,
+    validations,
+)
+from .conditions import CONDITIONS_MAX, Condition, unique_condition_types
 
+# Letters, digits, the characters of model ids ('._:/@-') and the glob syntax ('*?[]{},!').
 GLOB_PATTERN = r"^[A-Za-z0-9._:/@*?\[\]{},!-]+$"
+GLOB_RULE = CelRule(
+    rule=f"self.matches(r'{GLOB_PATTERN}')",
+    message="`modelPatterns` entries must use only letters, digits, '._:/@-' and the glob characters '*?[]{},!'",
+)
+WEIGHTS_RULE = CelRule(
+    rule="self.priority + self.load + self.latency == 100",
+    message="`selection.weights` priority + load + latency must sum to 100",
+)
+ALIASES_RULE = CelRule(
+    rule="self.all(name, self[name] != name)",
+    message="`aliases` targets must differ from their names",
+)
+SOFT_LIMIT_RULE = CelRule(rule="self < 100", message="`softLimitPercent` must be below 100")
+MIN_TIER_RULE = CelRule(
+    rule="self >= 1 && self <= 5", message="`minTier` must be between 1 and 5 inclusive"
+)
+
+
+def _glob(pattern: str) -> str:
+    if re.fullmatch(GLOB_PATTERN, pattern) is None:
+        raise ValueError(GLOB_RULE.message)
+    return pattern
+
+
+ModelGlob = Annotated[
+    str,
+    Field(min_length=1, max_length=MODEL_ID_MAX, json_schema_extra=validations(GLOB_RULE)),
+    AfterValidator(_glob),
+]
+ModelName = Annotated[str, Field(min_length=1, max_length=MODEL_ID_MAX)]
 
 
 class Privacy(StrEnum):
+    """Which privacy zones may serve: unrestricted (any) or restricted (Restricted zone only)."""
+
     UNRESTRICTED = "unrestricted"
     RESTRICTED = "restricted"
 
 
 class HardLimitAction(StrEnum):
+    """What happens at 100 % of the monthly budget."""
+
     WARN = "warn"
     BLOCK_CLOUD = "blockCloud"
     BLOCK_ALL = "blockAll"
 
 
 class Accounting(StrEnum):
+    """Where budget spend comes from."""
+
     REPORTED = "reported"
     ESTIMATED = "estimated"
 
 
 class Strategy(StrEnum):
+    """How one backend is picked among the eligible ones."""
+
     SMART = "smart"
     ROUND_ROBIN = "roundRobin"
     PRIORITY_ONLY = "priorityOnly"
@@ -40,16 +96,32 @@ class Strategy(StrEnum):
 class LabelSelectorRequirement(SpecModel):
     """One label selector requirement (metav1.LabelSelectorRequirement)."""
 
-    key: str = Field(min_length=1, max_length=NAME_MAX, description="Label key.")
-    operator: str = Field(pattern=r"^(In|NotIn|Exists|DoesNotExist)$", max_length=16, description="In, NotIn, Exists or DoesNotExist.")
-    values: Annotated[list[Annotated[str, Field(max_length=63)]], Field(max_length=64)] = Field(default_factory=list, description="Values for In and NotIn.")
+    key: str = Field(
+        min_length=1, max_length=LABEL_KEY_MAX, description="Label key the requirement applies to."
+    )
+    operator: Literal["In", "NotIn", "Exists", "DoesNotExist"] = Field(
+        description="Relation of the key to the values: In, NotIn, Exists or DoesNotExist."
+    )
+    values: Annotated[
+        list[Annotated[str, Field(max_length=LABEL_VALUE_MAX)]], Field(max_length=64)
+    ] = Field(
+        default_factory=list,
+        description="Values for In and NotIn (non-empty there); empty for Exists and DoesNotExist.",
+    )
 
 
 class LabelSelector(SpecModel):
-    """metav1.LabelSelector over Backend labels."""
+    """metav1.LabelSelector over Backend labels; the requirements are ANDed."""
 
-    match_labels: dict[str, Annotated[str, Field(max_length=63)]] = Field(default_factory=dict, max_length=64, description="Labels a Backend must carry.")
-    match_expressions: Annotated[list[LabelSelectorRequirement], Field(max_length=64)] = Field(default_factory=list, description="Set-based requirements.")
+    match_labels: dict[
+        Annotated[str, Field(min_length=1, max_length=LABEL_KEY_MAX)],
+        Annotated[str, Field(max_length=LABEL_VALUE_MAX)],
+    ] = Field(
+        default_factory=dict, max_length=64, description="Labels a Backend must carry (key: value)."
+    )
+    match_expressions: Annotated[list[LabelSelectorRequirement], Field(max_length=64)] = Field(
+        default_factory=list, description="Set-based requirements on Backend labels."
+    )
 
 
 class RequiredCapabilities(SpecModel):
@@ -58,20 +130,41 @@ class RequiredCapabilities(SpecModel):
     vision: bool = Field(False, description="Backends must support image inputs.")
     tools: bool = Field(False, description="Backends must support tool calling.")
     json_mode: bool = Field(False, description="Backends must support JSON mode.")
-    min_context_length: int = Field(0, ge=0, le=10_000_000, description="Minimum context length in tokens.")
+    min_context_length: int = Field(
+        0, ge=0, le=10_000_000, description="Minimum context length in tokens; 0 for any."
+    )
 
 
 class Budget(SpecModel):
     """Monthly spend limit for requests matched by this policy."""
 
-    monthly_limit_usd: float | None = Field(None, ge=0, le=10_000_000, description="Monthly limit in USD; no limit when absent.")
-    soft_limit_percent: int = Field(75, ge=1, le=99, description="Utilisation (percent, below 100) at which Open-zone backends are de-prioritised.")
-    hard_limit_action: HardLimitAction = Field(HardLimitAction.BLOCK_CLOUD, description="At 100 %: warn (nothing excluded), blockCloud (Open zones excluded) or blockAll.")
-    accounting: Accounting = Field(Accounting.REPORTED, description="reported: spend comes from ReportUsage; estimated: each Route adds its estimate.")
+    monthly_limit_usd: float | None = Field(
+        None,
+        ge=0,
+        le=10_000_000,
+        description="Monthly limit in USD (calendar month, UTC); no limit when absent.",
+    )
+    soft_limit_percent: int = Field(
+        75,
+        ge=1,
+        le=99,
+        json_schema_extra=validations(SOFT_LIMIT_RULE),
+        description="Utilisation in percent (1 to 99) at which Open-zone backends are de-prioritised.",
+    )
+    hard_limit_action: HardLimitAction = Field(
+        HardLimitAction.BLOCK_CLOUD,
+        description="At 100 %: warn (nothing excluded), blockCloud (Open-zone backends excluded) or blockAll (everything rejected).",
+    )
+    accounting: Accounting = Field(
+        Accounting.REPORTED,
+        description="reported: spend comes from ReportUsage; estimated: each Route adds its estimate.",
+    )
 
 
 class Weights(SpecModel):
-    """Weights of the smart strategy's score; they must sum to 100."""
+    """Weights of the smart strategy's score, in percent; they must sum to 100."""
+
+    model_config = SpecModel.model_config | {"json_schema_extra": validations(WEIGHTS_RULE)}
 
     priority: int = Field(50, ge=0, le=100, description="Weight of the backend's priority.")
     load: int = Field(30, ge=0, le=100, description="Weight of the in-flight load.")
@@ -80,75 +173,172 @@ class Weights(SpecModel):
     @model_validator(mode="after")
     def _sum_to_100(self) -> Weights:
         if self.priority + self.load + self.latency != 100:
-            raise ValueError("`selection.weights` must sum to 100")
+            raise ValueError(WEIGHTS_RULE.message)
         return self
 
 
 class Selection(SpecModel):
     """How one backend is picked among the eligible ones."""
 
-    strategy: Strategy = Field(Strategy.SMART, description="smart, roundRobin, priorityOnly, random or leastLatency.")
-    weights: Weights = Field(default_factory=Weights, description="Weights of the smart strategy.")
+    strategy: Strategy = Field(
+        Strategy.SMART, description="smart, roundRobin, priorityOnly, random or leastLatency."
+    )
+    weights: Weights = Field(
+        default_factory=Weights, description="Weights of the smart strategy (sum 100)."
+    )
 
 
 class Quality(SpecModel):
     """Exclusion and penalties from reported outcomes."""
 
-    enabled: bool = Field(True, description="Exclude backends whose 1-hour error rate reaches the threshold.")
-    error_rate_threshold: float = Field(0.5, gt=0, le=1, description="Error rate (0 < t <= 1) at which a backend is excluded.")
-    ttft_penalty_threshold_ms: int = Field(3000, ge=0, le=600_000, description="Time-to-first-token above which smart scores are penalised; 0 disables.")
+    enabled: bool = Field(
+        True,
+        description="Exclude backends whose 1-hour error rate reaches the threshold; false turns off that exclusion only.",
+    )
+    error_rate_threshold: float = Field(
+        0.5,
+        gt=0,
+        le=1,
+        description="Error rate (above 0, at most 1) at which a backend is excluded.",
+    )
+    ttft_penalty_threshold_ms: int = Field(
+        3000,
+        ge=0,
+        le=600_000,
+        description="Time-to-first-token in ms above which smart scores are penalised; 0 disables.",
+    )
 
 
 class ReconcilerRef(SpecModel):
     """An extra (plug-in) reconciler, by registered name, inserted before selection."""
 
-    name: str = Field(min_length=1, max_length=128, description="Registered name in the 'nexus_operator.reconcilers' entry-point group.")
-    config: dict[str, Any] = Field(default_factory=dict, max_length=64, description="Configuration passed to the reconciler.")
+    name: str = Field(
+        min_length=1,
+        max_length=128,
+        description="Registered name in the 'nexus_operator.reconcilers' entry-point group; unique per policy.",
+    )
+    config: dict[str, Any] = Field(
+        default_factory=dict,
+        max_length=64,
+        description="Configuration passed to the reconciler, free-form (at most 64 keys), e.g. {maxLatencyMs: 200}.",
+    )
 
 
 class RoutingPolicySpec(SpecModel):
     """Desired routing behaviour for the models matched by `modelPatterns`."""
 
-    model_patterns: Annotated[list[Annotated[str, Field(min_length=1, max_length=MODEL_ID_MAX, pattern=GLOB_PATTERN)]], Field(max_length=64)] = Field(default_factory=list, description="Globs ('*', '?', '[..]', '{a,b}') matched against the resolved model.")
-    precedence: int = Field(1000, ge=0, le=10000, description="Lower wins when several policies match.")
-    backend_selector: LabelSelector | None = Field(None, description="Backends in scope; default all in the namespace.")
-    privacy: Privacy = Field(Privacy.UNRESTRICTED, description="restricted excludes every Open-zone backend.")
-    min_tier: int = Field(1, ge=1, le=5, description="Backends below this tier are excluded.")
-    required_capabilities: RequiredCapabilities = Field(default_factory=RequiredCapabilities, description="Capabilities every request needs.")
-    aliases: dict[Annotated[str, Field(max_length=MODEL_ID_MAX)], Annotated[str, Field(min_length=1, max_length=MODEL_ID_MAX)]] = Field(default_factory=dict, max_length=128, description="Model name aliases (name: target), namespace-wide.")
-    fallbacks: Annotated[list[Annotated[str, Field(min_length=1, max_length=MODEL_ID_MAX)]], Field(max_length=16)] = Field(default_factory=list, description="Models tried in order when the primary is rejected.")
+    model_patterns: Annotated[list[ModelGlob], Field(max_length=64)] = Field(
+        default_factory=list,
+        json_schema_extra=LIST_SET,
+        description="Globs ('*', '?', '[..]', '{a,b}') matched against the resolved model (at most 64, no duplicates).",
+    )
+    precedence: int = Field(
+        1000,
+        ge=0,
+        le=10000,
+        description="0 to 10000; lower wins when several policies match, ties go to the longest literal prefix, then name.",
+    )
+    backend_selector: LabelSelector | None = Field(
+        None, description="Backends in scope; all Backends in the namespace when absent."
+    )
+    privacy: Privacy = Field(
+        Privacy.UNRESTRICTED,
+        description="unrestricted, or restricted: every Open-zone backend is excluded.",
+    )
+    min_tier: int = Field(
+        1,
+        ge=1,
+        le=5,
+        json_schema_extra=validations(MIN_TIER_RULE),
+        description="Backends below this tier (1 to 5) are excluded, always.",
+    )
+    required_capabilities: RequiredCapabilities = Field(
+        default_factory=RequiredCapabilities, description="Capabilities every request needs."
+    )
+    aliases: dict[ModelName, ModelName] = Field(
+        default_factory=dict,
+        max_length=128,
+        json_schema_extra=validations(ALIASES_RULE),
+        description="Model name aliases (name: target), merged namespace-wide; at most 3 hops are followed.",
+    )
+    fallbacks: Annotated[list[ModelName], Field(max_length=16)] = Field(
+        default_factory=list,
+        description="Models tried in order when the primary is Rejected (never when Queued).",
+    )
     fallback_allowed: bool = Field(True, description="Set false to never try fallbacks.")
-    budget: Budget | None = Field(None, description="Monthly budget.")
-    max_cost_per_request_usd: float | None = Field(None, ge=0, le=100_000, description="Candidates whose estimate exceeds this are excluded.")
+    budget: Budget | None = Field(None, description="Monthly budget; no budget when absent.")
+    max_cost_per_request_usd: float | None = Field(
+        None,
+        ge=0,
+        le=100_000,
+        description="Candidates whose cost estimate in USD exceeds this are excluded.",
+    )
     selection: Selection = Field(default_factory=Selection, description="Selection strategy.")
     quality: Quality = Field(default_factory=Quality, description="Quality settings.")
-    reconcilers: Annotated[list[ReconcilerRef], Field(max_length=16)] = Field(default_factory=list, description="Extra reconcilers inserted before selection.")
+    reconcilers: Annotated[list[ReconcilerRef], Field(max_length=16)] = Field(
+        default_factory=list,
+        json_schema_extra=list_map("name"),
+        description="Extra reconcilers inserted before selection, in order (at most 16, names unique).",
+    )
 
-    @model_validator(mode="after")
-    def _aliases_differ(self) -> RoutingPolicySpec:
-        for name, target in self.aliases.items():
-            if name == target:
-                raise ValueError(f"`aliases` target must differ from its name ({name!r})")
-        return self
+    @field_validator("model_patterns")
+    @classmethod
+    def _unique_patterns(cls, patterns: list[str]) -> list[str]:
+        if len(patterns) != len(set(patterns)):
+            raise ValueError("`modelPatterns` must not repeat a pattern")
+        return patterns
+
+    @field_validator("reconcilers")
+    @classmethod
+    def _unique_reconcilers(cls, reconcilers: list[ReconcilerRef]) -> list[ReconcilerRef]:
+        names = [r.name for r in reconcilers]
+        if len(names) != len(set(names)):
+            raise ValueError("`reconcilers` must not repeat a name")
+        return reconcilers
+
+    @field_validator("aliases")
+    @classmethod
+    def _aliases_differ(cls, aliases: Mapping[str, str]) -> Mapping[str, str]:
+        if any(name == target for name, target in aliases.items()):
+            raise ValueError(ALIASES_RULE.message)
+        return aliases
 
 
 class BudgetState(StrEnum):
+    """Budget utilisation band."""
+
     NORMAL = "Normal"
     SOFT_LIMIT = "SoftLimit"
     HARD_LIMIT = "HardLimit"
 
 
+PERIOD_PATTERN = r"^[0-9]{4}-[0-9]{2}$"
+
+
 class BudgetStatus(StatusModel):
     """Spend in the current period."""
 
-    period: str = Field(max_length=7, pattern=r"^\d{4}-\d{2}$", description="Budget period, 'YYYY-MM' in UTC.")
+    period: str = Field(
+        max_length=7, pattern=PERIOD_PATTERN, description="Budget period, 'YYYY-MM' in UTC."
+    )
     spent_usd: float = Field(0.0, ge=0, description="Spend in the period, in USD.")
     limit_usd: float | None = Field(None, ge=0, description="Monthly limit in USD.")
-    utilization_percent: float = Field(0.0, ge=0, description="spentUsd / limitUsd in percent.")
+    utilization_percent: float = Field(
+        0.0, ge=0, description="spentUsd / limitUsd in percent (may exceed 100)."
+    )
     state: BudgetState = Field(BudgetState.NORMAL, description="Normal, SoftLimit or HardLimit.")
-    resets_at: str | None = Field(None, description="RFC 3339 time of the next rollover.")
-    previous_period: str | None = Field(None, max_length=7, description="The period before this one.")
-    previous_spent_usd: float | None = Field(None, ge=0, description="Spend recorded in the previous period.")
+    resets_at: str | None = Field(
+        None,
+        max_length=TIME_MAX,
+        json_schema_extra=TIMESTAMP,
+        description="RFC 3339 time of the next rollover (start of next month, UTC).",
+    )
+    previous_period: str | None = Field(
+        None, max_length=7, pattern=PERIOD_PATTERN, description="The period before this one."
+    )
+    previous_spent_usd: float | None = Field(
+        None, ge=0, description="Spend recorded in the previous period, in USD."
+    )
 
 
 class PolicyExclusion(StatusModel):
@@ -156,25 +346,41 @@ class PolicyExclusion(StatusModel):
 
     backend: str = Field(max_length=NAME_MAX, description="Name of the Backend.")
     reconciler: str = Field(max_length=128, description="Reconciler that excludes it.")
-    reason_code: str = Field(max_length=64, description="Machine-readable reason.")
-    reason: str = Field(max_length=1024, description="Human-readable reason.")
-    suggested_action: str = Field("", max_length=1024, description="What would make it eligible.")
+    reason_code: str = Field(
+        max_length=64, description="Machine-readable reason, e.g. 'privacy_zone'."
+    )
+    reason: str = Field(max_length=MESSAGE_MAX, description="Human-readable reason.")
+    suggested_action: str = Field(
+        "", max_length=MESSAGE_MAX, description="What would make it eligible."
+    )
 
 
 class LastRouted(StatusModel):
-    time: str = Field(description="RFC 3339 time.")
+    """The most recent Route decision under this policy."""
+
+    time: str = Field(
+        max_length=TIME_MAX, json_schema_extra=TIMESTAMP, description="RFC 3339 time."
+    )
     model: str = Field(max_length=MODEL_ID_MAX, description="Resolved model.")
     backend: str = Field(max_length=NAME_MAX, description="Selected backend.")
-    reason: str = Field(max_length=1024, description="Route reason.")
+    reason: str = Field(max_length=MESSAGE_MAX, description="Route reason.")
 
 
 class LastRejected(StatusModel):
-    time: str = Field(description="RFC 3339 time.")
+    """The most recent Reject decision under this policy."""
+
+    time: str = Field(
+        max_length=TIME_MAX, json_schema_extra=TIMESTAMP, description="RFC 3339 time."
+    )
     model: str = Field(max_length=MODEL_ID_MAX, description="Requested model.")
-    reasons: Annotated[list[Annotated[str, Field(max_length=1024)]], Field(max_length=16)] = Field(default_factory=list, description="Rejection reasons.")
+    reasons: Annotated[
+        list[Annotated[str, Field(max_length=MESSAGE_MAX)]], Field(max_length=16)
+    ] = Field(default_factory=list, description="Rejection reasons (at most 16).")
 
 
 class DecisionCounters(StatusModel):
+    """Decisions made under this policy, summed over all replicas."""
+
     routed: int = Field(0, ge=0, description="Route decisions.")
     rejected: int = Field(0, ge=0, description="Reject decisions.")
     queued: int = Field(0, ge=0, description="Queue decisions.")
@@ -183,17 +389,41 @@ class DecisionCounters(StatusModel):
 
 
 class RoutingPolicyStatus(StatusModel):
-    observed_generation: int | None = Field(None, ge=0, description="Generation the status reflects.")
-    conditions: Annotated[list[Condition], Field(max_length=16)] = Field(default_factory=list, description="Ready, Shadowed, BudgetSoftLimit, BudgetExhausted, NoEligibleBackends.")
-    matched_backends: int = Field(0, ge=0, description="Backends in scope.")
-    eligible_backends: Annotated[list[Annotated[str, Field(max_length=NAME_MAX)]], Field(max_length=100)] = Field(default_factory=list, description="Backends not excluded statically (first 100).")
-    exclusions: Annotated[list[PolicyExclusion], Field(max_length=256)] = Field(default_factory=list, description="Static exclusions with reasons.")
-    budget: BudgetStatus | None = Field(None, description="Budget spend.")
+    """Observed state of a RoutingPolicy, written by the operator."""
+
+    observed_generation: int | None = Field(
+        None, ge=0, description="metadata.generation the status reflects."
+    )
+    conditions: Annotated[list[Condition], Field(max_length=CONDITIONS_MAX)] = Field(
+        default_factory=list,
+        json_schema_extra=list_map("type"),
+        description="Ready, Shadowed, BudgetSoftLimit, BudgetExhausted and NoEligibleBackends conditions.",
+    )
+    matched_backends: int = Field(0, ge=0, description="Number of Backends in scope.")
+    eligible_count: int = Field(
+        0, ge=0, description="Number of Backends in scope not excluded statically."
+    )
+    eligible_backends: Annotated[
+        list[Annotated[str, Field(max_length=NAME_MAX)]], Field(max_length=100)
+    ] = Field(default_factory=list, description="Backends not excluded statically (the first 100).")
+    exclusions: Annotated[list[PolicyExclusion], Field(max_length=256)] = Field(
+        default_factory=list,
+        description="Static exclusions of in-scope Backends with reasons (at most 256).",
+    )
+    budget: BudgetStatus | None = Field(
+        None, description="Budget spend; absent when the policy has no monthlyLimitUsd."
+    )
     decisions: DecisionCounters | None = Field(None, description="Decision counters.")
+
+    @field_validator("conditions")
+    @classmethod
+    def _unique_conditions(cls, conditions: list[Condition]) -> list[Condition]:
+        unique_condition_types(conditions)
+        return conditions
 
 
 class RoutingPolicy(SpecModel):
-    """A RoutingPolicy object as read from the API server."""
+    """RoutingPolicy decides which Backends may serve the models it matches, and how one is picked."""
 
     model_config = SpecModel.model_config | {"extra": "ignore"}
 
