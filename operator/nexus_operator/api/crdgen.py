@@ -21,7 +21,7 @@ from typing import Any
 
 import yaml
 from pydantic import BaseModel
-from pydantic.json_schema import GenerateJsonSchema, JsonSchemaValue, NoDefault
+from pydantic.json_schema import GenerateJsonSchema, NoDefault
 from pydantic_core import core_schema
 
 from .backend import BackendSpec, BackendStatus
