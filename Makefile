@@ -54,3 +54,21 @@ bench: venv tools ## Run every benchmark, write benchmarks/results/*.json and BE
 	NEXUS_BIN_DIR="$$(tools/build.sh 2>/dev/null | tail -1)" $(PY) benchmarks/bench_operator.py
 	$(PY) benchmarks/report.py >/dev/null
 	@echo "wrote BENCHMARKS.md"
+
+.PHONY: manifests-install
+manifests-install: manifests tools ## Regenerate crds/, copy them into the chart and render manifests/install.yaml
+	NEXUS_BIN_DIR="$$(tools/build.sh 2>/dev/null | tail -1)" tools/render-manifests.sh
+
+KIND_CLUSTER ?= nexus
+KIND_IMAGE   ?= nexus-operator:dev
+kind: ## Needs Docker + kind (untested here): kind cluster, build+load image, install chart, apply examples
+	kind get clusters | grep -qx '$(KIND_CLUSTER)' || kind create cluster --name '$(KIND_CLUSTER)'
+	docker build -t '$(KIND_IMAGE)' .
+	kind load docker-image '$(KIND_IMAGE)' --name '$(KIND_CLUSTER)'
+	kubectl create namespace nexus-system --dry-run=client -o yaml | kubectl apply -f -
+	kubectl label namespace nexus-system pod-security.kubernetes.io/enforce=restricted --overwrite
+	helm upgrade --install nexus-operator charts/nexus-operator --namespace nexus-system \
+	  --set image.repository='$(firstword $(subst :, ,$(KIND_IMAGE)))' \
+	  --set image.tag='$(lastword $(subst :, ,$(KIND_IMAGE)))' --set image.pullPolicy=Never --wait
+	kubectl apply -R -f examples/
+	helm test nexus-operator --namespace nexus-system
