@@ -9,8 +9,8 @@ structural OpenAPI v3 schema the API server accepts:
   `x-kubernetes-preserve-unknown-fields` (only `reconcilers[].config`);
 - `propertyNames` bounds, which structural schemas cannot carry, become CEL rules;
 - every list gets a `x-kubernetes-list-type` (`atomic` unless the model says otherwise);
-- a nested object with a default factory gets `default: {}` so the API server fills in
-  its fields' defaults; `None`, empty-list and empty-map defaults are left out.
+- a nested object with a default factory gets that object as its default, so an absent
+  `selection` reads back complete; `None`, empty-list and empty-map defaults are left out.
 """
 
 from __future__ import annotations
@@ -150,12 +150,19 @@ KINDS = (BACKEND, ROUTING_POLICY)
 
 
 class _CrdJsonSchema(GenerateJsonSchema):
-    """JSON schema with `default: {}` for nested objects built by a default factory."""
+    """JSON schema with the full default of nested objects built by a default factory.
+
+    The full object, not `{}`: the API server checks a default against the node's CEL
+    rules without first filling in the defaults of its fields.
+    """
 
     def get_default_value(self, schema: core_schema.WithDefaultSchema) -> Any:
         factory: Callable[[], Any] | None = schema.get("default_factory")  # type: ignore[assignment]
         if factory is not None and not schema.get("default_factory_takes_data"):
-            return {} if isinstance(factory(), BaseModel) else NoDefault
+            value = factory()
+            if isinstance(value, BaseModel):
+                return value.model_dump(mode="json", by_alias=True, exclude_none=True)
+            return NoDefault
         return super().get_default_value(schema)
 
 
@@ -261,7 +268,7 @@ def crd(kind: Kind) -> Schema:
                 "type": "string",
             },
             "kind": {"description": f"Kind of the object, '{kind.kind}'.", "type": "string"},
-            "metadata": {"description": "Standard object metadata.", "type": "object"},
+            "metadata": {"type": "object"},
             "spec": structural_schema(kind.spec),
             "status": structural_schema(kind.status),
         },
