@@ -1,0 +1,62 @@
+"""The API server itself rejects invalid Backends and RoutingPolicies (structural schema +
+CEL), with a message naming the field; the same table is rejected by the pydantic models
+(tests/unit/test_api_models.py)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from kubernetes import client
+from kubernetes.client.rest import ApiException
+
+from invalid_manifests import BACKEND_BASE, CLOUD_BASE, INVALID_SPECS, POLICY_BASE, InvalidSpec
+from nexus_crds import GROUP, PLURALS, VERSION, install_crds
+from nexus_operator.localcluster import Cluster
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def objects(cluster: Cluster) -> Iterator[client.CustomObjectsApi]:
+    install_crds(cluster)
+    with cluster.api_client() as api:
+        yield client.CustomObjectsApi(api)
+
+
+def _create(
+    objects: client.CustomObjectsApi, *, namespace: str, kind: str, spec: dict[str, Any]
+) -> dict[str, Any]:
+    body = {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": kind,
+        "metadata": {"name": "subject"},
+        "spec": spec,
+    }
+    created: dict[str, Any] = objects.create_namespaced_custom_object(
+        GROUP, VERSION, namespace, PLURALS[kind], body, field_validation="Strict"
+    )
+    return created
+
+
+@pytest.mark.parametrize(
+    ("kind", "spec"),
+    [("Backend", BACKEND_BASE), ("Backend", CLOUD_BASE), ("RoutingPolicy", POLICY_BASE)],
+    ids=["local-backend", "cloud-backend", "policy"],
+)
+def test_api_server_accepts_the_bases_of_the_invalid_cases(
+    objects: client.CustomObjectsApi, namespace: str, kind: str, spec: dict[str, Any]
+) -> None:
+    created = _create(objects, namespace=namespace, kind=kind, spec=spec)
+    assert created["metadata"]["name"] == "subject"
+
+
+@pytest.mark.parametrize("case", INVALID_SPECS, ids=[c.id for c in INVALID_SPECS])
+def test_api_server_rejects_invalid_spec_naming_the_field(
+    objects: client.CustomObjectsApi, namespace: str, case: InvalidSpec
+) -> None:
+    with pytest.raises(ApiException) as raised:
+        _create(objects, namespace=namespace, kind=case.kind, spec=case.spec)
+    assert raised.value.status in (400, 422)
+    assert case.field in str(raised.value.body)
