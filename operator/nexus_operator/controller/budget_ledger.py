@@ -1,0 +1,267 @@
+"""The budget ledger: additive status (spend, decision and selection counters) with optimistic locking.
+
+Every replica keeps its own unflushed deltas in runtime cells and adds them to what the API
+server holds with a merge patch carrying `metadata.resourceVersion` as a precondition. A 409 means
+another replica (or the leader's writer) got there first: re-read, re-add, retry. Deltas are taken
+out of the cells before the write and given back if it fails, so concurrent replicas never lose or
+double-count spend, and a crash loses at most one flush interval.
+
+Month rollover is in UTC: the first write of a new period moves the persisted total into
+`previousPeriod`/`previousSpentUsd` and starts the new period from this replica's delta.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from nexus_operator import api
+from nexus_operator.api import BudgetState
+from nexus_operator.control.runtime import PolicyRuntime, RejectedRecord, RoutedRecord, period_of
+
+from .diffing import merge_diff
+from .kube import BACKENDS, POLICIES, ConflictError, Kind, KubeApi, KubeError, NotFoundError
+from .observed import ObservedStatuses
+from .status_assembly import rfc3339
+
+if TYPE_CHECKING:
+    from nexus_operator.routing import Registry
+
+logger = logging.getLogger(__name__)
+
+JsonObject = dict[str, Any]
+Build = Callable[[Mapping[str, Any]], JsonObject]
+Clock = Callable[[], datetime]
+
+
+def next_reset(now: datetime) -> datetime:
+    """The first instant of the next UTC month."""
+    now = now.astimezone(UTC)
+    year, month = (now.year + 1, 1) if now.month == 12 else (now.year, now.month + 1)
+    return datetime(year, month, 1, tzinfo=UTC)
+
+
+def budget_state(spent_usd: float, budget: api.Budget | None) -> BudgetState:
+    """Normal without a limit; inclusive thresholds: >= 100 % HardLimit, >= soft % SoftLimit."""
+    if budget is None or budget.monthly_limit_usd is None:
+        return BudgetState.NORMAL
+    limit = budget.monthly_limit_usd
+    if limit == 0 or spent_usd >= limit:
+        return BudgetState.HARD_LIMIT
+    if spent_usd * 100 >= limit * budget.soft_limit_percent:
+        return BudgetState.SOFT_LIMIT
+    return BudgetState.NORMAL
+
+
+@dataclass(frozen=True)
+class PolicyDelta:
+    usd: float
+    routed: int
+    rejected: int
+    queued: int
+    last_routed: RoutedRecord | None
+    last_rejected: RejectedRecord | None
+
+    @property
+    def counted(self) -> bool:
+        return bool(self.usd or self.routed or self.rejected or self.queued)
+
+
+def budget_block(
+    *, spent_usd: float, budget: api.Budget | None, persisted: Mapping[str, Any], now: datetime
+) -> JsonObject:
+    """The whole budget block for `spent_usd` in the current period, carrying the previous one."""
+    period = period_of(now)
+    limit = budget.monthly_limit_usd if budget is not None else None
+    rolled = bool(persisted.get("period")) and persisted.get("period") != period
+    return {
+        "period": period,
+        "spentUsd": spent_usd,
+        "limitUsd": limit,
+        "utilizationPercent": round(spent_usd * 100 / limit, 2) if limit else 0.0,
+        "state": budget_state(spent_usd, budget).value,
+        "resetsAt": rfc3339(next_reset(now)),
+        "previousPeriod": persisted.get("period") if rolled else persisted.get("previousPeriod"),
+        "previousSpentUsd": (
+            persisted.get("spentUsd") if rolled else persisted.get("previousSpentUsd")
+        ),
+    }
+
+
+def policy_patch(
+    status: Mapping[str, Any], delta: PolicyDelta, *, budget: api.Budget | None, now: datetime
+) -> JsonObject:
+    """Budget and decision counters after adding `delta` to `status`; empty if nothing changes."""
+    persisted = status.get("budget") or {}
+    same_period = persisted.get("period") == period_of(now)
+    base_spent = float(persisted.get("spentUsd") or 0.0) if same_period else 0.0
+    limited = budget is not None and budget.monthly_limit_usd is not None
+    block = budget_block(
+        spent_usd=base_spent + delta.usd, budget=budget, persisted=persisted, now=now
+    )
+    desired = {
+        "budget": block if limited else None,
+        "decisions": _decisions(status.get("decisions") or {}, delta),
+    }
+    return merge_diff(status, desired)
+
+
+def _decisions(current: Mapping[str, Any], delta: PolicyDelta) -> JsonObject:
+    return {
+        "routed": int(current.get("routed") or 0) + delta.routed,
+        "rejected": int(current.get("rejected") or 0) + delta.rejected,
+        "queued": int(current.get("queued") or 0) + delta.queued,
+        "lastRouted": _newer(current.get("lastRouted"), _routed(delta.last_routed)),
+        "lastRejected": _newer(current.get("lastRejected"), _rejected(delta.last_rejected)),
+    }
+
+
+def _routed(record: RoutedRecord | None) -> JsonObject | None:
+    if record is None:
+        return None
+    return {
+        "time": rfc3339(record.time),
+        "model": record.model,
+        "backend": record.backend,
+        "reason": record.reason[:1024],
+    }
+
+
+def _rejected(record: RejectedRecord | None) -> JsonObject | None:
+    if record is None:
+        return None
+    reasons = [r[:1024] for r in record.reasons[:16]]
+    return {"time": rfc3339(record.time), "model": record.model, "reasons": reasons}
+
+
+def _newer(current: Any, mine: JsonObject | None) -> Any:
+    """The later of two records by RFC 3339 time (same format, so strings order as times)."""
+    if mine is None:
+        return current
+    if isinstance(current, Mapping) and str(current.get("time", "")) > str(mine["time"]):
+        return current
+    return mine
+
+
+def backend_patch(status: Mapping[str, Any], *, selected: int, last: datetime | None) -> JsonObject:
+    routing = status.get("routing") or {}
+    mine = rfc3339(last)
+    theirs = routing.get("lastSelectedTime")
+    desired = {
+        "routing": {
+            "selectedTotal": int(routing.get("selectedTotal") or 0) + selected,
+            "lastSelectedTime": max(filter(None, (theirs, mine)), default=None),
+        }
+    }
+    return merge_diff(status, desired)
+
+
+class BudgetLedger:
+    """Moves this replica's deltas into status; one precondition patch per object with news."""
+
+    def __init__(
+        self,
+        api_: KubeApi,
+        registry: Registry,
+        observed: ObservedStatuses,
+        *,
+        clock: Clock,
+        max_attempts: int = 8,
+    ) -> None:
+        self._api = api_
+        self._registry = registry
+        self._observed = observed
+        self._clock = clock
+        self._max_attempts = max_attempts
+        self._flushed_selected: dict[tuple[str, str], int] = {}
+        self.patches = 0
+
+    async def flush(self) -> None:
+        """Flush every policy and backend with unflushed deltas (or a stale budget block)."""
+        snapshot = self._registry.snapshot
+        for policy in snapshot.policies.values():
+            await self.flush_policy(policy)
+        for backend in snapshot.backends.values():
+            await self.flush_backend(backend)
+
+    async def flush_policy(self, policy: api.RoutingPolicy) -> bool:
+        namespace, name = policy.metadata.namespace, policy.metadata.name
+        cell = self._registry.runtime.policy(namespace, name)
+        delta = _take(cell)
+        budget = policy.spec.budget
+        now = self._clock()
+        written = await self._patch(
+            POLICIES, namespace, name, lambda s: policy_patch(s, delta, budget=budget, now=now)
+        )
+        if written is None:
+            cell.give_back(delta.usd, delta.routed, delta.rejected, delta.queued)
+            return False
+        block = written.get("budget") or {}
+        if block.get("period"):
+            cell.load_persisted(str(block["period"]), float(block.get("spentUsd") or 0.0))
+        return True
+
+    async def flush_backend(self, backend: api.Backend) -> bool:
+        key = (backend.metadata.namespace, backend.metadata.name)
+        cell = self._registry.runtime.backend(*key)
+        selected = cell.selected_total - self._flushed_selected.get(key, 0)
+        if selected <= 0:
+            return True
+        last = cell.last_selected_time
+        written = await self._patch(
+            BACKENDS, *key, lambda s: backend_patch(s, selected=selected, last=last)
+        )
+        if written is None:
+            return False
+        self._flushed_selected[key] = self._flushed_selected.get(key, 0) + selected
+        return True
+
+    async def _patch(
+        self, kind: Kind, namespace: str, name: str, build: Build
+    ) -> JsonObject | None:
+        """Apply build(current status) under a resourceVersion precondition.
+
+        Returns the status now on the server, or None when the write did not happen (API server
+        unreachable or too much contention) so the caller keeps its delta for the next flush.
+        A deleted object counts as written: its deltas have nowhere to go.
+        """
+        key = (kind.plural, namespace, name)
+        base = self._observed.get(key)
+        for _ in range(self._max_attempts):
+            try:
+                if base is None:
+                    self._observed.record(
+                        kind.plural, await self._api.get(kind.path(namespace, name))
+                    )
+                    base = self._observed.get(key)
+                    assert base is not None
+                patch = build(base.status)
+                if not patch:
+                    return base.status
+                body = {"metadata": {"resourceVersion": base.resource_version}, "status": patch}
+                response = await self._api.merge_patch(kind.path(namespace, name) + "/status", body)
+            except ConflictError:
+                base = None
+                continue
+            except NotFoundError:
+                return {}
+            except KubeError as exc:
+                logger.warning(
+                    "Status of %s %s/%s not flushed: %s", kind.plural, namespace, name, exc
+                )
+                return None
+            self.patches += 1
+            self._observed.record(kind.plural, response)
+            return dict(response.get("status") or {})
+        logger.warning(
+            "Status of %s %s/%s not flushed: still conflicting", kind.plural, namespace, name
+        )
+        return None
+
+
+def _take(cell: PolicyRuntime) -> PolicyDelta:
+    usd, routed, rejected, queued = cell.take_unflushed()
+    return PolicyDelta(usd, routed, rejected, queued, cell.last_routed, cell.last_rejected)

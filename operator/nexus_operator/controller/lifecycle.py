@@ -1,0 +1,183 @@
+"""One replica's controller: the parts that run beside kopf's watches, started and stopped together.
+
+Built in kopf's on.startup (so every asyncio object lives on the operator loop) and stopped in
+on.cleanup: stop probing and the loops, flush pending status once more, then release the Lease so
+another replica takes over at once. Role `router` (a read-only sidecar) never contends for the
+Lease and posts no Events: it only adds its own usage deltas.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import secrets
+import socket
+from collections.abc import Coroutine
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from nexus_operator import api
+from nexus_operator.routing import Registry, RoutingEngine
+
+from . import events
+from .budget_ledger import BudgetLedger
+from .kube import KubeApi, KubeError
+from .leader import LeaderElector, LeaseSettings
+from .observed import ObservedStatuses
+from .probing import BackendKey, HealthProber
+from .registry_sync import RegistrySync, Scope, resync
+from .status_writer import StatusWriter, WriterSettings
+
+logger = logging.getLogger(__name__)
+
+ROLE_OPERATOR = "operator"
+ROLE_ROUTER = "router"
+# How often in-flight slots whose usage report never arrived are released.
+SLOT_EXPIRY_PERIOD_S = 10.0
+
+
+def default_identity() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True)
+class ControllerConfig:
+    namespaces: tuple[str, ...] = ()
+    kubeconfig: str | None = None
+    role: str = ROLE_OPERATOR
+    flush_interval_s: float = 2.0
+    refresh_interval_s: float = 30.0
+    resync_interval_s: float = 300.0
+    lease_namespace: str = "default"
+    lease_name: str = "nexus-operator"
+    lease_duration_s: float = 15.0
+    identity: str = field(default_factory=default_identity)
+    component: str = "nexus-operator"
+
+
+class Controller:
+    """Registry, engine, probes, ledger, leader election and status writer of one replica."""
+
+    def __init__(self, config: ControllerConfig, kube: KubeApi) -> None:
+        self.config = config
+        self.kube = kube
+        self.registry = Registry()
+        self.engine = RoutingEngine(self.registry)
+        self.observed = ObservedStatuses()
+        self.sync = RegistrySync(self.registry, self.observed)
+        self.scope = Scope(config.namespaces)
+        routing = config.role != ROLE_ROUTER
+        self.leader = LeaderElector(kube, self._lease_settings()) if routing else None
+        self.recorder = (
+            events.EventRecorder(kube, component=config.component, instance=config.identity)
+            if routing
+            else None
+        )
+        self.ledger = BudgetLedger(kube, self.registry, self.observed, clock=utcnow)
+        self.writer = StatusWriter(
+            kube,
+            self.registry,
+            self.engine,
+            observed=self.observed,
+            ledger=self.ledger,
+            leader=self.leader,
+            recorder=self.recorder,
+            clock=utcnow,
+            settings=WriterSettings(config.flush_interval_s, config.refresh_interval_s),
+        )
+        self.prober = HealthProber(self.registry, on_transition=self._health_changed)
+        self._tasks: list[asyncio.Task[None]] = []
+
+    def _lease_settings(self) -> LeaseSettings:
+        c = self.config
+        return LeaseSettings(
+            namespace=c.lease_namespace,
+            name=c.lease_name,
+            identity=c.identity,
+            duration_s=c.lease_duration_s,
+            renew_interval_s=max(c.lease_duration_s / 3, 0.5),
+        )
+
+    async def start(self) -> None:
+        """Rebuild the registry from a full list, then start probing and the background loops."""
+        await resync(self.kube, self.scope, self.sync)
+        await self.prober.start()
+        if self.leader is not None:
+            await self.leader.try_acquire_or_renew()
+            self._spawn(self.leader.run(), "leader")
+        self._spawn(self.writer.run(), "status-writer")
+        self._spawn(self._resync_loop(), "resync")
+        self._spawn(self._expiry_loop(), "slot-expiry")
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks.clear()
+        await self.prober.stop()
+        await self.writer.flush()
+        if self.recorder is not None:
+            await self.recorder.drain()
+        if self.leader is not None:
+            await self.leader.release()
+        self.kube.close()
+
+    def health(self) -> dict[str, Any]:
+        """Liveness details; `apiServer: unreachable` is the degraded state routing survives."""
+        return {
+            "registrySynced": self.registry.synced,
+            "leader": self.writer.leading,
+            "apiServer": "reachable" if self.kube.reachable else "unreachable",
+        }
+
+    def _spawn(self, coroutine: Coroutine[Any, Any, None], name: str) -> None:
+        self._tasks.append(asyncio.create_task(coroutine, name=name))
+
+    async def _resync_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.resync_interval_s)
+            try:
+                await resync(self.kube, self.scope, self.sync)
+            except KubeError as exc:
+                logger.warning("Resync skipped: %s", exc)
+
+    async def _expiry_loop(self) -> None:
+        while True:
+            await asyncio.sleep(SLOT_EXPIRY_PERIOD_S)
+            released = self.engine.expire_slots(utcnow())
+            if released:
+                logger.info("Released %d in-flight slots without a usage report", released)
+
+    def _health_changed(
+        self,
+        key: BackendKey,
+        previous: api.HealthState,
+        state: api.HealthState,
+        error: str | None,
+    ) -> None:
+        if self.recorder is None or not self.writer.leading:
+            return
+        backend = self.registry.snapshot.backends.get(key)
+        uid = backend.metadata.uid if backend is not None else None
+        ref = events.ObjectRef("Backend", key[0], key[1], uid)
+        if state == api.HealthState.UNHEALTHY:
+            message = f"Backend became Unhealthy: {error or 'health probe failed'}"
+            self.recorder.emit(
+                ref, type_=events.WARNING, reason=events.BACKEND_UNHEALTHY, message=message
+            )
+        elif previous == api.HealthState.UNHEALTHY:
+            self.recorder.emit(
+                ref,
+                type_=events.NORMAL,
+                reason=events.BACKEND_RECOVERED,
+                message="Backend is Healthy.",
+            )

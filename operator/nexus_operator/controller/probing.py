@@ -1,0 +1,188 @@
+"""Health probing: one asyncio task per Backend, feeding the runtime cells the pipeline reads.
+
+Probes never block decisions: they run on their own tasks and only write to the backend's
+runtime cell (state machine and latency EMA live in routing's BackendRuntime.record_probe), which
+the engine reads at decision time. A task is restarted only when what it probes changes
+(URL, path, interval, timeout, thresholds); spec changes elsewhere leave it running.
+
+The probe sends no credentials (the operator never reads Secrets), so for cloud types an
+authentication refusal (401/403) still proves the endpoint is up and counts as a success.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING
+
+import aiohttp
+
+from nexus_operator import api
+
+if TYPE_CHECKING:
+    from nexus_operator.routing import Registry, RegistrySnapshot
+
+logger = logging.getLogger(__name__)
+
+BackendKey = tuple[str, str]
+Clock = Callable[[], datetime]
+TransitionHook = Callable[[BackendKey, api.HealthState, api.HealthState, str | None], None]
+
+_AUTH_REFUSALS = frozenset({401, 403})
+_ERROR_MAX = 1024
+# Cap on the random delay before a new task's first probe: enough to spread a thousand
+# backends found at startup, small enough that a new Backend is probed within a second.
+_FIRST_PROBE_JITTER_S = 1.0
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True)
+class ProbeTarget:
+    """Everything a probe task depends on; a change means restart the task."""
+
+    url: str
+    interval_s: float
+    timeout_s: float
+    failure_threshold: int
+    recovery_threshold: int
+    cloud: bool
+
+    @classmethod
+    def of(cls, backend: api.Backend) -> ProbeTarget | None:
+        """None when probing is disabled: the backend is then assumed Healthy."""
+        check = backend.spec.health_check
+        if not check.enabled:
+            return None
+        return cls(
+            url=backend.spec.url.rstrip("/") + "/" + backend.spec.health_path.lstrip("/"),
+            interval_s=float(check.interval_seconds),
+            timeout_s=float(check.timeout_seconds),
+            failure_threshold=check.failure_threshold,
+            recovery_threshold=check.recovery_threshold,
+            cloud=backend.spec.type.is_cloud,
+        )
+
+
+@dataclass(frozen=True)
+class ProbeResult:
+    ok: bool
+    latency_ms: float | None
+    error: str | None
+
+
+class HealthProber:
+    """Keeps exactly one probe task per probed Backend in the latest snapshot."""
+
+    def __init__(
+        self,
+        registry: Registry,
+        *,
+        clock: Clock = utcnow,
+        on_transition: TransitionHook | None = None,
+    ) -> None:
+        self._registry = registry
+        self._clock = clock
+        self._on_transition = on_transition
+        self._tasks: dict[BackendKey, tuple[ProbeTarget, asyncio.Task[None]]] = {}
+        self._session: aiohttp.ClientSession | None = None
+
+    async def start(self) -> None:
+        connector = aiohttp.TCPConnector(limit=256, ttl_dns_cache=60)
+        self._session = aiohttp.ClientSession(connector=connector)
+        self._registry.add_listener(self.reconcile)
+        self.reconcile(self._registry.snapshot)
+
+    async def stop(self) -> None:
+        tasks = [task for _, task in self._tasks.values()]
+        self._tasks.clear()
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    @property
+    def probed(self) -> frozenset[BackendKey]:
+        return frozenset(self._tasks)
+
+    def reconcile(self, snapshot: RegistrySnapshot) -> None:
+        """Start, restart or stop tasks so they match the snapshot's Backends."""
+        if self._session is None:
+            return
+        wanted: dict[BackendKey, api.Backend] = {
+            (b.metadata.namespace, b.metadata.name): b for b in snapshot.backends.values()
+        }
+        for key in set(self._tasks) - set(wanted):
+            self._tasks.pop(key)[1].cancel()
+        for key, backend in wanted.items():
+            self._ensure(key, ProbeTarget.of(backend))
+
+    def _ensure(self, key: BackendKey, target: ProbeTarget | None) -> None:
+        current = self._tasks.get(key)
+        if current is not None and current[0] == target:
+            return
+        if current is not None:
+            self._tasks.pop(key)[1].cancel()
+        if target is None:
+            self._registry.runtime.backend(*key).set_assumed_healthy()
+            return
+        task = asyncio.create_task(self._run(key, target), name=f"probe:{key[0]}/{key[1]}")
+        self._tasks[key] = (target, task)
+
+    async def _run(self, key: BackendKey, target: ProbeTarget) -> None:
+        await asyncio.sleep(random.uniform(0, min(_FIRST_PROBE_JITTER_S, target.interval_s)))
+        while True:
+            await self.probe_once(key, target)
+            await asyncio.sleep(target.interval_s)
+
+    async def probe_once(self, key: BackendKey, target: ProbeTarget) -> bool:
+        """Probe, record the result, and report a health transition; True when state changed."""
+        result = await self._probe(target)
+        cell = self._registry.runtime.backend(*key)
+        previous = cell.health_state
+        changed = cell.record_probe(
+            result.ok,
+            result.latency_ms,
+            result.error,
+            failure_threshold=target.failure_threshold,
+            recovery_threshold=target.recovery_threshold,
+            now=self._clock(),
+        )
+        if changed and self._on_transition is not None:
+            self._on_transition(key, previous, cell.health_state, result.error)
+        return bool(changed)
+
+    async def _probe(self, target: ProbeTarget) -> ProbeResult:
+        assert self._session is not None
+        started = time.perf_counter()
+        try:
+            timeout = aiohttp.ClientTimeout(total=target.timeout_s)
+            async with self._session.get(target.url, timeout=timeout) as response:
+                await response.read()
+                status = response.status
+        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+            return ProbeResult(ok=False, latency_ms=None, error=_describe(exc, target))
+        latency_ms = (time.perf_counter() - started) * 1000.0
+        if 200 <= status < 300 or (target.cloud and status in _AUTH_REFUSALS):
+            return ProbeResult(ok=True, latency_ms=latency_ms, error=None)
+        return ProbeResult(
+            ok=False, latency_ms=latency_ms, error=f"GET {target.url}: HTTP {status}"
+        )
+
+
+def _describe(exc: BaseException, target: ProbeTarget) -> str:
+    if isinstance(exc, TimeoutError):
+        return f"GET {target.url}: no answer within {target.timeout_s:g}s"
+    return f"GET {target.url}: {type(exc).__name__}: {exc}"[:_ERROR_MAX]

@@ -1,0 +1,152 @@
+"""Keeps the in-memory registry true to the cluster: watch events, periodic resync, rebuild on start.
+
+Only spec and labels feed the registry, so our own status patches (which come back as watch
+events) never produce a new snapshot; they only refresh the observed status the writers diff
+against, and, for policies, the persisted spend other replicas added. A full list replaces the
+registry wholesale, which also drops anything whose DELETED event was missed.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import pydantic
+
+from nexus_operator import api
+
+from .kube import BACKENDS, POLICIES, Kind, KubeApi
+from .observed import ObjectKey, ObservedStatuses, key_of
+
+if TYPE_CHECKING:
+    from nexus_operator.routing import Registry
+
+logger = logging.getLogger(__name__)
+
+DELETED = "DELETED"
+
+Model = TypeVar("Model", api.Backend, api.RoutingPolicy)
+
+
+@dataclass(frozen=True)
+class Scope:
+    """All namespaces (empty) or a fixed set."""
+
+    namespaces: tuple[str, ...] = ()
+
+    def list_paths(self, kind: Kind) -> list[str]:
+        if not self.namespaces:
+            return [kind.cluster_path()]
+        return [kind.path(namespace) for namespace in self.namespaces]
+
+
+def parse_backend(body: Mapping[str, Any]) -> api.Backend | None:
+    return _parse(api.Backend, body)
+
+
+def parse_policy(body: Mapping[str, Any]) -> api.RoutingPolicy | None:
+    return _parse(api.RoutingPolicy, body)
+
+
+def _parse(model: type[Model], body: Mapping[str, Any]) -> Model | None:
+    """Spec and metadata only: status is the operator's own output, never an input to routing."""
+    try:
+        return model.model_validate({"metadata": body["metadata"], "spec": body.get("spec") or {}})
+    except (pydantic.ValidationError, KeyError) as exc:
+        meta = body.get("metadata") or {}
+        logger.warning("Ignoring invalid %s/%s: %s", meta.get("namespace"), meta.get("name"), exc)
+        return None
+
+
+def _unchanged(
+    old: api.Backend | api.RoutingPolicy | None, new: api.Backend | api.RoutingPolicy
+) -> bool:
+    return (
+        old is not None
+        and old.spec == new.spec
+        and old.metadata.labels == new.metadata.labels
+        and old.metadata.generation == new.metadata.generation
+        and old.metadata.uid == new.metadata.uid
+    )
+
+
+class RegistrySync:
+    """Applies watch events and full lists to the registry and the observed-status store."""
+
+    def __init__(self, registry: Registry, observed: ObservedStatuses) -> None:
+        self._registry = registry
+        self._observed = observed
+
+    def on_backend_event(self, event_type: str | None, body: Mapping[str, Any]) -> None:
+        key = key_of(BACKENDS.plural, body)
+        namespace, name = key[1], key[2]
+        if event_type == DELETED:
+            self._observed.forget(key)
+            self._registry.delete_backend(namespace, name)
+            self._registry.runtime.forget_backend(namespace, name)
+            return
+        self._observed.record(BACKENDS.plural, body)
+        backend = parse_backend(body)
+        if backend is not None and not _unchanged(
+            self._registry.snapshot.backends.get((namespace, name)), backend
+        ):
+            self._registry.upsert_backend(backend)
+
+    def on_policy_event(self, event_type: str | None, body: Mapping[str, Any]) -> None:
+        key = key_of(POLICIES.plural, body)
+        namespace, name = key[1], key[2]
+        if event_type == DELETED:
+            self._observed.forget(key)
+            self._registry.delete_policy(namespace, name)
+            return
+        self._observed.record(POLICIES.plural, body)
+        self._adopt_spend(key)
+        policy = parse_policy(body)
+        if policy is not None and not _unchanged(
+            self._registry.snapshot.policies.get((namespace, name)), policy
+        ):
+            self._registry.upsert_policy(policy)
+
+    def replace_all(
+        self, backends: Iterable[Mapping[str, Any]], policies: Iterable[Mapping[str, Any]]
+    ) -> None:
+        """Rebuild from full lists: restart, and the periodic resync after possibly lost events."""
+        parsed_backends = [b for b in map(self._observe_backend, backends) if b is not None]
+        parsed_policies = [p for p in map(self._observe_policy, policies) if p is not None]
+        self._registry.replace_all(parsed_backends, parsed_policies)
+        self._registry.synced = True
+
+    def _observe_backend(self, body: Mapping[str, Any]) -> api.Backend | None:
+        self._observed.record(BACKENDS.plural, body)
+        return parse_backend(body)
+
+    def _observe_policy(self, body: Mapping[str, Any]) -> api.RoutingPolicy | None:
+        self._observed.record(POLICIES.plural, body)
+        self._adopt_spend(key_of(POLICIES.plural, body))
+        return parse_policy(body)
+
+    def _adopt_spend(self, key: ObjectKey) -> None:
+        """Spend persisted by any replica (or before a restart) counts for the next decision.
+
+        Read back from the observed store, which ignores events older than what it holds.
+        """
+        observed = self._observed.get(key)
+        budget = (observed.status if observed else {}).get("budget") or {}
+        if budget.get("period"):
+            cell = self._registry.runtime.policy(key[1], key[2])
+            cell.load_persisted(str(budget["period"]), float(budget.get("spentUsd") or 0.0))
+
+
+async def list_all(kube: KubeApi, scope: Scope, kind: Kind) -> list[dict[str, Any]]:
+    items: list[dict[str, Any]] = []
+    for path in scope.list_paths(kind):
+        items.extend((await kube.get(path)).get("items") or [])
+    return items
+
+
+async def resync(kube: KubeApi, scope: Scope, sync: RegistrySync) -> None:
+    backends = await list_all(kube, scope, BACKENDS)
+    policies = await list_all(kube, scope, POLICIES)
+    sync.replace_all(backends, policies)
