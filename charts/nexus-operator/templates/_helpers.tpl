@@ -50,6 +50,11 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end }}
 {{- end }}
 
+{{/* The Lease the operator replicas elect their status writer with (passed as --lease-name). */}}
+{{- define "nexus-operator.leaseName" -}}
+{{- include "nexus-operator.fullname" . }}
+{{- end }}
+
 {{/* repository:tag, or repository@digest when a digest is pinned. */}}
 {{- define "nexus-operator.image" -}}
 {{- if .Values.image.digest }}

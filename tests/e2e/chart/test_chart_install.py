@@ -69,10 +69,7 @@ def test_install_upgrade_and_uninstall_keep_the_crds(cluster: Cluster, namespace
         f"serviceaccount/{full}", f"deployment/{full}", f"service/{full}",
         f"role/{full}-leader-election", f"rolebinding/{full}-leader-election",
     )  # fmt: skip
-    cluster_scoped = (
-        f"clusterrole/{full}", f"clusterrolebinding/{full}",
-        f"clusterrole/{full}-discovery", f"clusterrolebinding/{full}-discovery",
-    )  # fmt: skip
+    cluster_scoped = (f"clusterrole/{full}", f"clusterrolebinding/{full}")
     crds = tuple(f"crd/{name}" for name in generated_crd_names())
     assert existing(cluster, *namespaced, namespace=namespace) == set(namespaced)
     assert existing(cluster, *cluster_scoped, *crds) == {*cluster_scoped, *crds}

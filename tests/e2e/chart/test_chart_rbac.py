@@ -35,8 +35,11 @@ def chart_identity(cluster: Cluster, module_namespace: str) -> Iterator[Identity
 
 def can_i(cluster: Cluster, identity: Identity, verb: str, resource: str, *args: str) -> bool:
     """`kubectl auth can-i` as the chart's ServiceAccount: exit 0 means yes, 1 means no.
-    `resource` may name a subresource as "<resource>:<subresource>"."""
-    resource, _, subresource = resource.partition(":")
+    `resource` may name a subresource as "<resource>:<subresource>"; "{lease}" is the chart's
+    Lease name (the release fullname, like the ServiceAccount)."""
+    resource, _, subresource = resource.format(lease=identity.release.service_account).partition(
+        ":"
+    )
     extra = [f"--subresource={subresource}"] if subresource else []
     result = cluster.kubectl(
         f"--kubeconfig={identity.kubeconfig}",
@@ -62,10 +65,9 @@ ALLOWED = [
     ("patch", f"backends.{GROUP}:status", "other"),
     ("patch", f"routingpolicies.{GROUP}:status", "other"),
     ("create", "events", "other"),
-    ("create", "events.events.k8s.io", "other"),
     ("create", "leases.coordination.k8s.io", "release"),
-    ("patch", "leases.coordination.k8s.io", "release"),
-    ("watch", "customresourcedefinitions.apiextensions.k8s.io", "cluster"),
+    ("get", "leases.coordination.k8s.io/{lease}", "release"),
+    ("patch", "leases.coordination.k8s.io/{lease}", "release"),
 ]
 DENIED = [
     ("get", "secrets", "release"),
@@ -78,9 +80,13 @@ DENIED = [
     ("get", "configmaps", "release"),
     ("create", "deployments.apps", "release"),
     ("patch", "deployments.apps", "release"),
-    ("get", "leases.coordination.k8s.io", "other"),
+    ("patch", "leases.coordination.k8s.io/someone-elses-lease", "release"),
+    ("list", "leases.coordination.k8s.io", "release"),
+    ("get", "leases.coordination.k8s.io/{lease}", "other"),
+    ("patch", "events", "other"),
+    ("create", "events.events.k8s.io", "other"),
     ("list", "namespaces", "cluster"),
-    ("create", "customresourcedefinitions.apiextensions.k8s.io", "cluster"),
+    ("watch", "customresourcedefinitions.apiextensions.k8s.io", "cluster"),
     ("create", "pods", "release"),
 ]
 

@@ -76,40 +76,32 @@ def rules_of(manifest: Manifest) -> list[tuple[str, str, str]]:
 def test_cluster_role_reads_custom_resources_and_writes_only_their_status(
     helm_template: HelmTemplate,
 ) -> None:
-    roles = {r["metadata"]["name"]: r for r in of_kind(helm_template(), "ClusterRole")}
-    granted = set(rules_of(roles["nexus-nexus-operator"]))
+    role = one(helm_template(), "ClusterRole")
     group = "nexus.routing.dev"
-    expected_reads = {
-        (group, res, verb)
-        for res in ("backends", "routingpolicies")
-        for verb in ("get", "list", "watch")
-    }
-    expected_status = {
-        (group, f"{res}/status", verb)
-        for res in ("backends", "routingpolicies")
-        for verb in ("get", "patch")
-    }
-    expected_events = {
-        (g, "events", verb) for g in ("", "events.k8s.io") for verb in ("create", "patch")
-    }
-    assert granted == expected_reads | expected_status | expected_events
-    discovery = set(rules_of(roles["nexus-nexus-operator-discovery"]))
-    assert discovery == {
-        ("apiextensions.k8s.io", "customresourcedefinitions", v) for v in ("get", "list", "watch")
-    }
+    kinds = ("backends", "routingpolicies")
+    reads = {(group, kind, verb) for kind in kinds for verb in ("get", "list", "watch")}
+    status = {(group, f"{kind}/status", verb) for kind in kinds for verb in ("get", "patch")}
+    assert set(rules_of(role)) == reads | status | {("", "events", "create")}
+
+
+def test_lease_rights_are_limited_to_the_named_lease_except_create(
+    helm_template: HelmTemplate,
+) -> None:
+    manifests = helm_template()
+    rules = one(manifests, "Role")["rules"]
+    named = [r for r in rules if r.get("resourceNames")]
+    assert [(r["resourceNames"], r["verbs"]) for r in named] == [
+        (["nexus-nexus-operator"], ["get", "patch"])
+    ]
+    assert [r["verbs"] for r in rules if not r.get("resourceNames")] == [["create"]]
+    args = one(manifests, "Deployment")["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert "--lease-name=nexus-nexus-operator" in args
 
 
 def test_secret_access_needs_the_value_and_is_get_only(helm_template: HelmTemplate) -> None:
     default_rules = [rules_of(r) for r in of_kind(helm_template(), "ClusterRole")]
     assert not any(res == "secrets" for rules in default_rules for _, res, _ in rules)
-    enabled = one(
-        [
-            r
-            for r in of_kind(helm_template("--set=rbac.secrets.enabled=true"), "ClusterRole")
-            if not r["metadata"]["name"].endswith("discovery")
-        ],
-        "ClusterRole",
-    )
+    enabled = one(helm_template("--set=rbac.secrets.enabled=true"), "ClusterRole")
     assert {verb for _, res, verb in rules_of(enabled) if res == "secrets"} == {"get"}
 
 
@@ -122,8 +114,7 @@ def test_watch_namespaces_bind_the_role_per_namespace_instead_of_cluster_wide(
         b["metadata"]["namespace"] for b in bindings if b["roleRef"]["kind"] == "ClusterRole"
     }
     assert per_namespace == {"team-a", "team-b"}
-    cluster_bindings = {b["roleRef"]["name"] for b in of_kind(manifests, "ClusterRoleBinding")}
-    assert cluster_bindings == {"nexus-nexus-operator-discovery"}
+    assert of_kind(manifests, "ClusterRoleBinding") == []
     args = one(manifests, "Deployment")["spec"]["template"]["spec"]["containers"][0]["args"]
     assert "--namespace=team-a" in args
     assert "--namespace=team-b" in args
