@@ -38,7 +38,7 @@ def bin_dir() -> Path:
     try:
         return find_bin_dir()
     except BinariesMissingError as exc:
-        pytest.fail(str(exc), pytrace=False)
+        raise pytest.fail.Exception(str(exc), pytrace=False) from None
 
 
 @pytest.fixture(scope="session")
@@ -51,7 +51,8 @@ def cluster(
     try:
         plane.start()
     except ComponentFailedError as exc:
-        pytest.fail(f"local control plane did not start: {exc}", pytrace=False)
+        message = f"local control plane did not start: {exc}"
+        raise pytest.fail.Exception(message, pytrace=False) from None
     request.config.stash[_PLANE] = plane
     request.config.stash[_TIMINGS] = dict(plane.timings)
     previous = os.environ.get("KUBECONFIG")

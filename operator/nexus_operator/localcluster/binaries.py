@@ -15,7 +15,7 @@ from pathlib import Path
 
 BIN_DIR_ENV = "NEXUS_BIN_DIR"
 REQUIRED_BINARIES = ("etcd", "kube-apiserver", "helm")
-BUILD_HINT = "make tools   (or: tools/build.sh; first build takes ~20 min on 2 cores)"
+BUILD_HINT = "make tools (first build: about 7 min on 2 cores plus Go module downloads)"
 
 
 class BinariesMissingError(RuntimeError):
