@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import json
+import textwrap
 
 import pytest
 import yaml
@@ -18,6 +19,7 @@ from chartkit import (
     HelmTemplate,
     Manifest,
     adopt_crds,
+    documents,
     generated_crd_names,
     of_kind,
     one,
@@ -63,7 +65,8 @@ def test_install_upgrade_and_uninstall_keep_the_crds(cluster: Cluster, namespace
     release = release_name()
     full = f"{release}-nexus-operator"
     adopt_crds(cluster, release=release, namespace=namespace)
-    cluster.helm("install", release, str(CHART), f"--namespace={namespace}")
+    installed = cluster.helm("install", release, str(CHART), f"--namespace={namespace}")
+    assert_notes_example_is_accepted(cluster, installed.stdout, namespace=namespace)
 
     namespaced = (
         f"serviceaccount/{full}", f"deployment/{full}", f"service/{full}",
@@ -99,6 +102,16 @@ def test_install_upgrade_and_uninstall_keep_the_crds(cluster: Cluster, namespace
     assert existing(cluster, *namespaced, *upgraded, namespace=namespace) == set()
     assert existing(cluster, *cluster_scoped) == set()
     assert existing(cluster, *crds) == set(crds), "crds.keep leaves the CRDs (and every CR)"
+
+
+def assert_notes_example_is_accepted(cluster: Cluster, output: str, *, namespace: str) -> None:
+    """The Backend and RoutingPolicy NOTES.txt tells users to apply pass the real CRD schema."""
+    heredoc = output.split("<<'YAML'\n", 1)[1].split("\n     YAML\n", 1)[0]
+    example = textwrap.dedent(heredoc)
+    assert {doc["kind"] for doc in documents(example)} == {"Backend", "RoutingPolicy"}
+    cluster.kubectl(
+        "apply", "--dry-run=server", f"--namespace={namespace}", "--filename=-", stdin=example
+    )
 
 
 def pod_from_template(deployment: Manifest, *, name: str) -> Manifest:
