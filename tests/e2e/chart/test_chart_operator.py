@@ -1,0 +1,176 @@
+"""The operator runs with nothing but the chart's RBAC: the installed Deployment's own arguments,
+a TokenRequest token for the chart's ServiceAccount, against the real API server. It must sync
+its registry (gRPC health SERVING), win its Lease and write a Backend's status, with no 403."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import socket
+import sys
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+from chartkit import Release, ensure_crds, install, mint_token
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from nexus_operator.localcluster import Cluster
+from nexus_operator.localcluster.standins import InferenceStandIn
+
+pytestmark = pytest.mark.e2e
+
+DEADLINE_S = 90.0
+MODEL = "llama3.2"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def chart_args(cluster: Cluster, release: Release) -> list[str]:
+    """The installed Deployment's container args, with listen addresses moved to loopback ports
+    (the pod network is this machine)."""
+    deployment = json.loads(
+        cluster.kubectl(
+            "get",
+            f"deployment/{release.service_account}",
+            f"--namespace={release.namespace}",
+            "-o=json",
+        ).stdout
+    )
+    local = {
+        "--grpc-address": f"127.0.0.1:{free_port()}",
+        "--metrics-port": str(free_port()),
+        "--health-port": str(free_port()),
+    }
+    args = []
+    for arg in deployment["spec"]["template"]["spec"]["containers"][0]["args"]:
+        flag = arg.split("=", 1)[0]
+        args.append(f"{flag}={local[flag]}" if flag in local else arg)
+    return args
+
+
+def log_tail(log: Path) -> str:
+    return log.read_text()[-4000:]
+
+
+async def eventually(
+    probe: Callable[[], Awaitable[Any]],
+    *,
+    what: str,
+    process: asyncio.subprocess.Process,
+    log: Path,
+) -> Any:
+    """Poll `probe` until it returns a truthy value; fail with the operator log if it never does."""
+    deadline = time.monotonic() + DEADLINE_S
+    while time.monotonic() < deadline:
+        assert process.returncode is None, f"operator exited early:\n{log_tail(log)}"
+        value = await probe()
+        if value:
+            return value
+        await asyncio.sleep(0.5)
+    pytest.fail(f"{what} not reached in {DEADLINE_S:.0f}s; operator log:\n{log_tail(log)}")
+
+
+async def grpc_serving(address: str) -> bool:
+    async with grpc.aio.insecure_channel(address) as channel:
+        try:
+            reply = await health_pb2_grpc.HealthStub(channel).Check(
+                health_pb2.HealthCheckRequest(service=""), timeout=2
+            )
+        except grpc.aio.AioRpcError:
+            return False
+    return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)
+
+
+def backend_manifest(url: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "nexus.routing.dev/v1alpha1",
+        "kind": "Backend",
+        "metadata": {"name": "standin"},
+        "spec": {
+            "type": "ollama",
+            "url": url,
+            "models": [{"id": MODEL, "contextLength": 8192}],
+            "healthCheck": {"intervalSeconds": 1, "timeoutSeconds": 1},
+        },
+    }
+
+
+@pytest.fixture
+async def standin() -> AsyncIterator[InferenceStandIn]:
+    server = InferenceStandIn(flavour="ollama", models=[MODEL])
+    await server.start()
+    yield server
+    await server.stop()
+
+
+async def test_operator_with_the_chart_service_account_token_syncs_and_writes_status(
+    cluster: Cluster, namespace: str, standin: InferenceStandIn, tmp_path: Path
+) -> None:
+    ensure_crds(cluster)
+    release = install(
+        cluster, namespace=namespace, args=(f"--set=watchNamespaces={{{namespace}}}",)
+    )
+    kubeconfig = cluster.token_kubeconfig(
+        mint_token(cluster, release), name=release.name, namespace=namespace
+    )
+    cluster.kubectl(
+        "apply",
+        f"--namespace={namespace}",
+        "--filename=-",
+        stdin=json.dumps(backend_manifest(standin.url)),
+    )
+    args = chart_args(cluster, release)
+    grpc_address = next(a.split("=", 1)[1] for a in args if a.startswith("--grpc-address="))
+    log = tmp_path / "operator.log"
+    env = {**os.environ, "POD_NAMESPACE": namespace, "KUBECONFIG": str(kubeconfig)}
+    with log.open("wb") as sink:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "nexus_operator.cli.operator_main", *args, f"--kubeconfig={kubeconfig}",
+            stdout=sink, stderr=asyncio.subprocess.STDOUT, env=env,
+        )  # fmt: skip
+    try:
+        await eventually(
+            lambda: grpc_serving(grpc_address), what="gRPC health SERVING", process=process, log=log
+        )
+
+        async def backend_health() -> str | None:
+            result = await asyncio.to_thread(
+                cluster.kubectl,
+                "get",
+                "backend/standin",
+                f"--namespace={namespace}",
+                "-o=jsonpath={.status.health.state}",
+            )
+            return result.stdout if result.stdout == "Healthy" else None
+
+        await eventually(backend_health, what="Backend status Healthy", process=process, log=log)
+
+        async def lease_holder() -> str:
+            result = await asyncio.to_thread(
+                cluster.kubectl, "get", f"lease/{release.service_account}", f"--namespace={namespace}",
+                "-o=jsonpath={.spec.holderIdentity}", check=False,
+            )  # fmt: skip
+            return result.stdout
+
+        assert await eventually(lease_holder, what="Lease held", process=process, log=log)
+    finally:
+        if process.returncode is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                await asyncio.wait_for(process.wait(), timeout=30)
+            except TimeoutError:
+                process.kill()
+                await process.wait()
+    output = log.read_text()
+    assert "403" not in output, output[-4000:]
+    assert "Forbidden" not in output, output[-4000:]
