@@ -1,3 +1,4 @@
+# syntax=docker/dockerfile:1
 # nexus-operator image: the Python package and its runtime dependencies, nothing else.
 #   docker build -t nexus-operator:dev .
 # Runs as a non-root user with a read-only root filesystem (the chart mounts /tmp as emptyDir).

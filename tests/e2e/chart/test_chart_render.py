@@ -222,3 +222,14 @@ def test_install_manifests_are_rendered_from_the_current_chart(bin_dir: Path) ->
         check=False,
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_image_runs_as_the_numeric_non_root_user_the_chart_expects(
+    helm_template: HelmTemplate,
+) -> None:
+    """runAsNonRoot needs a numeric USER in the image, and it must be the chart's runAsUser."""
+    dockerfile = (repo_root() / "Dockerfile").read_text().splitlines()
+    user = [line.split()[1] for line in dockerfile if line.startswith("USER ")]
+    pod = one(helm_template(), "Deployment")["spec"]["template"]["spec"]
+    security = pod["securityContext"]
+    assert user == [f"{security['runAsUser']}:{security['runAsGroup']}"]
