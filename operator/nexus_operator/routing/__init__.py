@@ -1,1 +1,58 @@
-"""routing."""
+"""The routing core: registry, immutable snapshots, the engine, and the seed's Router API."""
+
+from nexus_operator.control import (
+    BackendRuntime,
+    Exclusion,
+    PolicyRuntime,
+    RequestRequirements,
+    RuntimeState,
+    TraceEntry,
+)
+
+from .decision import BackendRef, Decision, Outcome, UsageReport
+from .engine import AsyncReconcilerError, RoutingEngine
+from .globs import Glob
+from .policies import CompiledPolicy
+from .registry import Registry
+from .reports import PolicyReport, StaticExclusion
+from .router import (
+    AliasError,
+    CapacityExceeded,
+    ModelNotFound,
+    NoEligibleBackends,
+    ReconcilerFailed,
+    Router,
+    RoutingError,
+    RoutingResult,
+)
+from .snapshot import NamespaceSnapshot, RegistrySnapshot
+
+__all__ = [
+    "AliasError",
+    "AsyncReconcilerError",
+    "BackendRef",
+    "BackendRuntime",
+    "CapacityExceeded",
+    "CompiledPolicy",
+    "Decision",
+    "Exclusion",
+    "Glob",
+    "ModelNotFound",
+    "NamespaceSnapshot",
+    "NoEligibleBackends",
+    "Outcome",
+    "PolicyReport",
+    "PolicyRuntime",
+    "ReconcilerFailed",
+    "Registry",
+    "RegistrySnapshot",
+    "RequestRequirements",
+    "Router",
+    "RoutingEngine",
+    "RoutingError",
+    "RoutingResult",
+    "RuntimeState",
+    "StaticExclusion",
+    "TraceEntry",
+    "UsageReport",
+]

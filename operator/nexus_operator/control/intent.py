@@ -1,0 +1,212 @@
+"""RoutingIntent: the shared state reconcilers annotate, and the only-add exclusion rules."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from typing import Any
+
+from nexus_operator.api import Backend, BudgetState
+
+from . import reasons, stages
+from .decision import Exclusion, RoutingDecision, TraceEntry
+from .plan import CandidatePlan, StaticFilter
+from .requirements import RequestRequirements
+from .views import BackendView, Candidate
+
+
+class Annotations:
+    """What reconcilers learned. The per-reconciler `*_excluded` maps are views of `exclusions`,
+    derived on access so the decision path never builds them."""
+
+    __slots__ = (
+        "budget_state",
+        "custom_data",
+        "estimated_cost",
+        "exclusions",
+        "penalize_open",
+        "trace_entries",
+    )
+
+    def __init__(self) -> None:
+        self.exclusions: list[Exclusion] = []
+        self.trace_entries: list[TraceEntry] = []
+        self.estimated_cost: float | None = None
+        self.budget_state: BudgetState | None = None
+        self.penalize_open = False
+        self.custom_data: dict[str, Any] = {}
+
+    @property
+    def trace_info(self) -> list[str]:
+        return [entry.render() for entry in self.trace_entries]
+
+    def excluded_by(self, reconciler: str) -> dict[str, str]:
+        """backend name → reason, for one reconciler (plug-ins included)."""
+        return {e.backend: e.reason for e in self.exclusions if e.reconciler == reconciler}
+
+    @property
+    def lifecycle_excluded(self) -> dict[str, str]:
+        return self.excluded_by(stages.LIFECYCLE)
+
+    @property
+    def privacy_excluded(self) -> dict[str, str]:
+        return self.excluded_by(stages.PRIVACY)
+
+    @property
+    def budget_excluded(self) -> dict[str, str]:
+        return self.excluded_by(stages.BUDGET)
+
+    @property
+    def capability_excluded(self) -> dict[str, str]:
+        return self.excluded_by(stages.CAPABILITY)
+
+    @property
+    def quality_excluded(self) -> dict[str, str]:
+        return self.excluded_by(stages.QUALITY)
+
+    @property
+    def health_excluded(self) -> dict[str, str]:
+        return self.excluded_by(stages.HEALTH)
+
+
+class RoutingIntent:
+    """One request travelling through the pipeline.
+
+    Invariant (only-add): a backend leaves `candidate_backends` exactly once, with one
+    Exclusion naming the first reconciler that excluded it, and never comes back. Excluding an
+    already excluded backend is a no-op.
+    """
+
+    __slots__ = (
+        "_excluded",
+        "_messages",
+        "_stage",
+        "annotations",
+        "candidate_backends",
+        "decision",
+        "dry_run",
+        "model",
+        "now",
+        "plan",
+        "request_requirements",
+    )
+
+    def __init__(
+        self,
+        request_requirements: RequestRequirements,
+        candidate_backends: Iterable[Candidate | Backend | BackendView] = (),
+        *,
+        plan: CandidatePlan | None = None,
+        dry_run: bool = False,
+        now: datetime | None = None,
+    ) -> None:
+        self.request_requirements = request_requirements
+        self.model = request_requirements.model
+        self.candidate_backends = [_as_candidate(c, self.model) for c in candidate_backends]
+        self.plan = plan
+        self.dry_run = dry_run
+        self.now = now or datetime.now(UTC)
+        self.annotations = Annotations()
+        self.decision: RoutingDecision | None = None
+        self._excluded: set[str] = set()
+        self._messages: list[str] = []
+        self._stage = ""
+
+    def trace(self, message: str) -> None:
+        """Add a message to the current reconciler's trace entry (or a standalone entry)."""
+        if self._stage:
+            self._messages.append(message)
+            return
+        count = len(self.candidate_backends)
+        self.annotations.trace_entries.append(TraceEntry("", count, count, 0.0, message))
+
+    def is_excluded(self, name: str) -> bool:
+        return name in self._excluded
+
+    def exclude(
+        self,
+        candidate: Candidate,
+        *,
+        reason_code: str,
+        reason: str,
+        suggested_action: str = "",
+        reconciler: str | None = None,
+    ) -> bool:
+        """Exclude one backend; False when it was already excluded."""
+        exclusion = Exclusion(
+            backend=candidate.backend.name,
+            reconciler=reconciler or self._stage,
+            reason_code=reason_code,
+            reason=reason,
+            suggested_action=suggested_action,
+            model=self.model,
+        )
+        return self.exclude_many((exclusion,)) == 1
+
+    def exclude_many(self, exclusions: Iterable[Exclusion]) -> int:
+        """Record exclusions in one pass over the candidates; returns how many were new."""
+        excluded = self._excluded
+        fresh: list[Exclusion] = []
+        for exclusion in exclusions:
+            if exclusion.backend not in excluded:
+                excluded.add(exclusion.backend)
+                fresh.append(exclusion)
+        if fresh:
+            self.annotations.exclusions.extend(fresh)
+            self.candidate_backends = [
+                c for c in self.candidate_backends if c.backend.name not in excluded
+            ]
+        return len(fresh)
+
+    def apply_static(self, stage: StaticFilter) -> int:
+        """Apply a stage's spec-only exclusions: precomputed with a plan, evaluated without."""
+        plan = self.plan
+        if plan is not None:
+            static = plan.static.get(stage.name)
+            if static is not None:
+                return self.exclude_many(static.exclusions) if static.exclusions else 0
+        found = (stage.static_exclusion(c) for c in self.candidate_backends)
+        return self.exclude_many(e for e in found if e is not None)
+
+    def alive(self, candidates: Iterable[Candidate]) -> list[Candidate]:
+        """Those of `candidates` not excluded yet."""
+        excluded = self._excluded
+        return [c for c in candidates if c.backend.name not in excluded]
+
+    def begin_stage(self, name: str) -> None:
+        self._stage = name
+        self._messages = []
+
+    def end_stage(self) -> str:
+        """Close the current stage and return its joined trace messages."""
+        message = "; ".join(self._messages)
+        self._stage = ""
+        self._messages = []
+        return message
+
+    def restore_only_add(self, before: list[Candidate], reconciler: str) -> None:
+        """Enforce only-add after an untrusted reconciler edited `candidate_backends` directly:
+        drop anything that was not a candidate before, and give every silent removal a reason."""
+        allowed = {c.backend.name for c in before}
+        after = [c for c in self.candidate_backends if c.backend.name in allowed]
+        kept = {c.backend.name for c in after}
+        self.candidate_backends = after
+        silent = [
+            c for c in before if c.backend.name not in kept and c.backend.name not in self._excluded
+        ]
+        self.exclude_many(
+            Exclusion(
+                backend=c.backend.name,
+                reconciler=reconciler,
+                reason_code=reasons.EXCLUDED_BY_RECONCILER,
+                reason=f"removed by {reconciler}",
+                model=self.model,
+            )
+            for c in silent
+        )
+
+
+def _as_candidate(item: Candidate | Backend | BackendView, model: str) -> Candidate:
+    if isinstance(item, Candidate):
+        return item
+    return Candidate.of(item, model)

@@ -1,0 +1,196 @@
+"""The Reconciler protocol and the pipeline that runs reconcilers in order.
+
+Error policies: a FailClosed reconciler that raises rejects the request with
+`reconciler_failed` naming it; a FailOpen one is logged, traced and skipped.
+When the candidates run out the pipeline stops and decides: Queue when some backend was
+excluded only for capacity, Reject (with every exclusion) otherwise.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+from collections.abc import Awaitable, Sequence
+from enum import StrEnum
+from time import perf_counter_ns
+from typing import Protocol, runtime_checkable
+
+from . import reasons
+from .decision import Exclusion, QueueDecision, RejectDecision, TraceEntry
+from .intent import RoutingIntent
+
+log = logging.getLogger(__name__)
+
+DEFAULT_RETRY_AFTER_MS = 1000
+
+
+class ReconcileErrorPolicy(StrEnum):
+    FAIL_OPEN = "FailOpen"
+    FAIL_CLOSED = "FailClosed"
+
+
+class ReconcileError(Exception):
+    """Raised by a reconciler that cannot do its job; its error policy decides what follows."""
+
+
+@runtime_checkable
+class Reconciler(Protocol):
+    """One stage. `reconcile` may be a plain function or a coroutine function."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def error_policy(self) -> ReconcileErrorPolicy: ...
+
+    def reconcile(self, intent: RoutingIntent) -> Awaitable[None] | None: ...
+
+
+class ReconcilerPipeline:
+    """Reconcilers in order. Built-ins are trusted to exclude through the intent; anything else
+    is checked after it runs so a plug-in cannot restore a backend or drop one silently."""
+
+    __slots__ = ("_trusted", "is_async", "reconcilers")
+
+    def __init__(self, reconcilers: Sequence[Reconciler]) -> None:
+        self.reconcilers = tuple(reconcilers)
+        self.is_async = any(inspect.iscoroutinefunction(r.reconcile) for r in self.reconcilers)
+        self._trusted = tuple(getattr(r, "trusted", False) is True for r in self.reconcilers)
+
+    def execute_sync(self, intent: RoutingIntent) -> None:
+        """Run every stage synchronously; raises TypeError if a stage is async."""
+        for reconciler, trusted in zip(self.reconcilers, self._trusted, strict=True):
+            if self._stop(intent):
+                break
+            before, started = self._begin(intent, reconciler, trusted)
+            try:
+                result = reconciler.reconcile(intent)
+                if inspect.isawaitable(result):
+                    _close(result)
+                    raise TypeError(f"{reconciler.name} is async: use execute()")
+            except TypeError:
+                raise
+            except Exception as exc:
+                self._failed(intent, reconciler, exc, before=before, started=started)
+                continue
+            self._finish(intent, reconciler, trusted, before=before, started=started)
+        self._conclude(intent)
+
+    async def execute(self, intent: RoutingIntent) -> None:
+        """Run every stage, awaiting async ones."""
+        for reconciler, trusted in zip(self.reconcilers, self._trusted, strict=True):
+            if self._stop(intent):
+                break
+            before, started = self._begin(intent, reconciler, trusted)
+            try:
+                result = reconciler.reconcile(intent)
+                if inspect.isawaitable(result):
+                    await result
+            except Exception as exc:
+                self._failed(intent, reconciler, exc, before=before, started=started)
+                continue
+            self._finish(intent, reconciler, trusted, before=before, started=started)
+        self._conclude(intent)
+
+    @staticmethod
+    def _stop(intent: RoutingIntent) -> bool:
+        return intent.decision is not None or (
+            not intent.candidate_backends and bool(intent.annotations.exclusions)
+        )
+
+    @staticmethod
+    def _begin(
+        intent: RoutingIntent, reconciler: Reconciler, trusted: bool
+    ) -> tuple[list[object] | int, int]:
+        intent.begin_stage(reconciler.name)
+        before: list[object] | int = (
+            len(intent.candidate_backends) if trusted else list(intent.candidate_backends)
+        )
+        return before, perf_counter_ns()
+
+    @staticmethod
+    def _finish(
+        intent: RoutingIntent,
+        reconciler: Reconciler,
+        trusted: bool,
+        *,
+        before: list[object] | int,
+        started: int,
+    ) -> None:
+        if not trusted and isinstance(before, list):
+            intent.restore_only_add(before, reconciler.name)  # type: ignore[arg-type]
+        count = before if isinstance(before, int) else len(before)
+        elapsed = (perf_counter_ns() - started) / 1000
+        entry = TraceEntry(
+            reconciler.name, count, len(intent.candidate_backends), elapsed, intent.end_stage()
+        )
+        intent.annotations.trace_entries.append(entry)
+
+    @staticmethod
+    def _failed(
+        intent: RoutingIntent,
+        reconciler: Reconciler,
+        exc: Exception,
+        *,
+        before: list[object] | int,
+        started: int,
+    ) -> None:
+        count = before if isinstance(before, int) else len(before)
+        elapsed = (perf_counter_ns() - started) / 1000
+        message = f"{type(exc).__name__}: {exc}"
+        intent.end_stage()
+        if reconciler.error_policy is ReconcileErrorPolicy.FAIL_OPEN:
+            log.warning("reconciler %s failed open: %s", reconciler.name, message)
+            entry = TraceEntry(
+                reconciler.name, count, count, elapsed, f"skipped: {message}", "skipped"
+            )
+            intent.annotations.trace_entries.append(entry)
+            return
+        log.error("reconciler %s failed closed: %s", reconciler.name, message)
+        entry = TraceEntry(reconciler.name, count, count, elapsed, message, "failed")
+        intent.annotations.trace_entries.append(entry)
+        failure = Exclusion(
+            backend="",
+            reconciler=reconciler.name,
+            reason_code=reasons.RECONCILER_FAILED,
+            reason=f"{reconciler.name} failed: {message}",
+            suggested_action="check the operator logs; the request was rejected because this "
+            "reconciler fails closed",
+            model=intent.model,
+        )
+        intent.decision = RejectDecision(reasons.RECONCILER_FAILED, failure.reason, (failure,))
+
+    @staticmethod
+    def _conclude(intent: RoutingIntent) -> None:
+        if intent.decision is not None or intent.candidate_backends:
+            return
+        intent.decision = conclude_empty(intent)
+
+
+def conclude_empty(intent: RoutingIntent) -> QueueDecision | RejectDecision:
+    """No candidate left: Queue when something was excluded only for capacity, else Reject."""
+    exclusions = intent.annotations.exclusions
+    capacity = [e for e in exclusions if e.reason_code == reasons.AT_CAPACITY]
+    if capacity:
+        wait = _estimated_wait_ms(intent, {e.backend for e in capacity})
+        return QueueDecision(
+            reason=reasons.AT_CAPACITY, estimated_wait_ms=wait, retry_after_ms=wait
+        )
+    reason = f"no eligible backend for {intent.model!r}: {len(exclusions)} excluded"
+    return RejectDecision(reasons.NO_ELIGIBLE_BACKENDS, reason, tuple(exclusions))
+
+
+def _estimated_wait_ms(intent: RoutingIntent, names: set[str]) -> int:
+    """The shortest time-to-first-token EMA among the saturated backends, else one second."""
+    plan = intent.plan
+    pool = plan.capped if plan is not None else ()
+    ttfts = [
+        c.runtime.ttft_ms for c in pool if c.backend.name in names and c.runtime.ttft_ms is not None
+    ]
+    return max(1, round(min(ttfts))) if ttfts else DEFAULT_RETRY_AFTER_MS
+
+
+def _close(result: Awaitable[None]) -> None:
+    close = getattr(result, "close", None)
+    if callable(close):
+        close()

@@ -1,0 +1,36 @@
+"""What one request needs: the immutable input of a routing decision."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from nexus_operator.api import Privacy
+
+
+@dataclass(frozen=True, slots=True)
+class RequestRequirements:
+    """The request as the pipeline sees it.
+
+    `min_context_length` is not sent by clients; it carries a primary policy's
+    `requiredCapabilities.minContextLength` into fallback attempts so a fallback never loosens it.
+    """
+
+    model: str
+    estimated_tokens: int = 0
+    needs_vision: bool = False
+    needs_tools: bool = False
+    needs_json_mode: bool = False
+    max_output_tokens: int | None = None
+    privacy: Privacy | None = None
+    min_tier: int | None = None
+    strict: bool = False
+    namespace: str = "default"
+    request_id: str | None = None
+    min_context_length: int = 0
+
+    @property
+    def output_tokens(self) -> int:
+        """Output tokens a cost estimate assumes: the requested maximum, else half the input."""
+        if self.max_output_tokens is not None:
+            return self.max_output_tokens
+        return self.estimated_tokens // 2

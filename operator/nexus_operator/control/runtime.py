@@ -1,0 +1,304 @@
+"""Runtime facts: small mutable cells beside the immutable snapshot.
+
+Spec comes from the API server, runtime facts from probes and usage reports; a decision joins
+them. RuntimeState also keeps the sets of backends that are not Healthy or have recent failures,
+so the Health and Quality stages touch only those instead of every candidate.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from nexus_operator.api import HealthState
+
+ERROR_WINDOW = timedelta(hours=1)
+BackendKey = tuple[str, str]
+
+
+def ema(old: float | None, sample: float) -> float:
+    """new = (sample + 4·old)/5, the first sample taken as is."""
+    return sample if old is None else (sample + 4 * old) / 5
+
+
+def period_of(now: datetime) -> str:
+    """Budget period of a moment: its UTC month."""
+    return now.astimezone(UTC).strftime("%Y-%m")
+
+
+class BackendRuntime:
+    """Health, latency, load and outcome history of one backend in this replica."""
+
+    __slots__ = (
+        "_failing",
+        "_health_state",
+        "_key",
+        "_not_healthy",
+        "_outcomes",
+        "consecutive_failures",
+        "consecutive_successes",
+        "in_flight",
+        "last_error",
+        "last_probe_time",
+        "last_selected_time",
+        "latency_ms",
+        "selected_total",
+        "ttft_ms",
+    )
+
+    def __init__(
+        self,
+        key: BackendKey = ("", ""),
+        *,
+        not_healthy: set[BackendKey] | None = None,
+        failing: set[BackendKey] | None = None,
+    ) -> None:
+        self._key = key
+        self._not_healthy = not_healthy if not_healthy is not None else set()
+        self._failing = failing if failing is not None else set()
+        self._outcomes: deque[tuple[datetime, bool]] = deque()
+        self._health_state = HealthState.HEALTHY
+        self.health_state = HealthState.UNKNOWN
+        self.latency_ms: float | None = None
+        self.ttft_ms: float | None = None
+        self.in_flight = 0
+        self.selected_total = 0
+        self.last_selected_time: datetime | None = None
+        self.consecutive_failures = 0
+        self.consecutive_successes = 0
+        self.last_error: str | None = None
+        self.last_probe_time: datetime | None = None
+
+    @property
+    def health_state(self) -> HealthState:
+        return self._health_state
+
+    @health_state.setter
+    def health_state(self, state: HealthState) -> None:
+        self._health_state = state
+        if state is HealthState.HEALTHY:
+            self._not_healthy.discard(self._key)
+        else:
+            self._not_healthy.add(self._key)
+
+    def record_probe(
+        self,
+        ok: bool,
+        latency_ms: float | None,
+        error: str | None,
+        *,
+        failure_threshold: int,
+        recovery_threshold: int,
+        now: datetime,
+    ) -> bool:
+        """Apply one probe result to the health state machine; True when the state changed."""
+        self.last_probe_time = now
+        if ok:
+            self.consecutive_successes += 1
+            self.consecutive_failures = 0
+            if latency_ms is not None:
+                self.latency_ms = ema(self.latency_ms, latency_ms)
+        else:
+            self.consecutive_failures += 1
+            self.consecutive_successes = 0
+            self.last_error = error
+        new_state = self._next_state(
+            ok, failure_threshold=failure_threshold, recovery_threshold=recovery_threshold
+        )
+        changed = new_state is not self._health_state
+        self.health_state = new_state
+        return changed
+
+    def _next_state(
+        self, ok: bool, *, failure_threshold: int, recovery_threshold: int
+    ) -> HealthState:
+        state = self._health_state
+        if state is HealthState.UNKNOWN:
+            return HealthState.HEALTHY if ok else HealthState.UNHEALTHY
+        if state is HealthState.HEALTHY and self.consecutive_failures >= failure_threshold:
+            return HealthState.UNHEALTHY
+        if state is HealthState.UNHEALTHY and self.consecutive_successes >= recovery_threshold:
+            return HealthState.HEALTHY
+        return state
+
+    def set_assumed_healthy(self) -> None:
+        """Health checks disabled: the backend counts as Healthy."""
+        self.health_state = HealthState.HEALTHY
+
+    def record_outcome(self, *, success: bool, now: datetime) -> None:
+        """One usage report's outcome, for the 1-hour error rate."""
+        self._outcomes.append((now, success))
+        if not success:
+            self._failing.add(self._key)
+        self._prune(now)
+
+    def record_ttft(self, ttft_ms: float) -> None:
+        self.ttft_ms = ema(self.ttft_ms, ttft_ms)
+
+    def record_latency(self, latency_ms: float) -> None:
+        self.latency_ms = ema(self.latency_ms, latency_ms)
+
+    def error_rate(self, now: datetime) -> float | None:
+        """Share of failed reports in the last hour; None without reports."""
+        self._prune(now)
+        if not self._outcomes:
+            return None
+        failures = sum(1 for _, ok in self._outcomes if not ok)
+        return failures / len(self._outcomes)
+
+    def _prune(self, now: datetime) -> None:
+        outcomes = self._outcomes
+        horizon = now - ERROR_WINDOW
+        while outcomes and outcomes[0][0] <= horizon:
+            outcomes.popleft()
+        if all(ok for _, ok in outcomes):
+            self._failing.discard(self._key)
+
+
+@dataclass(slots=True)
+class RoutedRecord:
+    time: datetime
+    model: str
+    backend: str
+    reason: str
+
+
+@dataclass(slots=True)
+class RejectedRecord:
+    time: datetime
+    model: str
+    reasons: list[str]
+
+
+class PolicyRuntime:
+    """Budget spend and decision counters of one RoutingPolicy in this replica.
+
+    `spent_usd` is what decisions see: the persisted total plus this replica's unflushed delta.
+    The status writer moves the unflushed part to the API server with take_unflushed() and
+    returns it with give_back() when the write fails, so spend is never lost or doubled.
+    """
+
+    __slots__ = (
+        "last_rejected",
+        "last_routed",
+        "period",
+        "previous_period",
+        "previous_spent_usd",
+        "queued",
+        "rejected",
+        "routed",
+        "spent_usd",
+        "unflushed_queued",
+        "unflushed_rejected",
+        "unflushed_routed",
+        "unflushed_usd",
+    )
+
+    def __init__(self, *, now: datetime | None = None) -> None:
+        self.period = period_of(now or datetime.now(UTC))
+        self.spent_usd = 0.0
+        self.unflushed_usd = 0.0
+        self.previous_period: str | None = None
+        self.previous_spent_usd: float | None = None
+        self.routed = self.rejected = self.queued = 0
+        self.unflushed_routed = self.unflushed_rejected = self.unflushed_queued = 0
+        self.last_routed: RoutedRecord | None = None
+        self.last_rejected: RejectedRecord | None = None
+
+    def spent_at(self, now: datetime) -> float:
+        """Spend in the period containing `now` (0 once the month has rolled over)."""
+        return self.spent_usd if period_of(now) == self.period else 0.0
+
+    def add_spend(self, usd: float, now: datetime) -> None:
+        self._roll(now)
+        self.spent_usd += usd
+        self.unflushed_usd += usd
+
+    def load_persisted(self, period: str, spent_usd: float) -> None:
+        """Adopt the persisted total for `period`, keeping this replica's unflushed delta."""
+        if period != self.period:
+            if period < self.period:
+                return
+            self._start_period(period)
+        self.spent_usd = spent_usd + self.unflushed_usd
+
+    def take_unflushed(self) -> tuple[float, int, int, int]:
+        taken = (
+            self.unflushed_usd,
+            self.unflushed_routed,
+            self.unflushed_rejected,
+            self.unflushed_queued,
+        )
+        self.unflushed_usd = 0.0
+        self.unflushed_routed = self.unflushed_rejected = self.unflushed_queued = 0
+        return taken
+
+    def give_back(self, usd: float, routed: int, rejected: int, queued: int) -> None:
+        self.unflushed_usd += usd
+        self.unflushed_routed += routed
+        self.unflushed_rejected += rejected
+        self.unflushed_queued += queued
+
+    def count_routed(self, record: RoutedRecord) -> None:
+        self.routed += 1
+        self.unflushed_routed += 1
+        self.last_routed = record
+
+    def count_rejected(self, record: RejectedRecord) -> None:
+        self.rejected += 1
+        self.unflushed_rejected += 1
+        self.last_rejected = record
+
+    def count_queued(self) -> None:
+        self.queued += 1
+        self.unflushed_queued += 1
+
+    def _roll(self, now: datetime) -> None:
+        period = period_of(now)
+        if period != self.period:
+            self._start_period(period)
+
+    def _start_period(self, period: str) -> None:
+        self.previous_period = self.period
+        self.previous_spent_usd = self.spent_usd
+        self.period = period
+        self.spent_usd = 0.0
+        self.unflushed_usd = 0.0
+
+
+class RuntimeState:
+    """All runtime cells of one replica, created on demand and never dropped while referenced."""
+
+    __slots__ = ("_backends", "_policies", "failing", "not_healthy", "round_robin")
+
+    def __init__(self) -> None:
+        self._backends: dict[BackendKey, BackendRuntime] = {}
+        self._policies: dict[tuple[str, str], PolicyRuntime] = {}
+        # roundRobin counters per (namespace, policy or None, model); each replica keeps its own.
+        self.round_robin: dict[tuple[str, str | None, str], int] = {}
+        self.not_healthy: set[BackendKey] = set()
+        self.failing: set[BackendKey] = set()
+
+    def backend(self, namespace: str, name: str) -> BackendRuntime:
+        key = (namespace, name)
+        cell = self._backends.get(key)
+        if cell is None:
+            cell = BackendRuntime(key, not_healthy=self.not_healthy, failing=self.failing)
+            self._backends[key] = cell
+        return cell
+
+    def policy(self, namespace: str, name: str) -> PolicyRuntime:
+        key = (namespace, name)
+        cell = self._policies.get(key)
+        if cell is None:
+            cell = PolicyRuntime()
+            self._policies[key] = cell
+        return cell
+
+    def forget_backend(self, namespace: str, name: str) -> None:
+        """Drop a deleted backend's cell so a re-created one starts fresh."""
+        key = (namespace, name)
+        self._backends.pop(key, None)
+        self.not_healthy.discard(key)
+        self.failing.discard(key)

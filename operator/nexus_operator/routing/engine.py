@@ -1,0 +1,407 @@
+"""RoutingEngine: snapshot → policy → plan → pipeline → Decision, plus usage accounting.
+
+`route` is synchronous (the gRPC servicer calls it inside its event loop; nothing here does
+I/O). A policy that names an async plug-in needs `route_async`; `route` raises
+AsyncReconcilerError for it. `explain` has no side effects at all.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from time import perf_counter_ns
+
+from nexus_operator.api import Accounting, RoutingPolicySpec
+from nexus_operator.control import (
+    Candidate,
+    CandidatePlan,
+    QueueDecision,
+    ReconcilerFactory,
+    ReconcilerPipeline,
+    RequestRequirements,
+    RouteDecision,
+    RoutingIntent,
+    build_pipeline,
+    reasons,
+)
+from nexus_operator.control.plan import StaticFilter
+from nexus_operator.control.runtime import RejectedRecord, RoutedRecord
+
+from .attempts import Attempt, early_reject, fallback_requests
+from .decision import BackendRef, Decision, Outcome, UsageReport
+from .policies import CompiledPolicy
+from .registry import Registry
+from .reports import PolicyReport, StaticExclusion, backend_exclusions, policy_report
+from .slots import DEFAULT_SLOT_TIMEOUT, SlotLedger
+from .snapshot import NamespaceSnapshot
+
+Clock = Callable[[], datetime]
+REASON_MAX = 1024
+
+
+class AsyncReconcilerError(TypeError):
+    """The matched policy runs an async plug-in: use route_async / explain_async."""
+
+
+@dataclass(slots=True)
+class _Compiled:
+    """Pipelines and plans for one NamespaceSnapshot; dropped when the namespace changes."""
+
+    snapshot: NamespaceSnapshot
+    pipelines: dict[str | None, ReconcilerPipeline] = field(default_factory=dict)
+    plans: dict[tuple[str | None, str], CandidatePlan] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class _Context:
+    ns: NamespaceSnapshot
+    compiled: _Compiled
+    now: datetime
+    dry_run: bool
+
+
+class RoutingEngine:
+    def __init__(
+        self,
+        registry: Registry,
+        *,
+        plugins: Mapping[str, ReconcilerFactory] | None = None,
+        clock: Clock | None = None,
+        default_spec: RoutingPolicySpec | None = None,
+        slot_timeout: timedelta = DEFAULT_SLOT_TIMEOUT,
+    ) -> None:
+        """`default_spec` is what applies when no policy matches (SPEC defaults unless given)."""
+        self.registry = registry
+        self._plugins = plugins
+        self._clock = clock or (lambda: datetime.now(UTC))
+        self._default_spec = default_spec or RoutingPolicySpec()
+        self._compiled: dict[str, _Compiled] = {}
+        self._slots = SlotLedger(slot_timeout)
+
+    # Decisions
+
+    def route(self, req: RequestRequirements) -> Decision:
+        return self._decide_sync(req, dry_run=False)
+
+    def explain(self, req: RequestRequirements) -> Decision:
+        return self._decide_sync(req, dry_run=True)
+
+    async def route_async(self, req: RequestRequirements) -> Decision:
+        return await self._decide_async(req, dry_run=False)
+
+    async def explain_async(self, req: RequestRequirements) -> Decision:
+        return await self._decide_async(req, dry_run=True)
+
+    def _decide_sync(self, req: RequestRequirements, *, dry_run: bool) -> Decision:
+        ctx = self._context(req, dry_run=dry_run)
+        attempts = [self._run_sync(self._prepare(ctx, req))]
+        for fallback in fallback_requests(attempts[0], req):
+            attempts.append(self._run_sync(self._prepare(ctx, fallback)))
+            if isinstance(attempts[-1].result, RouteDecision):
+                break
+        return self._finish(ctx, req, attempts)
+
+    async def _decide_async(self, req: RequestRequirements, *, dry_run: bool) -> Decision:
+        ctx = self._context(req, dry_run=dry_run)
+        attempts = [await self._run_async(self._prepare(ctx, req))]
+        for fallback in fallback_requests(attempts[0], req):
+            attempts.append(await self._run_async(self._prepare(ctx, fallback)))
+            if isinstance(attempts[-1].result, RouteDecision):
+                break
+        return self._finish(ctx, req, attempts)
+
+    @staticmethod
+    def _run_sync(attempt: Attempt) -> Attempt:
+        if attempt.pipeline is not None and attempt.intent is not None:
+            if attempt.pipeline.is_async:
+                raise AsyncReconcilerError(
+                    f"policy {attempt.policy_name!r} uses an async reconciler: use route_async()"
+                )
+            attempt.pipeline.execute_sync(attempt.intent)
+        return attempt
+
+    @staticmethod
+    async def _run_async(attempt: Attempt) -> Attempt:
+        if attempt.pipeline is not None and attempt.intent is not None:
+            await attempt.pipeline.execute(attempt.intent)
+        return attempt
+
+    def _context(self, req: RequestRequirements, *, dry_run: bool) -> _Context:
+        ns = self.registry.snapshot.namespace(req.namespace)
+        compiled = self._compiled.get(req.namespace)
+        if compiled is None or compiled.snapshot is not ns:
+            compiled = _Compiled(ns)
+            self._compiled[req.namespace] = compiled
+        return _Context(ns, compiled, self._clock(), dry_run)
+
+    def _prepare(self, ctx: _Context, req: RequestRequirements) -> Attempt:
+        started = perf_counter_ns()
+        resolution = ctx.ns.resolve(req.model)
+        if resolution.error_code is not None:
+            early, trace = early_reject(
+                requested=req.model,
+                code=resolution.error_code,
+                reason=resolution.message,
+                suggested_action="fix the aliases so every chain ends at a model within 3 hops",
+                started=started,
+            )
+            return Attempt(req.model, req.model, None, early=early, early_trace=trace)
+        model = resolution.model
+        policy = ctx.ns.match(model)
+        pipeline = self._pipeline(ctx, policy)
+        plan = self._plan(ctx, policy, model, pipeline)
+        if plan is None:
+            return self._not_found(ctx, req, model, policy, started)
+        intent = RoutingIntent(req, plan=plan, dry_run=ctx.dry_run, now=ctx.now)
+        intent.model = model
+        return Attempt(req.model, model, policy, intent=intent, pipeline=pipeline)
+
+    def _not_found(
+        self,
+        ctx: _Context,
+        req: RequestRequirements,
+        model: str,
+        policy: CompiledPolicy | None,
+        started: int,
+    ) -> Attempt:
+        available = ctx.ns.available_models(policy)
+        early, trace = early_reject(
+            requested=req.model,
+            code=reasons.MODEL_NOT_FOUND,
+            reason=f"no backend in scope offers model {model!r}",
+            suggested_action="use one of availableModels, or add a Backend that lists the model",
+            started=started,
+        )
+        return Attempt(
+            req.model, model, policy, early=early, early_trace=trace, available_models=available
+        )
+
+    def _pipeline(self, ctx: _Context, policy: CompiledPolicy | None) -> ReconcilerPipeline:
+        key = policy.name if policy is not None else None
+        pipeline = ctx.compiled.pipelines.get(key)
+        if pipeline is None:
+            runtime = self.registry.runtime
+            ns = ctx.ns.namespace
+            pipeline = build_pipeline(
+                policy.spec if policy is not None else self._default_spec,
+                runtime=runtime,
+                scope=(ns, key),
+                spend=runtime.policy(ns, key) if key is not None else None,
+                plugins=self._plugins,
+            )
+            ctx.compiled.pipelines[key] = pipeline
+        return pipeline
+
+    def _plan(
+        self,
+        ctx: _Context,
+        policy: CompiledPolicy | None,
+        model: str,
+        pipeline: ReconcilerPipeline,
+    ) -> CandidatePlan | None:
+        key = (policy.name if policy is not None else None, model)
+        plan = ctx.compiled.plans.get(key)
+        if plan is not None:
+            return plan
+        views = ctx.ns.offering(policy, model)
+        if not views:
+            return None
+        runtime = self.registry.runtime
+        candidates = [
+            Candidate(v, v.models[model], runtime.backend(v.namespace, v.name)) for v in views
+        ]
+        filters = [r for r in pipeline.reconcilers if isinstance(r, StaticFilter)]
+        plan = CandidatePlan(model=model, candidates=candidates, filters=filters)
+        ctx.compiled.plans[key] = plan
+        return plan
+
+    # Outcome and side effects
+
+    def _finish(self, ctx: _Context, req: RequestRequirements, attempts: list[Attempt]) -> Decision:
+        trace = [entry for a in attempts for entry in a.trace]
+        exclusions = [e for a in attempts for e in a.exclusions]
+        primary = attempts[0]
+        for attempt in attempts:
+            result = attempt.result
+            if isinstance(result, RouteDecision):
+                return self._routed(ctx, req, primary, attempt, result, trace, exclusions)
+        for attempt in attempts:
+            result = attempt.result
+            if isinstance(result, QueueDecision):
+                return self._queued(ctx, req, primary, attempt, result, trace, exclusions)
+        return self._rejected(ctx, req, attempts, trace, exclusions)
+
+    def _routed(
+        self,
+        ctx: _Context,
+        req: RequestRequirements,
+        primary: Attempt,
+        attempt: Attempt,
+        result: RouteDecision,
+        trace: list,  # type: ignore[type-arg]
+        exclusions: list,  # type: ignore[type-arg]
+    ) -> Decision:
+        fallback = attempt is not primary
+        reason = f"fallback:{primary.model}:{result.reason}" if fallback else result.reason
+        assert attempt.intent is not None
+        decision = Decision(
+            outcome=Outcome.ROUTED,
+            model=attempt.model,
+            reason=reason,
+            backend=BackendRef.of(result.candidate.backend),
+            policy=attempt.policy_name,
+            cost_estimate=result.cost_estimate,
+            budget_state=attempt.intent.annotations.budget_state,
+            fallback_used=fallback,
+            trace=trace,
+            exclusions=exclusions,
+            request_id=req.request_id,
+        )
+        if not ctx.dry_run:
+            self._commit_route(ctx, req, attempt, result, decision)
+        return decision
+
+    def _commit_route(
+        self,
+        ctx: _Context,
+        req: RequestRequirements,
+        attempt: Attempt,
+        result: RouteDecision,
+        decision: Decision,
+    ) -> None:
+        cell = result.candidate.runtime
+        backend = result.candidate.backend
+        cell.selected_total += 1
+        cell.last_selected_time = ctx.now
+        self._slots.take(cell, backend.key, req.request_id, ctx.now)
+        policy = attempt.policy
+        if policy is None:
+            return
+        spend = self.registry.runtime.policy(policy.namespace, policy.name)
+        spend.count_routed(RoutedRecord(ctx.now, attempt.model, backend.name, decision.reason))
+        budget = policy.spec.budget
+        if budget is not None and budget.accounting is Accounting.ESTIMATED:
+            spend.add_spend(result.cost_estimate, ctx.now)
+
+    def _queued(
+        self,
+        ctx: _Context,
+        req: RequestRequirements,
+        primary: Attempt,
+        attempt: Attempt,
+        result: QueueDecision,
+        trace: list,  # type: ignore[type-arg]
+        exclusions: list,  # type: ignore[type-arg]
+    ) -> Decision:
+        if not ctx.dry_run and primary.policy is not None:
+            policy = primary.policy
+            self.registry.runtime.policy(policy.namespace, policy.name).count_queued()
+        return Decision(
+            outcome=Outcome.QUEUED,
+            model=attempt.model,
+            reason=result.reason,
+            policy=attempt.policy_name,
+            budget_state=attempt.intent.annotations.budget_state if attempt.intent else None,
+            fallback_used=attempt is not primary,
+            retry_after_ms=result.retry_after_ms,
+            estimated_wait_ms=result.estimated_wait_ms,
+            trace=trace,
+            exclusions=exclusions,
+            request_id=req.request_id,
+        )
+
+    def _rejected(
+        self,
+        ctx: _Context,
+        req: RequestRequirements,
+        attempts: list[Attempt],
+        trace: list,  # type: ignore[type-arg]
+        exclusions: list,  # type: ignore[type-arg]
+    ) -> Decision:
+        primary = attempts[0]
+        rejections = [
+            e
+            for a in attempts
+            if a.result is not None and not isinstance(a.result, RouteDecision | QueueDecision)
+            for e in a.result.reasons
+        ]
+        first = primary.result
+        code = (
+            first.reason_code
+            if first is not None and not isinstance(first, RouteDecision | QueueDecision)
+            else reasons.NO_ELIGIBLE_BACKENDS
+        )
+        if not ctx.dry_run and primary.policy is not None:
+            policy = primary.policy
+            texts = [_reject_text(e.backend, e.reason) for e in rejections[:16]]
+            record = RejectedRecord(ctx.now, req.model, texts)
+            self.registry.runtime.policy(policy.namespace, policy.name).count_rejected(record)
+        return Decision(
+            outcome=Outcome.REJECTED,
+            model=primary.model,
+            reason=code,
+            policy=primary.policy_name,
+            budget_state=primary.intent.annotations.budget_state if primary.intent else None,
+            rejections=rejections,
+            available_models=primary.available_models,
+            trace=trace,
+            exclusions=exclusions,
+            request_id=req.request_id,
+        )
+
+    # Usage, slots and status reports
+
+    def report_usage(self, report: UsageReport) -> None:
+        """Spend, error window, TTFT (and latency when probes are off); releases the slot."""
+        now = self._clock()
+        ns = self.registry.snapshot.namespace(report.namespace)
+        view = ns.backends.get(report.backend)
+        key = (report.namespace, report.backend)
+        self._slots.release(key, report.request_id)
+        if view is not None:
+            cell = self.registry.runtime.backend(*key)
+            cell.record_outcome(success=report.success, now=now)
+            if report.ttft_ms is not None:
+                cell.record_ttft(report.ttft_ms)
+            if report.latency_ms is not None and not view.health_check_enabled:
+                cell.record_latency(report.latency_ms)
+        policy = self._report_policy(ns, report)
+        if policy is None:
+            return
+        budget = policy.spec.budget
+        if budget is not None and budget.accounting is Accounting.ESTIMATED:
+            return
+        cost = report.cost_usd
+        if cost is None:
+            model = view.models.get(report.model) if view is not None else None
+            cost = model.cost(report.input_tokens, report.output_tokens) if model else 0.0
+        if cost > 0:
+            self.registry.runtime.policy(policy.namespace, policy.name).add_spend(cost, now)
+
+    @staticmethod
+    def _report_policy(ns: NamespaceSnapshot, report: UsageReport) -> CompiledPolicy | None:
+        if report.policy:
+            return ns.policy(report.policy)
+        resolution = ns.resolve(report.model)
+        return ns.match(resolution.model) if resolution.error_code is None else None
+
+    def expire_slots(self, now: datetime) -> int:
+        return self._slots.expire(now)
+
+    @property
+    def open_slots(self) -> int:
+        return len(self._slots)
+
+    def policy_report(self, namespace: str, name: str) -> PolicyReport:
+        ns = self.registry.snapshot.namespace(namespace)
+        return policy_report(ns, name, runtime=self.registry.runtime)
+
+    def backend_exclusions(self, namespace: str, name: str) -> list[StaticExclusion]:
+        ns = self.registry.snapshot.namespace(namespace)
+        return backend_exclusions(ns, name, runtime=self.registry.runtime)
+
+
+def _reject_text(backend: str, reason: str) -> str:
+    text = f"{backend}: {reason}" if backend else reason
+    return text[:REASON_MAX]

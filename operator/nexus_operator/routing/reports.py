@@ -1,0 +1,152 @@
+"""Static evaluation for status: which backends a policy excludes whatever the request.
+
+A backend is *matched* by a policy when it is in the policy's scope and lists at least one model
+the patterns match; it is *eligible* when one such model passes lifecycle, privacy, tier,
+capabilities and health. Otherwise the exclusion of its first matching model is reported.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from nexus_operator.api import HealthState
+from nexus_operator.control import (
+    Candidate,
+    CapabilityReconciler,
+    Exclusion,
+    LifecycleReconciler,
+    PrivacyReconciler,
+    RuntimeState,
+)
+from nexus_operator.control.reconcilers.health import health_exclusion
+
+from .globs import Glob
+from .policies import CompiledPolicy
+from .snapshot import NamespaceSnapshot
+
+
+@dataclass(frozen=True, slots=True)
+class StaticExclusion:
+    backend: str
+    policy: str
+    reconciler: str
+    reason_code: str
+    reason: str
+    suggested_action: str
+
+
+@dataclass(slots=True)
+class PolicyReport:
+    matched_backends: list[str] = field(default_factory=list)
+    eligible_backends: list[str] = field(default_factory=list)
+    exclusions: list[StaticExclusion] = field(default_factory=list)
+    shadowed_by: str | None = None
+    alias_error: tuple[str, str] | None = None
+
+
+def policy_report(ns: NamespaceSnapshot, name: str, *, runtime: RuntimeState) -> PolicyReport:
+    policy = ns.policy(name)
+    if policy is None:
+        return PolicyReport()
+    report = PolicyReport(shadowed_by=shadowed_by(ns, policy), alias_error=alias_error(ns, policy))
+    for backend in sorted(ns.in_scope(policy), key=lambda b: b.name):
+        models = sorted(m for m in backend.models if policy.match_prefix(m) is not None)
+        if not models:
+            continue
+        report.matched_backends.append(backend.name)
+        candidates = [
+            Candidate(backend, backend.models[m], runtime.backend(ns.namespace, backend.name))
+            for m in models
+        ]
+        found = [_static(policy, c) for c in candidates]
+        if any(e is None for e in found):
+            report.eligible_backends.append(backend.name)
+            continue
+        first = found[0]
+        assert first is not None
+        report.exclusions.append(
+            StaticExclusion(
+                backend.name,
+                policy.name,
+                first.reconciler,
+                first.reason_code,
+                first.reason,
+                first.suggested_action,
+            )
+        )
+    return report
+
+
+def backend_exclusions(
+    ns: NamespaceSnapshot, name: str, *, runtime: RuntimeState
+) -> list[StaticExclusion]:
+    """Every policy of the namespace that excludes this backend statically."""
+    found: list[StaticExclusion] = []
+    for policy in ns.policies:
+        found.extend(
+            e
+            for e in policy_report(ns, policy.name, runtime=runtime).exclusions
+            if e.backend == name
+        )
+    return found
+
+
+def _static(policy: CompiledPolicy, candidate: Candidate) -> Exclusion | None:
+    spec = policy.spec
+    filters = (
+        LifecycleReconciler(),
+        PrivacyReconciler(spec.privacy),
+        CapabilityReconciler(min_tier=spec.min_tier, required=spec.required_capabilities),
+    )
+    for stage in filters:
+        exclusion = stage.static_exclusion(candidate)
+        if exclusion is not None:
+            return exclusion
+    if candidate.runtime.health_state is not HealthState.HEALTHY:
+        return health_exclusion(candidate, candidate.model.id)
+    return None
+
+
+def shadowed_by(ns: NamespaceSnapshot, policy: CompiledPolicy) -> str | None:
+    """A policy that wins for every model this one could match, if any.
+
+    Sound but not complete: a pattern counts as covered by an identical pattern or by a
+    `<literal>*` pattern whose literal prefixes it, from a policy ranked ahead of it.
+    """
+    if not policy.globs:
+        return None
+    for other in ns.policies:
+        if other is not policy and all(_covered(policy, glob, other) for glob in policy.globs):
+            return other.name
+    return None
+
+
+def _covered(policy: CompiledPolicy, glob: Glob, other: CompiledPolicy) -> bool:
+    mine = (policy.precedence, -glob.literal_prefix, policy.name)
+    for candidate in other.globs:
+        theirs = (other.precedence, -candidate.literal_prefix, other.name)
+        if theirs < mine and _contains(candidate, glob):
+            return True
+    return False
+
+
+def _contains(outer: Glob, inner: Glob) -> bool:
+    if outer.pattern == inner.pattern:
+        return True
+    literal = outer.pattern[:-1]
+    return (
+        outer.pattern.endswith("*")
+        and outer.literal_prefix == len(literal)
+        and inner.literal_prefix >= len(literal)
+        and inner.pattern.startswith(literal)
+    )
+
+
+def alias_error(ns: NamespaceSnapshot, policy: CompiledPolicy) -> tuple[str, str] | None:
+    """The first broken alias chain that passes through an alias this policy defines."""
+    own = {alias for alias, source in ns.alias_sources.items() if source == policy.name}
+    for alias in sorted(ns.aliases):
+        resolution = ns.resolve(alias)
+        if resolution.error_code is not None and own.intersection(resolution.chain):
+            return (resolution.error_code, resolution.message)
+    return None

@@ -1,0 +1,68 @@
+"""In-flight slots: taken by a Route, released by its usage report or by expiry.
+
+A slot whose report never arrives (client crashed, report lost) would pin a backend at its
+concurrency cap forever; expiry after a timeout bounds that damage.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from itertools import count
+
+from nexus_operator.control import BackendRuntime
+
+DEFAULT_SLOT_TIMEOUT = timedelta(seconds=300)
+
+
+@dataclass(frozen=True, slots=True)
+class Slot:
+    cell: BackendRuntime
+    backend: tuple[str, str]
+    taken_at: datetime
+
+
+class SlotLedger:
+    """Open slots in the order they were taken (dict order), keyed by request id."""
+
+    def __init__(self, timeout: timedelta = DEFAULT_SLOT_TIMEOUT) -> None:
+        self.timeout = timeout
+        self._slots: dict[str, Slot] = {}
+        self._anonymous = count()
+
+    def __len__(self) -> int:
+        return len(self._slots)
+
+    def take(
+        self, cell: BackendRuntime, backend: tuple[str, str], request_id: str | None, now: datetime
+    ) -> None:
+        key = request_id if request_id is not None else f"\0anonymous-{next(self._anonymous)}"
+        previous = self._slots.pop(key, None)
+        if previous is not None:
+            _release(previous)
+        cell.in_flight += 1
+        self._slots[key] = Slot(cell, backend, now)
+
+    def release(self, backend: tuple[str, str], request_id: str | None) -> bool:
+        """Release the request's slot, or the backend's oldest when the id is unknown."""
+        slot = self._slots.get(request_id) if request_id is not None else None
+        key = request_id
+        if slot is None or slot.backend != backend:
+            key = next((k for k, s in self._slots.items() if s.backend == backend), None)
+            slot = self._slots.get(key) if key is not None else None
+        if slot is None or key is None:
+            return False
+        del self._slots[key]
+        _release(slot)
+        return True
+
+    def expire(self, now: datetime) -> int:
+        horizon = now - self.timeout
+        stale = [k for k, s in self._slots.items() if s.taken_at <= horizon]
+        for key in stale:
+            _release(self._slots.pop(key))
+        return len(stale)
+
+
+def _release(slot: Slot) -> None:
+    slot.cell.in_flight = max(0, slot.cell.in_flight - 1)
