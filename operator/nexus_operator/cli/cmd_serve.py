@@ -1,0 +1,138 @@
+"""`nexus-operator serve --from-dir DIR`: serve gRPC decisions from YAML files, no cluster.
+
+The directory is loaded into a Registry, watched (polled every second) and reloaded on change;
+the registry counts as synced once the first load succeeds. Backends are health-probed by the
+same HealthProber the operator runs, unless --assume-healthy marks them all Healthy (for demos
+and benchmarks with backends that do not exist). On SIGTERM/SIGINT the server drains.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+from ..controller.probing import HealthProber
+from ..routing import Registry, RoutingEngine
+from ..server import GrpcServer, start_metrics_server
+from .manifests import DirectoryWatcher, ManifestError, Manifests
+from .serving_options import add_serving_arguments, tls_config
+
+logger = logging.getLogger(__name__)
+
+DRAIN_GRACE_S = 5.0
+SLOT_EXPIRY_PERIOD_S = 10.0
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--from-dir",
+        type=Path,
+        required=True,
+        help="Directory of Backend/RoutingPolicy YAML files.",
+    )
+    parser.add_argument(
+        "--assume-healthy",
+        action="store_true",
+        help="Mark every backend Healthy instead of probing it.",
+    )
+    parser.add_argument(
+        "--max-concurrent-rpcs", type=int, default=1000, help="Concurrent RPC cap (default 1000)."
+    )
+    parser.add_argument("--log-level", default="INFO", help="Python log level (default INFO).")
+    add_serving_arguments(parser, default_grpc_address="127.0.0.1:50051")
+
+
+def main(args: argparse.Namespace) -> int:
+    logging.basicConfig(
+        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    if not args.from_dir.is_dir():
+        print(f"--from-dir {args.from_dir}: not a directory", file=sys.stderr)
+        return 2
+    try:
+        return asyncio.run(_serve(args))
+    except ManifestError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+
+
+async def _serve(args: argparse.Namespace) -> int:
+    stop = _stop_on_signals()
+    registry = Registry()
+    watcher = DirectoryWatcher(
+        args.from_dir,
+        on_change=lambda manifests: _apply(registry, manifests, assume_healthy=args.assume_healthy),
+        namespaces=args.namespace,
+    )
+    _apply(registry, watcher.load(), assume_healthy=args.assume_healthy)
+    registry.synced = True
+    engine = RoutingEngine(registry)
+    server = GrpcServer(
+        engine,
+        address=args.grpc_address,
+        tls=tls_config(args),
+        max_concurrent_rpcs=args.max_concurrent_rpcs,
+    )
+    port = await server.start()
+    metrics_port = start_metrics_server(args.metrics_port) if args.metrics_port >= 0 else None
+    print(f"serving gRPC on port {port}, metrics on port {metrics_port}", flush=True)
+    async with _background(watcher, engine, registry, probe=not args.assume_healthy):
+        await stop.wait()
+    await server.stop(DRAIN_GRACE_S)
+    return 0
+
+
+def _apply(registry: Registry, manifests: Manifests, *, assume_healthy: bool) -> None:
+    registry.replace_all(manifests.backends, manifests.policies)
+    if assume_healthy:
+        for backend in manifests.backends:
+            registry.runtime.backend(
+                backend.metadata.namespace, backend.metadata.name
+            ).set_assumed_healthy()
+
+
+@contextlib.asynccontextmanager
+async def _background(
+    watcher: DirectoryWatcher, engine: RoutingEngine, registry: Registry, *, probe: bool
+) -> AsyncIterator[None]:
+    """Directory watching, slot expiry and (unless assumed healthy) probing, for the server's life."""
+    prober = HealthProber(registry) if probe else None
+    if prober is not None:
+        await prober.start()
+    tasks = [
+        asyncio.create_task(watcher.run(), name="watch-manifests"),
+        asyncio.create_task(_expire_slots(engine), name="expire-slots"),
+    ]
+    try:
+        yield
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        if prober is not None:
+            await prober.stop()
+
+
+async def _expire_slots(engine: RoutingEngine) -> None:
+    """Release in-flight slots whose usage report never arrived."""
+    while True:
+        await asyncio.sleep(SLOT_EXPIRY_PERIOD_S)
+        released = engine.expire_slots(datetime.now(UTC))
+        if released:
+            logger.info("Released %d in-flight slots without a usage report", released)
+
+
+def _stop_on_signals() -> asyncio.Event:
+    """An event set by SIGTERM/SIGINT, installed before anyone can learn the port."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    return stop

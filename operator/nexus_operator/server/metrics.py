@@ -1,0 +1,197 @@
+"""Prometheus metrics of the routing endpoint.
+
+The hot path only bumps plain ints in dicts (a few hundred nanoseconds per decision); the
+Prometheus families are built when the endpoint is scraped. Gauges that mirror runtime state
+(in-flight per backend, health, budget spend and state) are read from the registry at scrape
+time, so routing never touches them.
+
+Scrapes run on prometheus_client's HTTP thread while the event loop mutates the counters:
+every read copies a dict first (a single C-level operation under the GIL).
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_left
+from collections.abc import Iterator, Sequence
+
+from prometheus_client import REGISTRY, CollectorRegistry, start_http_server
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+
+from ..api import BudgetState
+from ..routing import Decision, Registry
+from .budgets import budget_state
+
+DECISION_BUCKETS = (25e-6, 50e-6, 100e-6, 250e-6, 500e-6, 1e-3, 2.5e-3, 5e-3, 10e-3, 50e-3)
+RECONCILER_BUCKETS = (1e-6, 5e-6, 10e-6, 25e-6, 50e-6, 100e-6, 500e-6, 1e-3, 10e-3)
+
+
+class _Histogram:
+    """Bucket counts and sum; cumulated only when exported."""
+
+    __slots__ = ("bounds", "counts", "total")
+
+    def __init__(self, bounds: Sequence[float]) -> None:
+        self.bounds = bounds
+        self.counts = [0] * (len(bounds) + 1)
+        self.total = 0.0
+
+    def observe(self, value: float) -> None:
+        self.counts[bisect_left(self.bounds, value)] += 1
+        self.total += value
+
+    def exported(self) -> tuple[list[tuple[str, float]], float]:
+        counts = list(self.counts)
+        buckets: list[tuple[str, float]] = []
+        running = 0
+        for bound, count in zip([*map(str, self.bounds), "+Inf"], counts, strict=True):
+            running += count
+            buckets.append((bound, running))
+        return buckets, self.total
+
+
+class RoutingMetrics:
+    """Decision metrics (fed by the gRPC service) plus registry-backed gauges, as one collector."""
+
+    def __init__(self, registry: Registry) -> None:
+        self._registry = registry
+        self._outcomes: dict[str, int] = {}
+        self._errors: dict[tuple[str, str], int] = {}
+        self._latency = _Histogram(DECISION_BUCKETS)
+        self._reconcilers: dict[str, _Histogram] = {}
+        self._exclusions: dict[tuple[str, str], int] = {}
+
+    def observe_decision(self, decision: Decision, seconds: float) -> None:
+        """Count one Route decision: outcome, latency, per-reconciler time and exclusions."""
+        outcome = decision.outcome.value
+        self._outcomes[outcome] = self._outcomes.get(outcome, 0) + 1
+        self._latency.observe(seconds)
+        reconcilers = self._reconcilers
+        for entry in decision.trace:
+            histogram = reconcilers.get(entry.reconciler)
+            if histogram is None:
+                histogram = reconcilers[entry.reconciler] = _Histogram(RECONCILER_BUCKETS)
+            histogram.observe(entry.elapsed_us / 1e6)
+        exclusions = self._exclusions
+        for exclusion in decision.exclusions:
+            key = (exclusion.reconciler, exclusion.reason_code)
+            exclusions[key] = exclusions.get(key, 0) + 1
+
+    def observe_error(self, method: str, code: str) -> None:
+        """Count an RPC that ended with a non-OK status."""
+        key = (method, code)
+        self._errors[key] = self._errors.get(key, 0) + 1
+
+    def describe(self) -> list[Metric]:
+        """Nothing up front: lets several servers (tests) share a CollectorRegistry in turn."""
+        return []
+
+    def collect(self) -> Iterator[Metric]:
+        yield self._decisions_family()
+        yield self._latency_family()
+        yield from self._reconciler_families()
+        yield self._errors_family()
+        yield from self._backend_families()
+        yield from self._budget_families()
+
+    def _decisions_family(self) -> Metric:
+        family = CounterMetricFamily(
+            "nexus_decisions", "Route decisions by outcome.", labels=["outcome"]
+        )
+        for outcome, count in sorted(self._outcomes.copy().items()):
+            family.add_metric([outcome], count)
+        return family
+
+    def _latency_family(self) -> Metric:
+        family = HistogramMetricFamily(
+            "nexus_decision_duration_seconds", "Time to compute one Route decision."
+        )
+        buckets, total = self._latency.exported()
+        family.add_metric([], buckets, total)
+        return family
+
+    def _reconciler_families(self) -> Iterator[Metric]:
+        durations = HistogramMetricFamily(
+            "nexus_reconciler_duration_seconds",
+            "Time each reconciler spent per Route decision.",
+            labels=["reconciler"],
+        )
+        for name, histogram in sorted(self._reconcilers.copy().items()):
+            buckets, total = histogram.exported()
+            durations.add_metric([name], buckets, total)
+        yield durations
+        exclusions = CounterMetricFamily(
+            "nexus_reconciler_exclusions",
+            "Backends excluded in Route decisions, by reconciler and reason code.",
+            labels=["reconciler", "reason_code"],
+        )
+        for (name, code), count in sorted(self._exclusions.copy().items()):
+            exclusions.add_metric([name, code], count)
+        yield exclusions
+
+    def _errors_family(self) -> Metric:
+        family = CounterMetricFamily(
+            "nexus_grpc_errors", "RPCs that ended with a non-OK status.", labels=["method", "code"]
+        )
+        for (method, code), count in sorted(self._errors.copy().items()):
+            family.add_metric([method, code], count)
+        return family
+
+    def _backend_families(self) -> Iterator[Metric]:
+        in_flight = GaugeMetricFamily(
+            "nexus_backend_in_flight",
+            "Routed requests not yet reported, per backend.",
+            labels=["namespace", "backend"],
+        )
+        healthy = GaugeMetricFamily(
+            "nexus_backend_healthy",
+            "1 when the backend's health state is Healthy.",
+            labels=["namespace", "backend"],
+        )
+        runtime = self._registry.runtime
+        for backend in list(self._registry.snapshot.backends.values()):
+            meta = backend.metadata
+            cell = runtime.backend(meta.namespace, meta.name)
+            in_flight.add_metric([meta.namespace, meta.name], cell.in_flight)
+            healthy.add_metric([meta.namespace, meta.name], int(cell.health_state == "Healthy"))
+        yield in_flight
+        yield healthy
+
+    def _budget_families(self) -> Iterator[Metric]:
+        spent = GaugeMetricFamily(
+            "nexus_budget_spent_usd",
+            "Spend in the current period, per policy with a budget.",
+            labels=["namespace", "policy"],
+        )
+        state = GaugeMetricFamily(
+            "nexus_budget_state",
+            "1 for the policy's current budget state (Normal, SoftLimit, HardLimit).",
+            labels=["namespace", "policy", "state"],
+        )
+        runtime = self._registry.runtime
+        for policy in list(self._registry.snapshot.policies.values()):
+            meta = policy.metadata
+            current = budget_state(policy, runtime.policy(meta.namespace, meta.name).spent_usd)
+            if current is None:
+                continue
+            spent.add_metric(
+                [meta.namespace, meta.name], runtime.policy(meta.namespace, meta.name).spent_usd
+            )
+            for candidate in BudgetState:
+                state.add_metric(
+                    [meta.namespace, meta.name, candidate.value], int(candidate is current)
+                )
+        yield spent
+        yield state
+
+
+def start_metrics_server(
+    port: int, *, addr: str = "0.0.0.0", registry: CollectorRegistry = REGISTRY
+) -> int:
+    """Serve /metrics on a daemon thread; returns the bound port (useful with port 0)."""
+    server, _thread = start_http_server(port, addr=addr, registry=registry)
+    return int(server.server_port)

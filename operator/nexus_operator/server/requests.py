@@ -1,0 +1,195 @@
+"""Validate gRPC requests and turn them into the routing core's request types.
+
+Every check raises InvalidArgument naming the offending field with its proto (snake_case) path,
+e.g. `messages[2].content.parts[0].type`, so the caller sees INVALID_ARGUMENT with a message
+that says what to fix. The checks are plain comparisons: they run on every Route call.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Sequence
+from typing import Literal
+
+from ..api import Privacy
+from ..api.base import MODEL_ID_MAX, NAME_MAX
+from ..routing import RequestRequirements, UsageReport
+from .proto import router_pb2 as pb
+
+NAMESPACE_MAX = 63
+REQUEST_ID_MAX = 128
+ROLE_MAX = 64
+MESSAGES_MAX = 4096
+PARTS_MAX = 1024
+TOKENS_MAX = 100_000_000
+DEFAULT_NAMESPACE = "default"
+
+AmountField = Literal["cost_usd", "latency_ms", "ttft_ms"]
+
+_DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
+_DNS_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9.]*[a-z0-9])?")
+_PRIVACY = {
+    pb.PRIVACY_UNSPECIFIED: None,
+    pb.PRIVACY_UNRESTRICTED: Privacy.UNRESTRICTED,
+    pb.PRIVACY_RESTRICTED: Privacy.RESTRICTED,
+}
+
+
+class InvalidArgument(ValueError):
+    """A request field is malformed; maps to grpc.StatusCode.INVALID_ARGUMENT."""
+
+    def __init__(self, field: str, problem: str) -> None:
+        super().__init__(f"{field}: {problem}")
+        self.field = field
+
+
+def route_requirements(request: pb.RouteRequest) -> RequestRequirements:
+    """The routing core's view of a Route/Explain request, after validating every field."""
+    tokens, has_image = _messages_usage(request.messages)
+    estimated = _count(request.estimated_tokens, field="estimated_tokens")
+    return RequestRequirements(
+        model=_model(request.model, field="model"),
+        estimated_tokens=estimated or tokens,
+        needs_vision=request.needs_vision or has_image,
+        needs_tools=request.needs_tools,
+        needs_json_mode=request.needs_json_mode,
+        max_output_tokens=_max_output_tokens(request),
+        privacy=_privacy(request.privacy),
+        min_tier=_min_tier(request),
+        strict=request.strict,
+        namespace=_namespace(request.namespace, field="namespace"),
+        request_id=_request_id(request.request_id, field="request_id"),
+    )
+
+
+def usage_report(report: pb.UsageReport) -> UsageReport:
+    """The routing core's view of a ReportUsage call, after validating every field."""
+    return UsageReport(
+        backend=_object_name(report.backend, field="backend", required=True),
+        namespace=_namespace(report.namespace, field="namespace"),
+        model=_model(report.model, field="model"),
+        policy=_object_name(report.policy, field="policy", required=False) or None,
+        input_tokens=_count(report.input_tokens, field="input_tokens"),
+        output_tokens=_count(report.output_tokens, field="output_tokens"),
+        cost_usd=_optional_amount(report, "cost_usd"),
+        success=report.success,
+        latency_ms=_optional_amount(report, "latency_ms"),
+        ttft_ms=_optional_amount(report, "ttft_ms"),
+        request_id=_request_id(report.request_id, field="request_id"),
+    )
+
+
+def _model(value: str, *, field: str) -> str:
+    if not value:
+        raise InvalidArgument(field, "must not be empty")
+    if len(value) > MODEL_ID_MAX:
+        raise InvalidArgument(field, f"longer than {MODEL_ID_MAX} characters")
+    if not value.isprintable() or value != value.strip():
+        raise InvalidArgument(field, "must be printable without surrounding whitespace")
+    return value
+
+
+def _namespace(value: str, *, field: str) -> str:
+    if not value:
+        return DEFAULT_NAMESPACE
+    if len(value) > NAMESPACE_MAX or not _DNS_LABEL.fullmatch(value):
+        raise InvalidArgument(field, f"not a namespace name (DNS label, at most {NAMESPACE_MAX})")
+    return value
+
+
+def _object_name(value: str, *, field: str, required: bool) -> str:
+    if not value:
+        if required:
+            raise InvalidArgument(field, "must not be empty")
+        return value
+    if len(value) > NAME_MAX or not _DNS_SUBDOMAIN.fullmatch(value):
+        raise InvalidArgument(field, f"not an object name (DNS subdomain, at most {NAME_MAX})")
+    return value
+
+
+def _request_id(value: str, *, field: str) -> str | None:
+    if len(value) > REQUEST_ID_MAX:
+        raise InvalidArgument(field, f"longer than {REQUEST_ID_MAX} characters")
+    if not value.isprintable():
+        raise InvalidArgument(field, "must be printable")
+    return value or None
+
+
+def _count(value: int, *, field: str) -> int:
+    if not 0 <= value <= TOKENS_MAX:
+        raise InvalidArgument(field, f"must be between 0 and {TOKENS_MAX}")
+    return value
+
+
+def _max_output_tokens(request: pb.RouteRequest) -> int | None:
+    if not request.HasField("max_output_tokens"):
+        return None
+    if not 1 <= request.max_output_tokens <= TOKENS_MAX:
+        raise InvalidArgument("max_output_tokens", f"must be between 1 and {TOKENS_MAX}")
+    return request.max_output_tokens
+
+
+def _min_tier(request: pb.RouteRequest) -> int | None:
+    if not request.HasField("min_tier"):
+        return None
+    if not 1 <= request.min_tier <= 5:
+        raise InvalidArgument("min_tier", "must be between 1 and 5")
+    return request.min_tier
+
+
+def _privacy(value: pb.Privacy.ValueType) -> Privacy | None:
+    try:
+        return _PRIVACY[value]
+    except KeyError:
+        raise InvalidArgument(
+            "privacy", f"unknown value {value}; use PRIVACY_RESTRICTED or PRIVACY_UNRESTRICTED"
+        ) from None
+
+
+def _optional_amount(report: pb.UsageReport, field: AmountField) -> float | None:
+    if not report.HasField(field):
+        return None
+    value: float = getattr(report, field)
+    if not (math.isfinite(value) and value >= 0):
+        raise InvalidArgument(field, "must be a finite number >= 0")
+    return value
+
+
+def _messages_usage(messages: Sequence[pb.ChatMessage]) -> tuple[int, bool]:
+    """(estimated tokens, any image part): tokens are Σ len(text) // 4 over text contents."""
+    if len(messages) > MESSAGES_MAX:
+        raise InvalidArgument("messages", f"more than {MESSAGES_MAX} messages")
+    tokens = 0
+    has_image = False
+    for index, message in enumerate(messages):
+        field = f"messages[{index}]"
+        if len(message.role) > ROLE_MAX:
+            raise InvalidArgument(f"{field}.role", f"longer than {ROLE_MAX} characters")
+        if message.WhichOneof("content") == "parts":
+            part_tokens, part_image = _parts_usage(message.parts.parts, field=field)
+            tokens += part_tokens
+            has_image = has_image or part_image
+        else:
+            tokens += len(message.text) // 4
+    return tokens, has_image
+
+
+def _parts_usage(parts: Sequence[pb.ContentPart], *, field: str) -> tuple[int, bool]:
+    if len(parts) > PARTS_MAX:
+        raise InvalidArgument(f"{field}.content.parts", f"more than {PARTS_MAX} parts")
+    tokens = 0
+    has_image = False
+    for index, part in enumerate(parts):
+        where = f"{field}.content.parts[{index}]"
+        if part.type == "text":
+            tokens += len(part.text) // 4
+        elif part.type == "image_url":
+            if not part.image_url.url:
+                raise InvalidArgument(f"{where}.image_url.url", "must not be empty")
+            has_image = True
+        else:
+            raise InvalidArgument(
+                f"{where}.type", f"must be 'text' or 'image_url', not {part.type!r}"
+            )
+    return tokens, has_image

@@ -1,0 +1,111 @@
+"""The nexus.routing.v1.Router servicer: validate, ask the routing engine, map the decision.
+
+The engine is synchronous and does no I/O, so each call runs to completion on the event loop
+without awaiting; only validation failures and unexpected errors abort the RPC.
+"""
+
+from __future__ import annotations
+
+import logging
+from time import perf_counter
+from typing import NoReturn
+
+import grpc
+
+from ..routing import RequestRequirements, RoutingEngine
+from .inventory import inventory
+from .metrics import RoutingMetrics
+from .proto import router_pb2 as pb
+from .proto import router_pb2_grpc
+from .requests import InvalidArgument, route_requirements, usage_report
+from .responses import explanation, route_response
+
+logger = logging.getLogger(__name__)
+
+
+class RouterService(router_pb2_grpc.RouterServicer):
+    """Route, Explain, ReportUsage and GetInventory over one RoutingEngine."""
+
+    def __init__(self, engine: RoutingEngine, *, metrics: RoutingMetrics) -> None:
+        self._engine = engine
+        self._metrics = metrics
+
+    async def Route(
+        self, request: pb.RouteRequest, context: grpc.aio.ServicerContext
+    ) -> pb.RouteResponse:
+        requirements = await self._requirements("Route", request, context)
+        if _deadline_passed(context):
+            # Routing now would take an in-flight slot that no caller will ever report.
+            await self._abort(
+                context,
+                "Route",
+                grpc.StatusCode.DEADLINE_EXCEEDED,
+                "deadline exceeded before routing",
+            )
+        started = perf_counter()
+        try:
+            decision = self._engine.route(requirements)
+        except Exception:
+            logger.exception("Route failed for model %r", requirements.model)
+            await self._abort(
+                context, "Route", grpc.StatusCode.INTERNAL, "routing failed; see the operator log"
+            )
+        self._metrics.observe_decision(decision, perf_counter() - started)
+        return route_response(decision)
+
+    async def Explain(
+        self, request: pb.RouteRequest, context: grpc.aio.ServicerContext
+    ) -> pb.Explanation:
+        requirements = await self._requirements("Explain", request, context)
+        try:
+            decision = self._engine.explain(requirements)
+        except Exception:
+            logger.exception("Explain failed for model %r", requirements.model)
+            await self._abort(
+                context, "Explain", grpc.StatusCode.INTERNAL, "explain failed; see the operator log"
+            )
+        return explanation(decision)
+
+    async def ReportUsage(
+        self, request: pb.UsageReport, context: grpc.aio.ServicerContext
+    ) -> pb.Ack:
+        try:
+            report = usage_report(request)
+        except InvalidArgument as exc:
+            await self._abort(context, "ReportUsage", grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        try:
+            self._engine.report_usage(report)
+        except Exception:
+            logger.exception("ReportUsage failed for backend %r", report.backend)
+            await self._abort(
+                context,
+                "ReportUsage",
+                grpc.StatusCode.INTERNAL,
+                "usage report failed; see the operator log",
+            )
+        return pb.Ack(accepted=True)
+
+    async def GetInventory(
+        self, request: pb.InventoryRequest, context: grpc.aio.ServicerContext
+    ) -> pb.Inventory:
+        return inventory(self._engine, namespace=request.namespace or None)
+
+    async def _requirements(
+        self, method: str, request: pb.RouteRequest, context: grpc.aio.ServicerContext
+    ) -> RequestRequirements:
+        try:
+            return route_requirements(request)
+        except InvalidArgument as exc:
+            await self._abort(context, method, grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+
+    async def _abort(
+        self, context: grpc.aio.ServicerContext, method: str, code: grpc.StatusCode, message: str
+    ) -> NoReturn:
+        self._metrics.observe_error(method, code.name)
+        await context.abort(code, message)
+        raise AssertionError("context.abort returned")
+
+
+def _deadline_passed(context: grpc.aio.ServicerContext) -> bool:
+    remaining = context.time_remaining()
+    return remaining is not None and remaining <= 0

@@ -1,0 +1,136 @@
+"""GrpcServer: the grpc.aio server hosting the Router service, health and reflection.
+
+Create and start it inside the running event loop (kopf's startup hook, or `serve`): grpc.aio
+objects bind to the loop they are created in.
+
+Health (grpc.health.v1, overall "" and "nexus.routing.v1.Router") is NOT_SERVING until the
+registry reports its first full sync, and again whenever set_serving(False) marks the process
+degraded or a graceful stop begins.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+from prometheus_client import REGISTRY, CollectorRegistry
+
+from ..routing import RoutingEngine
+from .metrics import RoutingMetrics
+from .proto import router_pb2 as pb
+from .proto import router_pb2_grpc
+from .service import RouterService
+from .tls import TlsConfig
+
+logger = logging.getLogger(__name__)
+
+SERVICE_NAME: str = pb.DESCRIPTOR.services_by_name["Router"].full_name
+MiB = 1024 * 1024
+SYNC_POLL_SECONDS = 0.2
+_SERVING = health_pb2.HealthCheckResponse.SERVING
+_NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+
+
+class GrpcServer:
+    """The routing endpoint of one process: Router service + health + reflection (+ metrics)."""
+
+    def __init__(
+        self,
+        engine: RoutingEngine,
+        *,
+        address: str = "127.0.0.1:50051",
+        tls: TlsConfig | None = None,
+        max_concurrent_rpcs: int = 1000,
+        max_message_bytes: int = 4 * MiB,
+        metrics_registry: CollectorRegistry = REGISTRY,
+    ) -> None:
+        self._engine = engine
+        self._address = address
+        self._tls = tls
+        self._max_concurrent_rpcs = max_concurrent_rpcs
+        self._max_message_bytes = max_message_bytes
+        self._metrics_registry = metrics_registry
+        self.metrics = RoutingMetrics(engine.registry)
+        self._health = health.aio.HealthServicer()
+        self._server: grpc.aio.Server | None = None
+        self._degraded = False
+        self._applied: int | None = None
+        self._watch_task: asyncio.Task[None] | None = None
+
+    async def start(self) -> int:
+        """Bind, start serving and return the bound port (an address ending in :0 picks one)."""
+        server = grpc.aio.server(
+            maximum_concurrent_rpcs=self._max_concurrent_rpcs,
+            options=[
+                ("grpc.max_receive_message_length", self._max_message_bytes),
+                ("grpc.max_send_message_length", self._max_message_bytes),
+                ("grpc.so_reuseport", 0),
+            ],
+        )
+        router_pb2_grpc.add_RouterServicer_to_server(
+            RouterService(self._engine, metrics=self.metrics), server
+        )
+        health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
+        reflection.enable_server_reflection(
+            (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server
+        )
+        port = self._bind(server)
+        await self._apply_health()
+        await server.start()
+        self._server = server
+        self._metrics_registry.register(self.metrics)
+        self._watch_task = asyncio.create_task(self._watch_sync(), name="grpc-health-sync")
+        logger.info(
+            "gRPC routing endpoint listening on %s (port %d, tls=%s)",
+            self._address,
+            port,
+            self._tls is not None,
+        )
+        return port
+
+    def set_serving(self, serving: bool) -> None:
+        """Report the process healthy or degraded (NOT_SERVING) on grpc.health.v1."""
+        self._degraded = not serving
+        if self._server is not None:
+            asyncio.get_running_loop().create_task(self._apply_health())
+
+    async def stop(self, grace: float) -> None:
+        """Drain: report NOT_SERVING, refuse new RPCs, give in-flight ones `grace` seconds."""
+        if self._server is None:
+            return
+        if self._watch_task is not None:
+            self._watch_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watch_task
+        await self._health.enter_graceful_shutdown()
+        await self._server.stop(grace)
+        self._server = None
+        with contextlib.suppress(KeyError):
+            self._metrics_registry.unregister(self.metrics)
+
+    def _bind(self, server: grpc.aio.Server) -> int:
+        if self._tls is None:
+            port = int(server.add_insecure_port(self._address))
+        else:
+            port = int(server.add_secure_port(self._address, self._tls.server_credentials()))
+        if port == 0:
+            raise OSError(f"cannot bind the gRPC endpoint to {self._address}")
+        return port
+
+    async def _watch_sync(self) -> None:
+        """Flip health once the registry is synced (the operator sets the flag, not an event)."""
+        while True:
+            await self._apply_health()
+            await asyncio.sleep(SYNC_POLL_SECONDS)
+
+    async def _apply_health(self) -> None:
+        status = _SERVING if self._engine.registry.synced and not self._degraded else _NOT_SERVING
+        if status == self._applied:
+            return
+        self._applied = status
+        for service in ("", SERVICE_NAME):
+            await self._health.set(service, status)
