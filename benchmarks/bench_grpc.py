@@ -3,7 +3,7 @@
 Two runs over loopback: unthrottled (the highest Route/s one server process sustains) and a
 fixed 1,000 Route/s (latency percentiles at a realistic load). Prints the figures and writes
 benchmarks/results/grpc.json. Set NEXUS_BENCH_PROFILE=1 to also profile the server with
-pyinstrument during an unthrottled run and print where its time goes.
+pyinstrument and print where its time goes (the figures are then not recorded).
 """
 
 from __future__ import annotations
@@ -126,11 +126,11 @@ def ghz(ghz_bin: Path, address: str, *, rps: int, concurrency: int) -> dict[str,
     ]
     result = subprocess.run(command, capture_output=True, text=True, check=True, timeout=600)
     report: dict[str, Any] = json.loads(result.stdout)
-    errors = sum(report.get("statusCodeDistribution", {}).values()) - report[
-        "statusCodeDistribution"
-    ].get("OK", 0)
-    if errors:
-        raise RuntimeError(f"ghz saw {errors} failed calls: {report['statusCodeDistribution']}")
+    codes = report.get("statusCodeDistribution", {})
+    failed = sum(codes.values()) - codes.get("OK", 0)
+    # Calls still in flight when --duration ends are cut off by ghz; anything beyond that is real.
+    if failed > concurrency:
+        raise RuntimeError(f"ghz saw {failed} failed calls: {codes}")
     return report
 
 
@@ -157,6 +157,7 @@ def main() -> int:
             process.wait(timeout=60)
         if profile:
             print((directory / "profile.txt").read_text())
+            return 0  # profiled figures are slowed down by the sampler: not recorded
     figures = {
         "backends": BACKENDS,
         "max_rps": round(unthrottled["rps"], 1),
