@@ -1,0 +1,100 @@
+"""Route/ReportUsage requests become routing requirements; malformed ones name their field."""
+
+from __future__ import annotations
+
+import pytest
+
+from nexus_operator.api import Privacy
+from nexus_operator.server.proto import router_pb2 as pb
+from nexus_operator.server.requests import InvalidArgument, route_requirements, usage_report
+
+
+def _parts(*parts: pb.ContentPart) -> pb.ChatMessage:
+    return pb.ChatMessage(role="user", parts=pb.ContentParts(parts=list(parts)))
+
+
+def test_tokens_are_the_sum_of_len_over_4_of_each_text_content() -> None:
+    request = pb.RouteRequest(
+        model="m",
+        messages=[
+            pb.ChatMessage(role="system", text="a" * 11),
+            _parts(
+                pb.ContentPart(type="text", text="b" * 7), pb.ContentPart(type="text", text="c" * 9)
+            ),
+        ],
+    )
+    assert route_requirements(request).estimated_tokens == 2 + 1 + 2
+
+
+def test_estimated_tokens_win_over_messages_when_given() -> None:
+    request = pb.RouteRequest(
+        model="m", estimated_tokens=500, messages=[pb.ChatMessage(text="x" * 40)]
+    )
+    assert route_requirements(request).estimated_tokens == 500
+
+
+def test_an_image_part_makes_the_request_need_vision() -> None:
+    image = pb.ContentPart(type="image_url", image_url=pb.ImageUrl(url="https://example.com/a.png"))
+    assert route_requirements(pb.RouteRequest(model="m", messages=[_parts(image)])).needs_vision
+
+
+def test_unset_optional_fields_stay_none_and_namespace_defaults() -> None:
+    requirements = route_requirements(pb.RouteRequest(model="m"))
+    assert (requirements.max_output_tokens, requirements.min_tier, requirements.privacy) == (
+        None,
+        None,
+        None,
+    )
+    assert requirements.namespace == "default"
+    assert requirements.request_id is None
+
+
+def test_privacy_and_tier_are_carried_over() -> None:
+    requirements = route_requirements(
+        pb.RouteRequest(model="m", privacy=pb.PRIVACY_RESTRICTED, min_tier=4, max_output_tokens=64)
+    )
+    assert (requirements.privacy, requirements.min_tier, requirements.max_output_tokens) == (
+        Privacy.RESTRICTED,
+        4,
+        64,
+    )
+
+
+@pytest.mark.parametrize(
+    ("request_fields", "field"),
+    [
+        ({"model": " padded "}, "model"),
+        ({"model": "m\n"}, "model"),
+        ({"model": "m", "messages": [pb.ChatMessage(role="r" * 65)]}, "messages[0].role"),
+        (
+            {"model": "m", "messages": [_parts(pb.ContentPart(type="image_url"))]},
+            "messages[0].content.parts[0].image_url.url",
+        ),
+        ({"model": "m", "min_tier": -1}, "min_tier"),
+    ],
+)
+def test_malformed_fields_are_named_in_the_error(
+    request_fields: dict[str, object], field: str
+) -> None:
+    with pytest.raises(InvalidArgument) as caught:
+        route_requirements(pb.RouteRequest(**request_fields))
+    assert caught.value.field == field
+
+
+def test_usage_report_keeps_absent_amounts_absent() -> None:
+    report = usage_report(
+        pb.UsageReport(backend="b", model="m", input_tokens=3, output_tokens=4, success=True)
+    )
+    assert (report.cost_usd, report.latency_ms, report.ttft_ms, report.policy) == (
+        None,
+        None,
+        None,
+        None,
+    )
+    assert (report.namespace, report.input_tokens, report.output_tokens) == ("default", 3, 4)
+
+
+def test_usage_report_with_an_invalid_backend_name_is_refused() -> None:
+    with pytest.raises(InvalidArgument) as caught:
+        usage_report(pb.UsageReport(backend="Not/A/Name", model="m"))
+    assert caught.value.field == "backend"
