@@ -39,7 +39,7 @@ def build_pipeline(
         ),
         CapabilityReconciler(min_tier=spec.min_tier, required=spec.required_capabilities),
         QualityReconciler(spec.quality, failing=runtime.failing),
-        HealthReconciler(not_healthy=runtime.not_healthy),
+        HealthReconciler(not_healthy=runtime.not_healthy, saturated=runtime.saturated),
     ]
     stages.extend(build_plugin(ref.name, ref.config, plugins) for ref in spec.reconcilers)
     stages.append(

@@ -109,12 +109,14 @@ class RoutingIntent:
         self.annotations = Annotations()
         self.decision: RoutingDecision | None = None
         self._excluded: set[str] = set()
-        self._messages: list[str] = []
+        self._messages: list[str] | None = None
         self._stage = ""
 
     def trace(self, message: str) -> None:
         """Add a message to the current reconciler's trace entry (or a standalone entry)."""
         if self._stage:
+            if self._messages is None:
+                self._messages = []
             self._messages.append(message)
             return
         count = len(self.candidate_backends)
@@ -175,14 +177,14 @@ class RoutingIntent:
 
     def begin_stage(self, name: str) -> None:
         self._stage = name
-        self._messages = []
+        self._messages = None
 
     def end_stage(self) -> str:
         """Close the current stage and return its joined trace messages."""
-        message = "; ".join(self._messages)
+        messages = self._messages
         self._stage = ""
-        self._messages = []
-        return message
+        self._messages = None
+        return "; ".join(messages) if messages else ""
 
     def restore_only_add(self, before: list[Candidate], reconciler: str) -> None:
         """Enforce only-add after an untrusted reconciler edited `candidate_backends` directly:

@@ -13,11 +13,12 @@ import logging
 from collections.abc import Awaitable, Sequence
 from enum import StrEnum
 from time import perf_counter_ns
-from typing import Protocol, runtime_checkable
+from typing import NamedTuple, Protocol, runtime_checkable
 
 from . import reasons
 from .decision import Exclusion, QueueDecision, RejectDecision, TraceEntry
 from .intent import RoutingIntent
+from .views import Candidate
 
 log = logging.getLogger(__name__)
 
@@ -46,85 +47,61 @@ class Reconciler(Protocol):
     def reconcile(self, intent: RoutingIntent) -> Awaitable[None] | None: ...
 
 
+class _Stage(NamedTuple):
+    reconciler: Reconciler
+    name: str
+    trusted: bool
+
+
 class ReconcilerPipeline:
     """Reconcilers in order. Built-ins are trusted to exclude through the intent; anything else
     is checked after it runs so a plug-in cannot restore a backend or drop one silently."""
 
-    __slots__ = ("_trusted", "is_async", "reconcilers")
+    __slots__ = ("_stages", "is_async", "reconcilers")
 
     def __init__(self, reconcilers: Sequence[Reconciler]) -> None:
         self.reconcilers = tuple(reconcilers)
         self.is_async = any(inspect.iscoroutinefunction(r.reconcile) for r in self.reconcilers)
-        self._trusted = tuple(getattr(r, "trusted", False) is True for r in self.reconcilers)
+        self._stages = tuple(
+            _Stage(r, r.name, getattr(r, "trusted", False) is True) for r in self.reconcilers
+        )
 
     def execute_sync(self, intent: RoutingIntent) -> None:
-        """Run every stage synchronously; raises TypeError if a stage is async."""
-        for reconciler, trusted in zip(self.reconcilers, self._trusted, strict=True):
-            if self._stop(intent):
+        """Run every stage in the calling thread; TypeError when a stage is async."""
+        if self.is_async:
+            raise TypeError("this pipeline has async reconcilers: use execute()")
+        for stage in self._stages:
+            if _stop(intent):
                 break
-            before, started = self._begin(intent, reconciler, trusted)
+            count, snapshot = _before(intent, stage)
+            started = perf_counter_ns()
             try:
-                result = reconciler.reconcile(intent)
-                if inspect.isawaitable(result):
-                    _close(result)
-                    raise TypeError(f"{reconciler.name} is async: use execute()")
-            except TypeError:
-                raise
+                _ensure_sync(stage.reconciler.reconcile(intent), stage.name)
             except Exception as exc:
-                self._failed(intent, reconciler, exc, before=before, started=started)
+                self._failed(intent, stage.reconciler, exc, count=count, started=started)
                 continue
-            self._finish(intent, reconciler, trusted, before=before, started=started)
+            _record(intent, stage, count=count, snapshot=snapshot, started=started)
         self._conclude(intent)
 
     async def execute(self, intent: RoutingIntent) -> None:
-        """Run every stage, awaiting async ones."""
-        for reconciler, trusted in zip(self.reconcilers, self._trusted, strict=True):
-            if self._stop(intent):
+        """Run every stage, awaiting async ones (the sync path when there are none)."""
+        if not self.is_async:
+            self.execute_sync(intent)
+            return
+        for stage in self._stages:
+            if _stop(intent):
                 break
-            before, started = self._begin(intent, reconciler, trusted)
+            count, snapshot = _before(intent, stage)
+            started = perf_counter_ns()
             try:
-                result = reconciler.reconcile(intent)
-                if inspect.isawaitable(result):
+                result = stage.reconciler.reconcile(intent)
+                if result is not None and inspect.isawaitable(result):
                     await result
             except Exception as exc:
-                self._failed(intent, reconciler, exc, before=before, started=started)
+                self._failed(intent, stage.reconciler, exc, count=count, started=started)
                 continue
-            self._finish(intent, reconciler, trusted, before=before, started=started)
+            _record(intent, stage, count=count, snapshot=snapshot, started=started)
         self._conclude(intent)
-
-    @staticmethod
-    def _stop(intent: RoutingIntent) -> bool:
-        return intent.decision is not None or (
-            not intent.candidate_backends and bool(intent.annotations.exclusions)
-        )
-
-    @staticmethod
-    def _begin(
-        intent: RoutingIntent, reconciler: Reconciler, trusted: bool
-    ) -> tuple[list[object] | int, int]:
-        intent.begin_stage(reconciler.name)
-        before: list[object] | int = (
-            len(intent.candidate_backends) if trusted else list(intent.candidate_backends)
-        )
-        return before, perf_counter_ns()
-
-    @staticmethod
-    def _finish(
-        intent: RoutingIntent,
-        reconciler: Reconciler,
-        trusted: bool,
-        *,
-        before: list[object] | int,
-        started: int,
-    ) -> None:
-        if not trusted and isinstance(before, list):
-            intent.restore_only_add(before, reconciler.name)  # type: ignore[arg-type]
-        count = before if isinstance(before, int) else len(before)
-        elapsed = (perf_counter_ns() - started) / 1000
-        entry = TraceEntry(
-            reconciler.name, count, len(intent.candidate_backends), elapsed, intent.end_stage()
-        )
-        intent.annotations.trace_entries.append(entry)
 
     @staticmethod
     def _failed(
@@ -132,10 +109,9 @@ class ReconcilerPipeline:
         reconciler: Reconciler,
         exc: Exception,
         *,
-        before: list[object] | int,
+        count: int,
         started: int,
     ) -> None:
-        count = before if isinstance(before, int) else len(before)
         elapsed = (perf_counter_ns() - started) / 1000
         message = f"{type(exc).__name__}: {exc}"
         intent.end_stage()
@@ -167,6 +143,41 @@ class ReconcilerPipeline:
         intent.decision = conclude_empty(intent)
 
 
+def _stop(intent: RoutingIntent) -> bool:
+    """A decision was made, or every candidate is gone."""
+    return intent.decision is not None or (
+        not intent.candidate_backends and bool(intent.annotations.exclusions)
+    )
+
+
+def _before(intent: RoutingIntent, stage: _Stage) -> tuple[int, list[Candidate] | None]:
+    intent.begin_stage(stage.name)
+    candidates = intent.candidate_backends
+    return len(candidates), None if stage.trusted else list(candidates)
+
+
+def _record(
+    intent: RoutingIntent,
+    stage: _Stage,
+    *,
+    count: int,
+    snapshot: list[Candidate] | None,
+    started: int,
+) -> None:
+    if snapshot is not None:
+        intent.restore_only_add(snapshot, stage.name)
+    elapsed = (perf_counter_ns() - started) / 1000
+    after = len(intent.candidate_backends)
+    entry = TraceEntry(stage.name, count, after, elapsed, intent.end_stage())
+    intent.annotations.trace_entries.append(entry)
+
+
+def _ensure_sync(result: object, name: str) -> None:
+    if result is not None and inspect.isawaitable(result):
+        _close(result)
+        raise ReconcileError(f"{name} returned an awaitable from a synchronous run")
+
+
 def conclude_empty(intent: RoutingIntent) -> QueueDecision | RejectDecision:
     """No candidate left: Queue when something was excluded only for capacity, else Reject."""
     exclusions = intent.annotations.exclusions
@@ -190,7 +201,7 @@ def _estimated_wait_ms(intent: RoutingIntent, names: set[str]) -> int:
     return max(1, round(min(ttfts))) if ttfts else DEFAULT_RETRY_AFTER_MS
 
 
-def _close(result: Awaitable[None]) -> None:
+def _close(result: Awaitable[object]) -> None:
     close = getattr(result, "close", None)
     if callable(close):
         close()

@@ -76,6 +76,16 @@ class CapabilityBounds:
         )
 
 
+def among(keys: set[BackendKey], plan: CandidatePlan) -> list[Candidate]:
+    """The plan's candidates whose keys are in `keys`, in name order; costs O(len(keys)), so a
+    small runtime set (unhealthy, failing, saturated) is checked without touching every
+    candidate."""
+    by_key = plan.by_key
+    found = [by_key[k] for k in keys if k in by_key]
+    found.sort(key=lambda c: c.backend.name)
+    return found
+
+
 class CandidatePlan:
     """Immutable precomputation for one (namespace, policy, model)."""
 

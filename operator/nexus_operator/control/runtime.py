@@ -24,7 +24,9 @@ def ema(old: float | None, sample: float) -> float:
 
 def period_of(now: datetime) -> str:
     """Budget period of a moment: its UTC month."""
-    return now.astimezone(UTC).strftime("%Y-%m")
+    if now.tzinfo is not UTC:
+        now = now.astimezone(UTC)
+    return f"{now.year:04d}-{now.month:02d}"
 
 
 class BackendRuntime:
@@ -32,13 +34,16 @@ class BackendRuntime:
 
     __slots__ = (
         "_failing",
+        "_failures",
         "_health_state",
+        "_in_flight",
         "_key",
+        "_max_concurrency",
         "_not_healthy",
         "_outcomes",
+        "_saturated",
         "consecutive_failures",
         "consecutive_successes",
-        "in_flight",
         "last_error",
         "last_probe_time",
         "last_selected_time",
@@ -53,16 +58,20 @@ class BackendRuntime:
         *,
         not_healthy: set[BackendKey] | None = None,
         failing: set[BackendKey] | None = None,
+        saturated: set[BackendKey] | None = None,
     ) -> None:
         self._key = key
         self._not_healthy = not_healthy if not_healthy is not None else set()
         self._failing = failing if failing is not None else set()
+        self._saturated = saturated if saturated is not None else set()
+        self._max_concurrency: int | None = None
+        self._in_flight = 0
         self._outcomes: deque[tuple[datetime, bool]] = deque()
+        self._failures = 0
         self._health_state = HealthState.HEALTHY
         self.health_state = HealthState.UNKNOWN
         self.latency_ms: float | None = None
         self.ttft_ms: float | None = None
-        self.in_flight = 0
         self.selected_total = 0
         self.last_selected_time: datetime | None = None
         self.consecutive_failures = 0
@@ -81,6 +90,32 @@ class BackendRuntime:
             self._not_healthy.discard(self._key)
         else:
             self._not_healthy.add(self._key)
+
+    @property
+    def in_flight(self) -> int:
+        return self._in_flight
+
+    @in_flight.setter
+    def in_flight(self, value: int) -> None:
+        self._in_flight = value
+        self._track_saturation()
+
+    @property
+    def max_concurrency(self) -> int | None:
+        """The spec's cap, mirrored here by the registry so saturation is tracked as load moves."""
+        return self._max_concurrency
+
+    @max_concurrency.setter
+    def max_concurrency(self, cap: int | None) -> None:
+        self._max_concurrency = cap
+        self._track_saturation()
+
+    def _track_saturation(self) -> None:
+        cap = self._max_concurrency
+        if cap is not None and self._in_flight >= cap:
+            self._saturated.add(self._key)
+        else:
+            self._saturated.discard(self._key)
 
     def record_probe(
         self,
@@ -130,6 +165,7 @@ class BackendRuntime:
         """One usage report's outcome, for the 1-hour error rate."""
         self._outcomes.append((now, success))
         if not success:
+            self._failures += 1
             self._failing.add(self._key)
         self._prune(now)
 
@@ -144,15 +180,17 @@ class BackendRuntime:
         self._prune(now)
         if not self._outcomes:
             return None
-        failures = sum(1 for _, ok in self._outcomes if not ok)
-        return failures / len(self._outcomes)
+        return self._failures / len(self._outcomes)
 
     def _prune(self, now: datetime) -> None:
+        """Drop reports older than the window; O(1) amortised per report."""
         outcomes = self._outcomes
         horizon = now - ERROR_WINDOW
         while outcomes and outcomes[0][0] <= horizon:
-            outcomes.popleft()
-        if all(ok for _, ok in outcomes):
+            _, ok = outcomes.popleft()
+            if not ok:
+                self._failures -= 1
+        if not self._failures:
             self._failing.discard(self._key)
 
 
@@ -270,7 +308,7 @@ class PolicyRuntime:
 class RuntimeState:
     """All runtime cells of one replica, created on demand and never dropped while referenced."""
 
-    __slots__ = ("_backends", "_policies", "failing", "not_healthy", "round_robin")
+    __slots__ = ("_backends", "_policies", "failing", "not_healthy", "round_robin", "saturated")
 
     def __init__(self) -> None:
         self._backends: dict[BackendKey, BackendRuntime] = {}
@@ -279,12 +317,15 @@ class RuntimeState:
         self.round_robin: dict[tuple[str, str | None, str], int] = {}
         self.not_healthy: set[BackendKey] = set()
         self.failing: set[BackendKey] = set()
+        self.saturated: set[BackendKey] = set()
 
     def backend(self, namespace: str, name: str) -> BackendRuntime:
         key = (namespace, name)
         cell = self._backends.get(key)
         if cell is None:
-            cell = BackendRuntime(key, not_healthy=self.not_healthy, failing=self.failing)
+            cell = BackendRuntime(
+                key, not_healthy=self.not_healthy, failing=self.failing, saturated=self.saturated
+            )
             self._backends[key] = cell
         return cell
 
@@ -302,3 +343,4 @@ class RuntimeState:
         self._backends.pop(key, None)
         self.not_healthy.discard(key)
         self.failing.discard(key)
+        self.saturated.discard(key)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from nexus_operator.api import Zone
 
@@ -22,8 +23,7 @@ class SmartWeights:
     latency: int = 20
 
 
-@dataclass(frozen=True, slots=True)
-class Pick:
+class Pick(NamedTuple):
     candidate: Candidate
     reason: str
 

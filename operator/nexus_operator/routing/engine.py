@@ -11,17 +11,20 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from time import perf_counter_ns
+from typing import NamedTuple
 
 from nexus_operator.api import Accounting, RoutingPolicySpec
 from nexus_operator.control import (
     Candidate,
     CandidatePlan,
+    Exclusion,
     QueueDecision,
     ReconcilerFactory,
     ReconcilerPipeline,
     RequestRequirements,
     RouteDecision,
     RoutingIntent,
+    TraceEntry,
     build_pipeline,
     reasons,
 )
@@ -53,8 +56,12 @@ class _Compiled:
     plans: dict[tuple[str | None, str], CandidatePlan] = field(default_factory=dict)
 
 
-@dataclass(frozen=True, slots=True)
-class _Context:
+class _History(NamedTuple):
+    trace: list[TraceEntry]
+    exclusions: list[Exclusion]
+
+
+class _Context(NamedTuple):
     ns: NamespaceSnapshot
     compiled: _Compiled
     now: datetime
@@ -219,18 +226,20 @@ class RoutingEngine:
     # Outcome and side effects
 
     def _finish(self, ctx: _Context, req: RequestRequirements, attempts: list[Attempt]) -> Decision:
-        trace = [entry for a in attempts for entry in a.trace]
-        exclusions = [e for a in attempts for e in a.exclusions]
+        history = _History(
+            [entry for a in attempts for entry in a.trace],
+            [e for a in attempts for e in a.exclusions],
+        )
         primary = attempts[0]
         for attempt in attempts:
             result = attempt.result
             if isinstance(result, RouteDecision):
-                return self._routed(ctx, req, primary, attempt, result, trace, exclusions)
+                return self._routed(ctx, req, primary, attempt, result, history)
         for attempt in attempts:
             result = attempt.result
             if isinstance(result, QueueDecision):
-                return self._queued(ctx, req, primary, attempt, result, trace, exclusions)
-        return self._rejected(ctx, req, attempts, trace, exclusions)
+                return self._queued(ctx, req, primary, attempt, result, history)
+        return self._rejected(ctx, req, attempts, history)
 
     def _routed(
         self,
@@ -239,8 +248,7 @@ class RoutingEngine:
         primary: Attempt,
         attempt: Attempt,
         result: RouteDecision,
-        trace: list,  # type: ignore[type-arg]
-        exclusions: list,  # type: ignore[type-arg]
+        history: _History,
     ) -> Decision:
         fallback = attempt is not primary
         reason = f"fallback:{primary.model}:{result.reason}" if fallback else result.reason
@@ -254,8 +262,8 @@ class RoutingEngine:
             cost_estimate=result.cost_estimate,
             budget_state=attempt.intent.annotations.budget_state,
             fallback_used=fallback,
-            trace=trace,
-            exclusions=exclusions,
+            trace=history.trace,
+            exclusions=history.exclusions,
             request_id=req.request_id,
         )
         if not ctx.dry_run:
@@ -291,8 +299,7 @@ class RoutingEngine:
         primary: Attempt,
         attempt: Attempt,
         result: QueueDecision,
-        trace: list,  # type: ignore[type-arg]
-        exclusions: list,  # type: ignore[type-arg]
+        history: _History,
     ) -> Decision:
         if not ctx.dry_run and primary.policy is not None:
             policy = primary.policy
@@ -306,8 +313,8 @@ class RoutingEngine:
             fallback_used=attempt is not primary,
             retry_after_ms=result.retry_after_ms,
             estimated_wait_ms=result.estimated_wait_ms,
-            trace=trace,
-            exclusions=exclusions,
+            trace=history.trace,
+            exclusions=history.exclusions,
             request_id=req.request_id,
         )
 
@@ -316,8 +323,7 @@ class RoutingEngine:
         ctx: _Context,
         req: RequestRequirements,
         attempts: list[Attempt],
-        trace: list,  # type: ignore[type-arg]
-        exclusions: list,  # type: ignore[type-arg]
+        history: _History,
     ) -> Decision:
         primary = attempts[0]
         rejections = [
@@ -345,8 +351,8 @@ class RoutingEngine:
             budget_state=primary.intent.annotations.budget_state if primary.intent else None,
             rejections=rejections,
             available_models=primary.available_models,
-            trace=trace,
-            exclusions=exclusions,
+            trace=history.trace,
+            exclusions=history.exclusions,
             request_id=req.request_id,
         )
 

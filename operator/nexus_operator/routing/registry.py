@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 
 from nexus_operator.api import Backend, RoutingPolicy
 from nexus_operator.control import BackendView, RuntimeState
@@ -87,11 +87,23 @@ class Registry:
 
     def _ensure_runtime(self, view: BackendView) -> None:
         cell = self.runtime.backend(view.namespace, view.name)
+        cell.max_concurrency = view.max_concurrency
         if not view.health_check_enabled:
             cell.set_assumed_healthy()
 
-    def _publish(self, **parts: object) -> None:
-        snapshot = RegistrySnapshot(version=self._snapshot.version + 1, **parts)  # type: ignore[arg-type]
+    def _publish(
+        self,
+        *,
+        backends: Mapping[Key, Backend],
+        policies: Mapping[Key, RoutingPolicy],
+        namespaces: Mapping[str, NamespaceSnapshot],
+    ) -> None:
+        snapshot = RegistrySnapshot(
+            backends=backends,
+            policies=policies,
+            namespaces=namespaces,
+            version=self._snapshot.version + 1,
+        )
         self._snapshot = snapshot
         for listener in list(self._listeners):
             try:

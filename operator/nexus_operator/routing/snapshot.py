@@ -184,10 +184,11 @@ def _reindex(
             updated[model] = entry
         else:
             updated.pop(model, None)
-    for model in new.models if new is not None else ():
-        entry = dict(updated.get(model, {}))
-        entry[name] = new  # type: ignore[assignment]
-        updated[model] = entry
+    if new is not None:
+        for model in new.models:
+            entry = dict(updated.get(model, {}))
+            entry[name] = new
+            updated[model] = entry
     return updated
 
 

@@ -6,8 +6,7 @@ exclusion lists everything a backend lacks, so a user fixes it in one go.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import ClassVar
+from typing import ClassVar, NamedTuple
 
 from nexus_operator.api import RequiredCapabilities
 
@@ -20,8 +19,7 @@ from ..requirements import RequestRequirements
 from ..views import Candidate, ModelView
 
 
-@dataclass(frozen=True, slots=True)
-class Needs:
+class Needs(NamedTuple):
     """The combined requirement one candidate is checked against."""
 
     tier: int = 1

@@ -14,6 +14,7 @@ from .. import reasons, stages
 from ..decision import Exclusion
 from ..intent import RoutingIntent
 from ..pipeline import ReconcileErrorPolicy
+from ..plan import among
 from ..views import BackendKey, Candidate
 
 
@@ -22,32 +23,36 @@ class HealthReconciler:
     error_policy: ClassVar[ReconcileErrorPolicy] = ReconcileErrorPolicy.FAIL_CLOSED
     trusted: ClassVar[bool] = True
 
-    def __init__(self, *, not_healthy: set[BackendKey] | None = None) -> None:
-        """`not_healthy` is the runtime's set of backends not Healthy; without it every
-        candidate is checked."""
+    def __init__(
+        self,
+        *,
+        not_healthy: set[BackendKey] | None = None,
+        saturated: set[BackendKey] | None = None,
+    ) -> None:
+        """`not_healthy` and `saturated` are the runtime's sets of backends not Healthy and at
+        their cap; without them every candidate is checked."""
         self.not_healthy = not_healthy
+        self.saturated = saturated
 
     def reconcile(self, intent: RoutingIntent) -> None:
         model = intent.model
         down = [
-            c for c in self._suspects(intent) if c.runtime.health_state is not HealthState.HEALTHY
+            c
+            for c in self._suspects(intent, self.not_healthy)
+            if c.runtime.health_state is not HealthState.HEALTHY
         ]
         excluded = intent.exclude_many(health_exclusion(c, model) for c in down)
-        plan = intent.plan
-        pool = intent.alive(plan.capped) if plan is not None else intent.candidate_backends
-        full = [c for c in pool if _at_capacity(c)]
+        full = [c for c in self._suspects(intent, self.saturated) if _at_capacity(c)]
         excluded += intent.exclude_many(_capacity_exclusion(c, model) for c in full)
         if excluded:
             intent.trace(f"{len(down)} not healthy, {len(full)} at capacity")
 
-    def _suspects(self, intent: RoutingIntent) -> list[Candidate]:
+    @staticmethod
+    def _suspects(intent: RoutingIntent, keys: set[BackendKey] | None) -> list[Candidate]:
         plan = intent.plan
-        if plan is None or self.not_healthy is None:
+        if plan is None or keys is None:
             return intent.candidate_backends
-        keys = self.not_healthy & plan.keys
-        if not keys:
-            return []
-        return intent.alive(plan.by_key[k] for k in sorted(keys))
+        return intent.alive(among(keys, plan)) if keys else []
 
 
 def _at_capacity(candidate: Candidate) -> bool:

@@ -40,6 +40,7 @@ class LatencyReconciler:
                     reason_code=reasons.LATENCY_TOO_HIGH,
                     reason=f"Latency {latency:.0f}ms exceeds limit {limit:.0f}ms",
                     suggested_action="wait for the backend's latency to recover",
+                    reconciler=self.name,
                 )
         intent.trace(
             f"Latency: {len(intent.candidate_backends)} backends within {limit:.0f}ms limit"

@@ -14,6 +14,7 @@ from .. import reasons, stages
 from ..decision import Exclusion
 from ..intent import RoutingIntent
 from ..pipeline import ReconcileErrorPolicy
+from ..plan import among
 from ..views import BackendKey, Candidate
 
 
@@ -46,10 +47,7 @@ class QualityReconciler:
         plan = intent.plan
         if plan is None or self.failing is None:
             return intent.candidate_backends
-        keys = self.failing & plan.keys
-        if not keys:
-            return []
-        return intent.alive(plan.by_key[k] for k in sorted(keys))
+        return intent.alive(among(self.failing, plan)) if self.failing else []
 
     def _exclusion(
         self, candidate: Candidate, rate: float, threshold: float, model: str
