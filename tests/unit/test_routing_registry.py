@@ -1,0 +1,202 @@
+"""Registry snapshots, runtime cells, usage accounting and the static reports for status."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import timedelta
+from typing import Any, ClassVar
+
+import pytest
+from routing_factories import NOW, backend, engine, policy, registry
+
+from nexus_operator.api import HealthState
+from nexus_operator.control import PolicyRuntime, ReconcileErrorPolicy, RoutingIntent, reasons
+from nexus_operator.control.runtime import BackendRuntime
+from nexus_operator.routing import (
+    AsyncReconcilerError,
+    Outcome,
+    Registry,
+    RegistrySnapshot,
+    RequestRequirements,
+    RoutingEngine,
+    UsageReport,
+)
+
+REQ = RequestRequirements(model="llama3:8b")
+
+
+def test_every_change_publishes_a_new_snapshot_and_leaves_the_old_one_untouched() -> None:
+    reg = Registry()
+    seen: list[RegistrySnapshot] = []
+    reg.add_listener(seen.append)
+    reg.upsert_backend(backend("a"))
+    first = reg.snapshot
+    reg.upsert_backend(backend("b", models=["qwen"]))
+    reg.delete_backend("default", "a")
+    assert [s.version for s in seen] == [1, 2, 3]
+    assert set(first.backends) == {("default", "a")}
+    assert set(first.namespace("default").model_index) == {"llama3:8b"}
+    assert set(reg.snapshot.namespace("default").model_index) == {"qwen"}
+
+
+def test_updating_a_backend_reindexes_its_models() -> None:
+    reg = registry([backend("a", models=["m1", "m2"])])
+    reg.upsert_backend(backend("a", models=["m2", "m3"]))
+    index = reg.snapshot.namespace("default").model_index
+    assert {m: sorted(v) for m, v in index.items()} == {"m2": ["a"], "m3": ["a"]}
+
+
+def test_replace_all_drops_objects_missing_from_the_full_list() -> None:
+    reg = registry([backend("a"), backend("b")], [policy("p")])
+    reg.replace_all([backend("b")], [])
+    assert set(reg.snapshot.backends) == {("default", "b")}
+    assert reg.snapshot.policies == {}
+
+
+def test_decisions_see_registry_changes_at_once() -> None:
+    eng = engine([backend("a")])
+    assert eng.route(REQ).outcome is Outcome.ROUTED
+    eng.registry.upsert_backend(backend("a", draining=True))
+    assert eng.route(REQ).outcome is Outcome.REJECTED
+    eng.registry.upsert_policy(policy("p", fallbacks=["qwen"]))
+    eng.registry.upsert_backend(backend("q", models=["qwen"]))
+    eng.registry.runtime.backend("default", "q").set_assumed_healthy()
+    assert eng.route(REQ).model == "qwen"
+
+
+def test_backends_with_health_checks_disabled_are_assumed_healthy() -> None:
+    reg = registry([backend("a", healthCheck={"enabled": False}), backend("b")], healthy=False)
+    assert reg.runtime.backend("default", "a").health_state is HealthState.HEALTHY
+    assert reg.runtime.backend("default", "b").health_state is HealthState.UNKNOWN
+
+
+def test_health_state_machine_follows_thresholds() -> None:
+    cell = BackendRuntime()
+    probe = {"failure_threshold": 2, "recovery_threshold": 2, "now": NOW}
+    assert cell.record_probe(True, 10.0, None, **probe) is True
+    assert cell.health_state is HealthState.HEALTHY
+    assert cell.record_probe(False, None, "timeout", **probe) is False
+    assert cell.record_probe(False, None, "timeout", **probe) is True
+    assert cell.health_state is HealthState.UNHEALTHY
+    cell.record_probe(True, 20.0, None, **probe)
+    assert cell.health_state is HealthState.UNHEALTHY
+    cell.record_probe(True, 20.0, None, **probe)
+    assert cell.health_state is HealthState.HEALTHY
+
+
+def test_latency_ema_takes_the_first_sample_then_weights_four_to_one() -> None:
+    cell = BackendRuntime()
+    probe = {"failure_threshold": 3, "recovery_threshold": 2, "now": NOW}
+    cell.record_probe(True, 100.0, None, **probe)
+    cell.record_probe(True, 200.0, None, **probe)
+    assert cell.latency_ms == pytest.approx(120.0)
+
+
+def test_usage_reports_feed_latency_only_when_probes_are_off() -> None:
+    eng = engine([backend("probed"), backend("silent", healthCheck={"enabled": False})])
+    for name in ("probed", "silent"):
+        eng.report_usage(
+            UsageReport(backend=name, model="llama3:8b", latency_ms=80.0, ttft_ms=40.0)
+        )
+    runtime = eng.registry.runtime
+    assert runtime.backend("default", "probed").latency_ms is None
+    assert runtime.backend("default", "silent").latency_ms == 80.0
+    assert runtime.backend("default", "probed").ttft_ms == 40.0
+
+
+def test_policy_spend_survives_a_failed_flush_and_adopts_the_persisted_total() -> None:
+    spend = PolicyRuntime(now=NOW)
+    spend.add_spend(2.0, NOW)
+    taken = spend.take_unflushed()
+    assert taken == (2.0, 0, 0, 0)
+    spend.give_back(*taken)
+    spend.load_persisted("2026-03", 5.0)
+    assert (spend.spent_usd, spend.unflushed_usd) == (7.0, 2.0)
+
+
+def test_month_rollover_records_the_previous_period() -> None:
+    spend = PolicyRuntime(now=NOW)
+    spend.add_spend(3.0, NOW)
+    spend.add_spend(1.0, NOW + timedelta(days=20))
+    assert (spend.period, spend.spent_usd) == ("2026-04", 1.0)
+    assert (spend.previous_period, spend.previous_spent_usd) == ("2026-03", 3.0)
+
+
+def test_policy_report_lists_matched_eligible_and_static_exclusions() -> None:
+    eng = engine(
+        [
+            backend("local"),
+            backend("cloud", type="openai"),
+            backend("tiny", tier=1),
+            backend("other", models=["qwen"]),
+        ],
+        [policy("p", ["llama*"], privacy="restricted")],
+    )
+    eng.registry.upsert_backend(backend("tiny", draining=True))
+    report = eng.policy_report("default", "p")
+    assert report.matched_backends == ["cloud", "local", "tiny"]
+    assert report.eligible_backends == ["local"]
+    assert [(x.backend, x.reason_code) for x in report.exclusions] == [
+        ("cloud", reasons.PRIVACY_ZONE),
+        ("tiny", reasons.DRAINING),
+    ]
+
+
+def test_backend_exclusions_name_every_policy_that_excludes_it() -> None:
+    eng = engine(
+        [backend("cloud", type="openai")],
+        [
+            policy("private", ["llama*"], privacy="restricted"),
+            policy("open", ["*"]),
+            policy("big", ["*"], minTier=3),
+        ],
+    )
+    found = {(x.policy, x.reason_code) for x in eng.backend_exclusions("default", "cloud")}
+    assert found == {("private", reasons.PRIVACY_ZONE), ("big", reasons.TIER_TOO_LOW)}
+
+
+def test_a_policy_that_can_never_win_is_shadowed() -> None:
+    eng = engine(
+        [],
+        [
+            policy("catch-all", ["*"], precedence=10),
+            policy("llama", ["llama*"], precedence=20),
+            policy("free", ["llama*"], precedence=5),
+        ],
+    )
+    assert eng.policy_report("default", "llama").shadowed_by == "free"
+    assert eng.policy_report("default", "catch-all").shadowed_by is None
+
+
+def test_policies_involved_in_a_broken_alias_chain_report_it() -> None:
+    eng = engine(
+        [],
+        [
+            policy("a", ["x"], aliases={"one": "two"}),
+            policy("b", ["y"], aliases={"two": "one"}),
+            policy("c", ["z"]),
+        ],
+    )
+    assert eng.policy_report("default", "a").alias_error is not None
+    assert eng.policy_report("default", "b").alias_error[0] == reasons.ALIAS_CYCLE  # type: ignore[index]
+    assert eng.policy_report("default", "c").alias_error is None
+
+
+class Slow:
+    name: ClassVar[str] = "Slow"
+    error_policy: ClassVar[ReconcileErrorPolicy] = ReconcileErrorPolicy.FAIL_OPEN
+
+    def __init__(self, config: Mapping[str, Any]) -> None:
+        self.config = config
+
+    async def reconcile(self, intent: RoutingIntent) -> None:
+        intent.trace("awaited")
+
+
+async def test_async_plug_ins_need_route_async() -> None:
+    reg = registry([backend("a")], [policy("p", reconcilers=[{"name": "slow"}])])
+    eng = RoutingEngine(reg, plugins={"slow": Slow})
+    with pytest.raises(AsyncReconcilerError):
+        eng.route(REQ)
+    decision = await eng.route_async(REQ)
+    assert [t.message for t in decision.trace if t.reconciler == "Slow"] == ["awaited"]
