@@ -25,16 +25,23 @@ class ServeProcess:
         return f"127.0.0.1:{self.grpc_port}"
 
 
-@contextmanager
-def serve_from_dir(directory: Path, *extra: str) -> Iterator[ServeProcess]:
-    """Start serve on free ports, wait for its ready line, SIGTERM it afterwards."""
-    command = [
+def serve_command(directory: Path) -> list[str]:
+    """`nexus-operator serve --from-dir DIR` run by this interpreter."""
+    return [
         sys.executable,
         "-m",
         "nexus_operator.cli.operator_main",
         "serve",
         "--from-dir",
         str(directory),
+    ]
+
+
+@contextmanager
+def serve_from_dir(directory: Path, *extra: str) -> Iterator[ServeProcess]:
+    """Start serve on free ports, wait for its ready line, SIGTERM it afterwards."""
+    command = [
+        *serve_command(directory),
         "--grpc-address",
         "127.0.0.1:0",
         "--metrics-port",

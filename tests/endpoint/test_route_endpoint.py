@@ -3,19 +3,21 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Mapping
+from typing import Any
 
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from prometheus_client import CollectorRegistry, generate_latest
 
-from nexus_operator.routing import Registry
+from nexus_operator.control import ReconcileErrorPolicy, RoutingIntent
+from nexus_operator.routing import Registry, RoutingEngine
 from nexus_operator.server import SERVICE_NAME, GrpcServer
 from nexus_operator.server.proto import router_pb2 as pb
 from nexus_operator.server.proto import router_pb2_grpc
 
-from .fleet import BUDGET_LIMIT_USD, default_fleet, live_server, registry_of
+from .fleet import BUDGET_LIMIT_USD, default_fleet, live_server, policy, registry_of
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -176,10 +178,10 @@ async def test_malformed_route_requests_are_invalid_argument_naming_the_field(
     field: str,
 ) -> None:
     _, stub = served
-    with pytest.raises(grpc.aio.AioRpcError) as caught:
-        await stub.Route(pb.RouteRequest(**request_fields), timeout=5)
-    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    assert (caught.value.details() or "").startswith(f"{field}: ")
+    details = await _invalid_argument_details(
+        stub.Route(pb.RouteRequest(**request_fields), timeout=5)
+    )
+    assert details.startswith(f"{field}: ")
 
 
 @pytest.mark.parametrize(
@@ -197,10 +199,10 @@ async def test_malformed_usage_reports_are_invalid_argument_naming_the_field(
     field: str,
 ) -> None:
     _, stub = served
-    with pytest.raises(grpc.aio.AioRpcError) as caught:
-        await stub.ReportUsage(pb.UsageReport(**report_fields), timeout=5)
-    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    assert (caught.value.details() or "").startswith(f"{field}: ")
+    details = await _invalid_argument_details(
+        stub.ReportUsage(pb.UsageReport(**report_fields), timeout=5)
+    )
+    assert details.startswith(f"{field}: ")
 
 
 async def test_messages_give_the_token_estimate_and_images_need_vision(
@@ -271,6 +273,14 @@ async def test_metrics_count_route_decisions_by_outcome(
     assert 'nexus_budget_state{namespace="default",policy="budgeted",state="Normal"} 1.0' in text
 
 
+async def _invalid_argument_details(call: Awaitable[object]) -> str:
+    """The details of a call that must fail with INVALID_ARGUMENT."""
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await call
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    return caught.value.details() or ""
+
+
 async def _backend_counts(stub: router_pb2_grpc.RouterStub, name: str) -> tuple[int, int]:
     inventory = await stub.GetInventory(pb.InventoryRequest(), timeout=5)
     [info] = [b for b in inventory.backends if b.ref.name == name]
@@ -303,3 +313,40 @@ async def _eventually_serving(stub: health_pb2_grpc.HealthStub, service: str) ->
             return True
         await asyncio.sleep(0.1)
     return False
+
+
+class _AsyncNoop:
+    """An async plug-in: the engine's synchronous path refuses policies that run one."""
+
+    name = "async-noop"
+    error_policy = ReconcileErrorPolicy.FAIL_OPEN
+
+    def __init__(self, config: Mapping[str, Any]) -> None:
+        self.config = config
+
+    async def reconcile(self, intent: RoutingIntent) -> None:
+        intent.trace("async plug-in ran")
+
+
+async def test_policies_with_async_plugins_are_routed_through_the_async_path() -> None:
+    documents = [
+        *default_fleet(),
+        policy("plugged", patterns=["llama3:70b"], reconcilers=[{"name": "async-noop"}]),
+    ]
+    registry = registry_of(documents)
+    engine = RoutingEngine(registry, plugins={"async-noop": _AsyncNoop})
+    server = GrpcServer(engine, address="127.0.0.1:0", metrics_registry=CollectorRegistry())
+    port = await server.start()
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            stub = router_pb2_grpc.RouterStub(channel)
+            routed = await stub.Route(pb.RouteRequest(model="llama3:70b"), timeout=5)
+            explained = await stub.Explain(pb.RouteRequest(model="llama3:70b"), timeout=5)
+    finally:
+        await server.stop(0.5)
+    assert (routed.outcome, routed.backend.name, routed.policy) == (
+        pb.OUTCOME_ROUTED,
+        "big",
+        "plugged",
+    )
+    assert "async-noop" in [t.reconciler for t in explained.trace]

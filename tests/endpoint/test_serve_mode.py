@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import signal
 import subprocess
-import sys
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -17,7 +16,7 @@ import yaml
 from nexus_operator.cli import nexusctl
 
 from .fleet import backend, default_fleet, write_manifests
-from .serving import ServeProcess, serve_from_dir
+from .serving import ServeProcess, serve_command, serve_from_dir
 
 pytestmark = pytest.mark.timeout(120)
 SERVICE = "nexus.routing.v1.Router"
@@ -231,14 +230,7 @@ def test_serve_drains_and_exits_zero_on_sigterm(manifests: Path) -> None:
 def test_serve_refuses_an_invalid_manifest_with_exit_2(tmp_path: Path) -> None:
     broken = backend("broken", type_="ollama", models=["x"], tier=9)
     write_manifests(tmp_path, [broken])
-    command = [
-        sys.executable,
-        "-m",
-        "nexus_operator.cli.operator_main",
-        "serve",
-        "--from-dir",
-        str(tmp_path),
-    ]
+    command = serve_command(tmp_path)
     result = subprocess.run(command, capture_output=True, text=True, timeout=60, check=False)
     assert result.returncode == 2
     assert "broken" in result.stderr

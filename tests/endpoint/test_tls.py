@@ -34,6 +34,15 @@ async def _route(address: str, credentials: grpc.ChannelCredentials) -> pb.Route
         )
 
 
+def _client_credentials(pki: Pki, *, cert: Path, key: Path) -> grpc.ChannelCredentials:
+    """Trusts `pki`'s CA and presents the client certificate `cert`."""
+    return grpc.ssl_channel_credentials(
+        root_certificates=pki.ca_cert.read_bytes(),
+        private_key=key.read_bytes(),
+        certificate_chain=cert.read_bytes(),
+    )
+
+
 async def test_tls_client_trusting_the_ca_is_served(pki: Pki) -> None:
     tls = TlsConfig(cert_file=pki.serving_cert, key_file=pki.serving_key)
     async with live_server(registry_of(default_fleet()), tls=tls) as (_, address):
@@ -86,11 +95,7 @@ async def test_mtls_client_with_a_certificate_from_another_ca_is_refused(
     tls = TlsConfig(
         cert_file=pki.serving_cert, key_file=pki.serving_key, client_ca_file=pki.ca_cert
     )
-    credentials = grpc.ssl_channel_credentials(
-        root_certificates=pki.ca_cert.read_bytes(),
-        private_key=key.read_bytes(),
-        certificate_chain=cert.read_bytes(),
-    )
+    credentials = _client_credentials(pki, cert=cert, key=key)
     async with live_server(registry_of(default_fleet()), tls=tls) as (_, address):
         with pytest.raises(grpc.aio.AioRpcError) as caught:
             await _route(address, credentials)
@@ -104,11 +109,7 @@ async def test_mtls_client_with_a_certificate_from_the_ca_is_served(
     tls = TlsConfig(
         cert_file=pki.serving_cert, key_file=pki.serving_key, client_ca_file=pki.ca_cert
     )
-    credentials = grpc.ssl_channel_credentials(
-        root_certificates=pki.ca_cert.read_bytes(),
-        private_key=key.read_bytes(),
-        certificate_chain=cert.read_bytes(),
-    )
+    credentials = _client_credentials(pki, cert=cert, key=key)
     async with live_server(registry_of(default_fleet()), tls=tls) as (_, address):
         response = await _route(address, credentials)
     assert response.outcome == pb.OUTCOME_ROUTED

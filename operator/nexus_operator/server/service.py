@@ -1,7 +1,8 @@
 """The nexus.routing.v1.Router servicer: validate, ask the routing engine, map the decision.
 
-The engine is synchronous and does no I/O, so each call runs to completion on the event loop
-without awaiting; only validation failures and unexpected errors abort the RPC.
+The engine's synchronous path does no I/O, so a call runs to completion on the event loop without
+awaiting; only a policy with an async plug-in takes the async path (route() refuses such policies
+before any side effect). Validation failures and unexpected errors abort the RPC.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from typing import NoReturn
 
 import grpc
 
-from ..routing import RequestRequirements, RoutingEngine
+from ..routing import AsyncReconcilerError, Decision, RequestRequirements, RoutingEngine
 from .inventory import inventory
 from .metrics import RoutingMetrics
 from .proto import router_pb2 as pb
@@ -43,13 +44,7 @@ class RouterService(router_pb2_grpc.RouterServicer):
                 "deadline exceeded before routing",
             )
         started = perf_counter()
-        try:
-            decision = self._engine.route(requirements)
-        except Exception:
-            logger.exception("Route failed for model %r", requirements.model)
-            await self._abort(
-                context, "Route", grpc.StatusCode.INTERNAL, "routing failed; see the operator log"
-            )
+        decision = await self._decide("Route", requirements, context, dry_run=False)
         self._metrics.observe_decision(decision, perf_counter() - started)
         return route_response(decision)
 
@@ -57,13 +52,7 @@ class RouterService(router_pb2_grpc.RouterServicer):
         self, request: pb.RouteRequest, context: grpc.aio.ServicerContext
     ) -> pb.Explanation:
         requirements = await self._requirements("Explain", request, context)
-        try:
-            decision = self._engine.explain(requirements)
-        except Exception:
-            logger.exception("Explain failed for model %r", requirements.model)
-            await self._abort(
-                context, "Explain", grpc.StatusCode.INTERNAL, "explain failed; see the operator log"
-            )
+        decision = await self._decide("Explain", requirements, context, dry_run=True)
         return explanation(decision)
 
     async def ReportUsage(
@@ -97,6 +86,29 @@ class RouterService(router_pb2_grpc.RouterServicer):
             return route_requirements(request)
         except InvalidArgument as exc:
             await self._abort(context, method, grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+
+    async def _decide(
+        self,
+        method: str,
+        requirements: RequestRequirements,
+        context: grpc.aio.ServicerContext,
+        *,
+        dry_run: bool,
+    ) -> Decision:
+        """The engine's decision; the async path only for policies that run async plug-ins."""
+        engine = self._engine
+        try:
+            try:
+                return engine.explain(requirements) if dry_run else engine.route(requirements)
+            except AsyncReconcilerError:
+                if dry_run:
+                    return await engine.explain_async(requirements)
+                return await engine.route_async(requirements)
+        except Exception:
+            logger.exception("%s failed for model %r", method, requirements.model)
+            await self._abort(
+                context, method, grpc.StatusCode.INTERNAL, f"{method} failed; see the operator log"
+            )
 
     async def _abort(
         self, context: grpc.aio.ServicerContext, method: str, code: grpc.StatusCode, message: str
