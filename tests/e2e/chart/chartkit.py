@@ -8,6 +8,7 @@ their bindings are named after the release) and the control plane is shared by t
 from __future__ import annotations
 
 import secrets
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -72,10 +73,17 @@ def generated_crd_names() -> list[str]:
 
 
 def ensure_crds(cluster: Cluster) -> None:
-    """The generated CRDs exist in the cluster (for releases installed with crds.enabled=false)."""
+    """The generated CRDs exist and serve (for releases installed with crds.enabled=false).
+
+    Established is not enough: right after it a LIST can still answer 429 "storage is
+    (re)initializing", so wait until both kinds list."""
     cluster.kubectl("apply", "--server-side", "--force-conflicts", f"--filename={GENERATED_CRDS}")
     for name in generated_crd_names():
         cluster.kubectl("wait", "--for=condition=Established", f"crd/{name}", "--timeout=60s")
+    deadline = time.monotonic() + 60
+    while cluster.kubectl("get", ",".join(generated_crd_names()), "-A", check=False).returncode:
+        assert time.monotonic() < deadline, "CRDs established but not serving"
+        time.sleep(0.2)
 
 
 def adopt_crds(cluster: Cluster, *, release: str, namespace: str) -> None:

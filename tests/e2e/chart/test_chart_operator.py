@@ -12,12 +12,14 @@ import socket
 import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import grpc
 import pytest
-from chartkit import Release, ensure_crds, install, mint_token
+from chartkit import SIDECAR_VALUES, Release, ensure_crds, install, mint_token
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from nexus_operator.localcluster import Cluster
@@ -113,56 +115,37 @@ async def standin() -> AsyncIterator[InferenceStandIn]:
     await server.stop()
 
 
-async def test_operator_with_the_chart_service_account_token_syncs_and_writes_status(
-    cluster: Cluster, namespace: str, standin: InferenceStandIn, tmp_path: Path
-) -> None:
-    ensure_crds(cluster)
-    release = install(
-        cluster, namespace=namespace, args=(f"--set=watchNamespaces={{{namespace}}}",)
-    )
+@dataclass
+class RunningOperator:
+    process: asyncio.subprocess.Process
+    log: Path
+    grpc_address: str
+
+    async def until(self, probe: Callable[[], Awaitable[Any]], *, what: str) -> Any:
+        return await eventually(probe, what=what, process=self.process, log=self.log)
+
+
+@asynccontextmanager
+async def operator_as_chart(
+    cluster: Cluster, release: Release, *, log: Path
+) -> AsyncIterator[RunningOperator]:
+    """`nexus-operator run` with the installed Deployment's args and a kubeconfig holding only a
+    TokenRequest token of the chart's ServiceAccount; asserts on exit that nothing was refused."""
     kubeconfig = cluster.token_kubeconfig(
-        mint_token(cluster, release), name=release.name, namespace=namespace
-    )
-    cluster.kubectl(
-        "apply",
-        f"--namespace={namespace}",
-        "--filename=-",
-        stdin=json.dumps(backend_manifest(standin.url)),
+        mint_token(cluster, release), name=release.name, namespace=release.namespace
     )
     args = chart_args(cluster, release)
     grpc_address = next(a.split("=", 1)[1] for a in args if a.startswith("--grpc-address="))
-    log = tmp_path / "operator.log"
-    env = {**os.environ, "POD_NAMESPACE": namespace, "KUBECONFIG": str(kubeconfig)}
+    env = {**os.environ, "POD_NAMESPACE": release.namespace, "KUBECONFIG": str(kubeconfig)}
     with log.open("wb") as sink:
         process = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "nexus_operator.cli.operator_main", *args, f"--kubeconfig={kubeconfig}",
             stdout=sink, stderr=asyncio.subprocess.STDOUT, env=env,
         )  # fmt: skip
     try:
-        await eventually(
-            lambda: grpc_serving(grpc_address), what="gRPC health SERVING", process=process, log=log
-        )
-
-        async def backend_health() -> str | None:
-            result = await asyncio.to_thread(
-                cluster.kubectl,
-                "get",
-                "backend/standin",
-                f"--namespace={namespace}",
-                "-o=jsonpath={.status.health.state}",
-            )
-            return result.stdout if result.stdout == "Healthy" else None
-
-        await eventually(backend_health, what="Backend status Healthy", process=process, log=log)
-
-        async def lease_holder() -> str:
-            result = await asyncio.to_thread(
-                cluster.kubectl, "get", f"lease/{release.service_account}", f"--namespace={namespace}",
-                "-o=jsonpath={.spec.holderIdentity}", check=False,
-            )  # fmt: skip
-            return result.stdout
-
-        assert await eventually(lease_holder, what="Lease held", process=process, log=log)
+        running = RunningOperator(process, log, grpc_address)
+        await running.until(lambda: grpc_serving(grpc_address), what="gRPC health SERVING")
+        yield running
     finally:
         if process.returncode is None:
             process.send_signal(signal.SIGTERM)
@@ -171,6 +154,58 @@ async def test_operator_with_the_chart_service_account_token_syncs_and_writes_st
             except TimeoutError:
                 process.kill()
                 await process.wait()
-    output = log.read_text()
-    assert "403" not in output, output[-4000:]
-    assert "Forbidden" not in output, output[-4000:]
+    output = log_tail(log)
+    assert "403" not in output, output
+    assert "Forbidden" not in output, output
+
+
+async def kubectl_out(cluster: Cluster, *args: str) -> str:
+    """kubectl off the event loop (the stand-in answering probes lives on this loop)."""
+    result = await asyncio.to_thread(cluster.kubectl, *args, check=False)
+    return result.stdout
+
+
+async def test_operator_with_the_chart_service_account_token_syncs_and_writes_status(
+    cluster: Cluster, namespace: str, standin: InferenceStandIn, tmp_path: Path
+) -> None:
+    ensure_crds(cluster)
+    release = install(
+        cluster, namespace=namespace, args=(f"--set=watchNamespaces={{{namespace}}}",)
+    )
+    manifest = json.dumps(backend_manifest(standin.url))
+    cluster.kubectl("apply", f"--namespace={namespace}", "--filename=-", stdin=manifest)
+    ns = f"--namespace={namespace}"
+    async with operator_as_chart(cluster, release, log=tmp_path / "operator.log") as operator:
+
+        async def backend_healthy() -> bool:
+            state = await kubectl_out(
+                cluster, "get", "backend/standin", ns, "-o=jsonpath={.status.health.state}"
+            )
+            return state == "Healthy"
+
+        async def lease_holder() -> str:
+            lease = f"lease/{release.service_account}"
+            return await kubectl_out(
+                cluster, "get", lease, ns, "-o=jsonpath={.spec.holderIdentity}"
+            )
+
+        await operator.until(backend_healthy, what="Backend status Healthy")
+        assert await operator.until(lease_holder, what="Lease held")
+
+
+async def test_router_role_serves_with_the_sidecar_rbac_and_takes_no_lease(
+    cluster: Cluster, namespace: str, standin: InferenceStandIn, tmp_path: Path
+) -> None:
+    ensure_crds(cluster)
+    values = (f"--values={SIDECAR_VALUES}", f"--set=watchNamespaces={{{namespace}}}")
+    release = install(cluster, namespace=namespace, args=values)
+    manifest = json.dumps(backend_manifest(standin.url))
+    cluster.kubectl("apply", f"--namespace={namespace}", "--filename=-", stdin=manifest)
+    async with operator_as_chart(cluster, release, log=tmp_path / "router.log") as router:
+        await router.until(lambda: standin_probed(standin), what="stand-in probed by the router")
+    leases = await kubectl_out(cluster, "get", "leases", f"--namespace={namespace}", "-o=name")
+    assert leases == ""
+
+
+async def standin_probed(standin: InferenceStandIn) -> bool:
+    return standin.behaviour.requests > 0
