@@ -263,6 +263,7 @@ async def test_metrics_count_route_decisions_by_outcome(
     server, stub = served
     await stub.Route(pb.RouteRequest(model="mixtral"), timeout=5)
     await stub.Route(pb.RouteRequest(model="nope"), timeout=5)
+    server.metrics.refresh_gauges()
     scrape = CollectorRegistry()
     scrape.register(server.metrics)
     text = generate_latest(scrape).decode()

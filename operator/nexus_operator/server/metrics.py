@@ -2,8 +2,9 @@
 
 The hot path only bumps plain ints in dicts (a few hundred nanoseconds per decision); the
 Prometheus families are built when the endpoint is scraped. Gauges that mirror runtime state
-(in-flight per backend, health, budget spend and state) are read from the registry at scrape
-time, so routing never touches them.
+(in-flight per backend, health, budget spend and state) are copied from the registry by
+refresh_gauges, which GrpcServer runs on its event loop every 0.5 s, so routing never
+touches them.
 
 Scrapes run on prometheus_client's HTTP thread while the event loop mutates the counters:
 every read copies a dict first (a single C-level operation under the GIL).
@@ -22,7 +23,7 @@ from prometheus_client.core import (
     Metric,
 )
 
-from ..api import BudgetState
+from ..api import BudgetState, HealthState
 from ..routing import Decision, Registry
 from .budgets import budget_state
 
@@ -64,6 +65,8 @@ class RoutingMetrics:
         self._latency = _Histogram(DECISION_BUCKETS)
         self._reconcilers: dict[str, _Histogram] = {}
         self._exclusions: dict[tuple[str, str], int] = {}
+        self._backend_gauges: tuple[tuple[str, str, int, int], ...] = ()
+        self._budget_gauges: tuple[tuple[str, str, float, BudgetState], ...] = ()
 
     def observe_decision(self, decision: Decision, seconds: float) -> None:
         """Count one Route decision: outcome, latency, per-reconciler time and exclusions."""
@@ -141,6 +144,30 @@ class RoutingMetrics:
             family.add_metric([method, code], count)
         return family
 
+    def refresh_gauges(self) -> None:
+        """Copy runtime state into the gauges; call it on the event loop that owns the registry.
+
+        Runtime cells are created on demand and mutated by the loop, so the scrape thread only
+        ever reads the immutable tuples built here.
+        """
+        runtime = self._registry.runtime
+        snapshot = self._registry.snapshot
+        backends = []
+        for backend in snapshot.backends.values():
+            meta = backend.metadata
+            cell = runtime.backend(meta.namespace, meta.name)
+            healthy = cell.health_state is HealthState.HEALTHY
+            backends.append((meta.namespace, meta.name, cell.in_flight, int(healthy)))
+        budgets = []
+        for policy in snapshot.policies.values():
+            meta = policy.metadata
+            spent = runtime.policy(meta.namespace, meta.name).spent_usd
+            current = budget_state(policy, spent)
+            if current is not None:
+                budgets.append((meta.namespace, meta.name, spent, current))
+        self._backend_gauges = tuple(backends)
+        self._budget_gauges = tuple(budgets)
+
     def _backend_families(self) -> Iterator[Metric]:
         in_flight = GaugeMetricFamily(
             "nexus_backend_in_flight",
@@ -152,12 +179,9 @@ class RoutingMetrics:
             "1 when the backend's health state is Healthy.",
             labels=["namespace", "backend"],
         )
-        runtime = self._registry.runtime
-        for backend in list(self._registry.snapshot.backends.values()):
-            meta = backend.metadata
-            cell = runtime.backend(meta.namespace, meta.name)
-            in_flight.add_metric([meta.namespace, meta.name], cell.in_flight)
-            healthy.add_metric([meta.namespace, meta.name], int(cell.health_state == "Healthy"))
+        for namespace, name, count, is_healthy in self._backend_gauges:
+            in_flight.add_metric([namespace, name], count)
+            healthy.add_metric([namespace, name], is_healthy)
         yield in_flight
         yield healthy
 
@@ -172,19 +196,10 @@ class RoutingMetrics:
             "1 for the policy's current budget state (Normal, SoftLimit, HardLimit).",
             labels=["namespace", "policy", "state"],
         )
-        runtime = self._registry.runtime
-        for policy in list(self._registry.snapshot.policies.values()):
-            meta = policy.metadata
-            current = budget_state(policy, runtime.policy(meta.namespace, meta.name).spent_usd)
-            if current is None:
-                continue
-            spent.add_metric(
-                [meta.namespace, meta.name], runtime.policy(meta.namespace, meta.name).spent_usd
-            )
+        for namespace, name, usd, current in self._budget_gauges:
+            spent.add_metric([namespace, name], usd)
             for candidate in BudgetState:
-                state.add_metric(
-                    [meta.namespace, meta.name, candidate.value], int(candidate is current)
-                )
+                state.add_metric([namespace, name, candidate.value], int(candidate is current))
         yield spent
         yield state
 

@@ -30,7 +30,7 @@ logger = logging.getLogger(__name__)
 
 SERVICE_NAME: str = pb.DESCRIPTOR.services_by_name["Router"].full_name
 MiB = 1024 * 1024
-SYNC_POLL_SECONDS = 0.2
+HOUSEKEEPING_SECONDS = 0.5
 _SERVING = health_pb2.HealthCheckResponse.SERVING
 _NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 
@@ -59,7 +59,7 @@ class GrpcServer:
         self._server: grpc.aio.Server | None = None
         self._degraded = False
         self._applied: int | None = None
-        self._watch_task: asyncio.Task[None] | None = None
+        self._housekeeping_task: asyncio.Task[None] | None = None
 
     async def start(self) -> int:
         """Bind, start serving and return the bound port (an address ending in :0 picks one)."""
@@ -83,7 +83,9 @@ class GrpcServer:
         await server.start()
         self._server = server
         self._metrics_registry.register(self.metrics)
-        self._watch_task = asyncio.create_task(self._watch_sync(), name="grpc-health-sync")
+        self._housekeeping_task = asyncio.create_task(
+            self._housekeeping(), name="grpc-housekeeping"
+        )
         logger.info(
             "gRPC routing endpoint listening on %s (port %d, tls=%s)",
             self._address,
@@ -102,10 +104,10 @@ class GrpcServer:
         """Drain: report NOT_SERVING, refuse new RPCs, give in-flight ones `grace` seconds."""
         if self._server is None:
             return
-        if self._watch_task is not None:
-            self._watch_task.cancel()
+        if self._housekeeping_task is not None:
+            self._housekeeping_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await self._watch_task
+                await self._housekeeping_task
         await self._health.enter_graceful_shutdown()
         await self._server.stop(grace)
         self._server = None
@@ -121,11 +123,13 @@ class GrpcServer:
             raise OSError(f"cannot bind the gRPC endpoint to {self._address}")
         return port
 
-    async def _watch_sync(self) -> None:
-        """Flip health once the registry is synced (the operator sets the flag, not an event)."""
+    async def _housekeeping(self) -> None:
+        """Flip health once the registry is synced (the operator sets a flag, not an event) and
+        refresh the metrics gauges, both on the loop that owns the registry."""
         while True:
             await self._apply_health()
-            await asyncio.sleep(SYNC_POLL_SECONDS)
+            self.metrics.refresh_gauges()
+            await asyncio.sleep(HOUSEKEEPING_SECONDS)
 
     async def _apply_health(self) -> None:
         status = _SERVING if self._engine.registry.synced and not self._degraded else _NOT_SERVING
