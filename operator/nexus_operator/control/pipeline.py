@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import inspect
 import logging
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable, Iterator, Sequence
 from enum import StrEnum
 from time import perf_counter_ns
 from typing import NamedTuple, Protocol, runtime_checkable
@@ -18,7 +18,6 @@ from typing import NamedTuple, Protocol, runtime_checkable
 from . import reasons
 from .decision import Exclusion, QueueDecision, RejectDecision, TraceEntry
 from .intent import RoutingIntent
-from .views import Candidate
 
 log = logging.getLogger(__name__)
 
@@ -70,49 +69,72 @@ class ReconcilerPipeline:
         """Run every stage in the calling thread; TypeError when a stage is async."""
         if self.is_async:
             raise TypeError("this pipeline has async reconcilers: use execute()")
-        for stage in self._stages:
-            if _stop(intent):
-                break
-            count, snapshot = _before(intent, stage)
-            started = perf_counter_ns()
-            try:
+        for stage in _pending(self._stages, intent):
+            with _StageRun(intent, stage):
                 _ensure_sync(stage.reconciler.reconcile(intent), stage.name)
-            except Exception as exc:
-                self._failed(intent, stage.reconciler, exc, count=count, started=started)
-                continue
-            _record(intent, stage, count=count, snapshot=snapshot, started=started)
-        self._conclude(intent)
+        _conclude(intent)
 
     async def execute(self, intent: RoutingIntent) -> None:
         """Run every stage, awaiting async ones (the sync path when there are none)."""
         if not self.is_async:
             self.execute_sync(intent)
             return
-        for stage in self._stages:
-            if _stop(intent):
-                break
-            count, snapshot = _before(intent, stage)
-            started = perf_counter_ns()
-            try:
+        for stage in _pending(self._stages, intent):
+            with _StageRun(intent, stage):
                 result = stage.reconciler.reconcile(intent)
                 if result is not None and inspect.isawaitable(result):
                     await result
-            except Exception as exc:
-                self._failed(intent, stage.reconciler, exc, count=count, started=started)
-                continue
-            _record(intent, stage, count=count, snapshot=snapshot, started=started)
-        self._conclude(intent)
+        _conclude(intent)
 
-    @staticmethod
-    def _failed(
-        intent: RoutingIntent,
-        reconciler: Reconciler,
-        exc: Exception,
-        *,
-        count: int,
-        started: int,
-    ) -> None:
-        elapsed = (perf_counter_ns() - started) / 1000
+
+def _pending(stages: tuple[_Stage, ...], intent: RoutingIntent) -> Iterator[_Stage]:
+    """Stages to run, until a decision is made or every candidate is gone."""
+    for stage in stages:
+        if intent.decision is not None or (
+            not intent.candidate_backends and intent.annotations.exclusions
+        ):
+            return
+        yield stage
+
+
+class _StageRun:
+    """One stage's bookkeeping: trace entry, only-add check, and its error policy on failure."""
+
+    __slots__ = ("count", "intent", "snapshot", "stage", "started")
+
+    def __init__(self, intent: RoutingIntent, stage: _Stage) -> None:
+        self.intent = intent
+        self.stage = stage
+
+    def __enter__(self) -> None:
+        intent, stage = self.intent, self.stage
+        intent.begin_stage(stage.name)
+        candidates = intent.candidate_backends
+        self.count = len(candidates)
+        self.snapshot = None if stage.trusted else list(candidates)
+        self.started = perf_counter_ns()
+
+    def __exit__(self, kind: object, exc: BaseException | None, tb: object) -> bool:
+        if exc is None:
+            self._record()
+            return False
+        if not isinstance(exc, Exception):
+            return False
+        self._failed(exc)
+        return True
+
+    def _record(self) -> None:
+        intent, stage = self.intent, self.stage
+        if self.snapshot is not None:
+            intent.restore_only_add(self.snapshot, stage.name)
+        elapsed = (perf_counter_ns() - self.started) / 1000
+        after = len(intent.candidate_backends)
+        entry = TraceEntry(stage.name, self.count, after, elapsed, intent.end_stage())
+        intent.annotations.trace_entries.append(entry)
+
+    def _failed(self, exc: Exception) -> None:
+        intent, reconciler, count = self.intent, self.stage.reconciler, self.count
+        elapsed = (perf_counter_ns() - self.started) / 1000
         message = f"{type(exc).__name__}: {exc}"
         intent.end_stage()
         if reconciler.error_policy is ReconcileErrorPolicy.FAIL_OPEN:
@@ -136,40 +158,10 @@ class ReconcilerPipeline:
         )
         intent.decision = RejectDecision(reasons.RECONCILER_FAILED, failure.reason, (failure,))
 
-    @staticmethod
-    def _conclude(intent: RoutingIntent) -> None:
-        if intent.decision is not None or intent.candidate_backends:
-            return
+
+def _conclude(intent: RoutingIntent) -> None:
+    if intent.decision is None and not intent.candidate_backends:
         intent.decision = conclude_empty(intent)
-
-
-def _stop(intent: RoutingIntent) -> bool:
-    """A decision was made, or every candidate is gone."""
-    return intent.decision is not None or (
-        not intent.candidate_backends and bool(intent.annotations.exclusions)
-    )
-
-
-def _before(intent: RoutingIntent, stage: _Stage) -> tuple[int, list[Candidate] | None]:
-    intent.begin_stage(stage.name)
-    candidates = intent.candidate_backends
-    return len(candidates), None if stage.trusted else list(candidates)
-
-
-def _record(
-    intent: RoutingIntent,
-    stage: _Stage,
-    *,
-    count: int,
-    snapshot: list[Candidate] | None,
-    started: int,
-) -> None:
-    if snapshot is not None:
-        intent.restore_only_add(snapshot, stage.name)
-    elapsed = (perf_counter_ns() - started) / 1000
-    after = len(intent.candidate_backends)
-    entry = TraceEntry(stage.name, count, after, elapsed, intent.end_stage())
-    intent.annotations.trace_entries.append(entry)
 
 
 def _ensure_sync(result: object, name: str) -> None:

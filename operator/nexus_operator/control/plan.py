@@ -79,9 +79,9 @@ class CapabilityBounds:
 def among(keys: set[BackendKey], plan: CandidatePlan) -> list[Candidate]:
     """The plan's candidates whose keys are in `keys`, in name order; costs O(len(keys)), so a
     small runtime set (unhealthy, failing, saturated) is checked without touching every
-    candidate."""
+    candidate. The set is copied first: probes may update it from another thread."""
     by_key = plan.by_key
-    found = [by_key[k] for k in keys if k in by_key]
+    found = [by_key[k] for k in tuple(keys) if k in by_key]
     found.sort(key=lambda c: c.backend.name)
     return found
 
@@ -95,7 +95,6 @@ class CandidatePlan:
         "candidates",
         "capabilities",
         "capped",
-        "keys",
         "model",
         "open_candidates",
         "prices",
@@ -109,7 +108,6 @@ class CandidatePlan:
         self.model = model
         self.candidates = ordered
         self.by_key = {c.backend.key: c for c in ordered}
-        self.keys = frozenset(self.by_key)
         self.by_priority = tuple(
             sorted(ordered, key=lambda c: (c.backend.priority, c.backend.name))
         )

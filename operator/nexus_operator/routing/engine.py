@@ -395,10 +395,6 @@ class RoutingEngine:
     def expire_slots(self, now: datetime) -> int:
         return self._slots.expire(now)
 
-    @property
-    def open_slots(self) -> int:
-        return len(self._slots)
-
     def policy_report(self, namespace: str, name: str) -> PolicyReport:
         ns = self.registry.snapshot.namespace(namespace)
         return policy_report(ns, name, runtime=self.registry.runtime)

@@ -6,17 +6,16 @@ concurrency cap forever; expiry after a timeout bounds that damage.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from itertools import count
+from typing import NamedTuple
 
 from nexus_operator.control import BackendRuntime
 
 DEFAULT_SLOT_TIMEOUT = timedelta(seconds=300)
 
 
-@dataclass(frozen=True, slots=True)
-class Slot:
+class Slot(NamedTuple):
     cell: BackendRuntime
     backend: tuple[str, str]
     taken_at: datetime
@@ -48,7 +47,7 @@ class SlotLedger:
         slot = self._slots.get(request_id) if request_id is not None else None
         key = request_id
         if slot is None or slot.backend != backend:
-            key = next((k for k, s in self._slots.items() if s.backend == backend), None)
+            key = next((k for k, s in list(self._slots.items()) if s.backend == backend), None)
             slot = self._slots.get(key) if key is not None else None
         if slot is None or key is None:
             return False
@@ -58,10 +57,11 @@ class SlotLedger:
 
     def expire(self, now: datetime) -> int:
         horizon = now - self.timeout
-        stale = [k for k, s in self._slots.items() if s.taken_at <= horizon]
-        for key in stale:
-            _release(self._slots.pop(key))
-        return len(stale)
+        stale = [k for k, s in list(self._slots.items()) if s.taken_at <= horizon]
+        released = [slot for key in stale if (slot := self._slots.pop(key, None)) is not None]
+        for slot in released:
+            _release(slot)
+        return len(released)
 
 
 def _release(slot: Slot) -> None:

@@ -164,10 +164,6 @@ class RegistrySnapshot:
         found = self.namespaces.get(namespace)
         return found if found is not None else NamespaceSnapshot.empty(namespace)
 
-    def backend_view(self, namespace: str, name: str) -> BackendView | None:
-        found = self.namespaces.get(namespace)
-        return found.backends.get(name) if found is not None else None
-
 
 def _reindex(
     index: Mapping[str, Mapping[str, BackendView]],
