@@ -200,3 +200,11 @@ async def test_async_plug_ins_need_route_async() -> None:
         eng.route(REQ)
     decision = await eng.route_async(REQ)
     assert [t.message for t in decision.trace if t.reconciler == "Slow"] == ["awaited"]
+
+
+def test_static_reports_follow_health_changes() -> None:
+    eng = engine([backend("a"), backend("b")], [policy("p")])
+    assert eng.policy_report("default", "p").eligible_backends == ["a", "b"]
+    eng.registry.runtime.backend("default", "b").health_state = HealthState.UNHEALTHY
+    assert eng.policy_report("default", "p").eligible_backends == ["a"]
+    assert [x.reason_code for x in eng.backend_exclusions("default", "b")] == [reasons.UNHEALTHY]

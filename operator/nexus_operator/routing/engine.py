@@ -35,7 +35,7 @@ from .attempts import Attempt, early_reject, fallback_requests
 from .decision import BackendRef, Decision, Outcome, UsageReport
 from .policies import CompiledPolicy
 from .registry import Registry
-from .reports import PolicyReport, StaticExclusion, backend_exclusions, policy_report
+from .reports import PolicyReport, StaticExclusion, StaticIndex
 from .slots import DEFAULT_SLOT_TIMEOUT, SlotLedger
 from .snapshot import NamespaceSnapshot
 
@@ -54,6 +54,7 @@ class _Compiled:
     snapshot: NamespaceSnapshot
     pipelines: dict[str | None, ReconcilerPipeline] = field(default_factory=dict)
     plans: dict[tuple[str | None, str], CandidatePlan] = field(default_factory=dict)
+    static: tuple[frozenset[tuple[str, str]], StaticIndex] | None = None
 
 
 class _History(NamedTuple):
@@ -135,12 +136,16 @@ class RoutingEngine:
         return attempt
 
     def _context(self, req: RequestRequirements, *, dry_run: bool) -> _Context:
-        ns = self.registry.snapshot.namespace(req.namespace)
-        compiled = self._compiled.get(req.namespace)
+        compiled = self._compiled_for(req.namespace)
+        return _Context(compiled.snapshot, compiled, self._clock(), dry_run)
+
+    def _compiled_for(self, namespace: str) -> _Compiled:
+        ns = self.registry.snapshot.namespace(namespace)
+        compiled = self._compiled.get(namespace)
         if compiled is None or compiled.snapshot is not ns:
             compiled = _Compiled(ns)
-            self._compiled[req.namespace] = compiled
-        return _Context(ns, compiled, self._clock(), dry_run)
+            self._compiled[namespace] = compiled
+        return compiled
 
     def _prepare(self, ctx: _Context, req: RequestRequirements) -> Attempt:
         started = perf_counter_ns()
@@ -396,12 +401,19 @@ class RoutingEngine:
         return self._slots.expire(now)
 
     def policy_report(self, namespace: str, name: str) -> PolicyReport:
-        ns = self.registry.snapshot.namespace(namespace)
-        return policy_report(ns, name, runtime=self.registry.runtime)
+        return self._static_index(namespace).reports.get(name) or PolicyReport()
 
     def backend_exclusions(self, namespace: str, name: str) -> list[StaticExclusion]:
-        ns = self.registry.snapshot.namespace(namespace)
-        return backend_exclusions(ns, name, runtime=self.registry.runtime)
+        return list(self._static_index(namespace).by_backend.get(name, ()))
+
+    def _static_index(self, namespace: str) -> StaticIndex:
+        """Reports are recomputed only when the namespace or any backend's health changed."""
+        compiled = self._compiled_for(namespace)
+        health = frozenset(self.registry.runtime.not_healthy)
+        if compiled.static is None or compiled.static[0] != health:
+            index = StaticIndex.build(compiled.snapshot, runtime=self.registry.runtime)
+            compiled.static = (health, index)
+        return compiled.static[1]
 
 
 def _reject_text(backend: str, reason: str) -> str:

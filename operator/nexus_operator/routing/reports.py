@@ -77,18 +77,22 @@ def policy_report(ns: NamespaceSnapshot, name: str, *, runtime: RuntimeState) ->
     return report
 
 
-def backend_exclusions(
-    ns: NamespaceSnapshot, name: str, *, runtime: RuntimeState
-) -> list[StaticExclusion]:
-    """Every policy of the namespace that excludes this backend statically."""
-    found: list[StaticExclusion] = []
-    for policy in ns.policies:
-        found.extend(
-            e
-            for e in policy_report(ns, policy.name, runtime=runtime).exclusions
-            if e.backend == name
-        )
-    return found
+@dataclass(slots=True)
+class StaticIndex:
+    """Every policy report of a namespace, and the same exclusions indexed by backend, so the
+    status writer's per-backend lookups cost O(1) instead of a pass over every policy."""
+
+    reports: dict[str, PolicyReport]
+    by_backend: dict[str, list[StaticExclusion]]
+
+    @classmethod
+    def build(cls, ns: NamespaceSnapshot, *, runtime: RuntimeState) -> StaticIndex:
+        reports = {p.name: policy_report(ns, p.name, runtime=runtime) for p in ns.policies}
+        by_backend: dict[str, list[StaticExclusion]] = {}
+        for report in reports.values():
+            for exclusion in report.exclusions:
+                by_backend.setdefault(exclusion.backend, []).append(exclusion)
+        return cls(reports, by_backend)
 
 
 def _static(policy: CompiledPolicy, candidate: Candidate) -> Exclusion | None:
