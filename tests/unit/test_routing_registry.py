@@ -208,3 +208,19 @@ def test_static_reports_follow_health_changes() -> None:
     eng.registry.runtime.backend("default", "b").health_state = HealthState.UNHEALTHY
     assert eng.policy_report("default", "p").eligible_backends == ["a"]
     assert [x.reason_code for x in eng.backend_exclusions("default", "b")] == [reasons.UNHEALTHY]
+
+
+def test_restricted_policy_report_names_open_backends_that_serve_none_of_its_models() -> None:
+    eng = engine(
+        [
+            backend("local", models=["internal-a"]),
+            backend("cloud", type="openai", models=["gpt-4o"]),
+            backend("other-local", models=["qwen"]),
+        ],
+        [policy("internal", ["internal-*"], privacy="restricted")],
+    )
+    report = eng.policy_report("default", "internal")
+    assert report.matched_backends == ["local"]
+    assert [(x.backend, x.reason_code) for x in report.exclusions] == [
+        ("cloud", reasons.PRIVACY_ZONE)
+    ]

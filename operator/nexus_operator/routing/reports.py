@@ -3,14 +3,19 @@
 A backend is *matched* by a policy when it is in the policy's scope and lists at least one model
 the patterns match; it is *eligible* when one such model passes lifecycle, privacy, tier,
 capabilities and health. Otherwise the exclusion of its first matching model is reported.
+
+A backend in scope that lists none of the policy's models is still checked on what holds for
+the backend whatever the model — draining, zone, tier, health — so a restricted policy's status
+names every Open-zone backend in its scope and says why it can never serve it.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from nexus_operator.api import HealthState
+from nexus_operator.api import HealthState, RequiredCapabilities
 from nexus_operator.control import (
+    BackendView,
     Candidate,
     CapabilityReconciler,
     Exclusion,
@@ -52,6 +57,7 @@ def policy_report(ns: NamespaceSnapshot, name: str, *, runtime: RuntimeState) ->
     for backend in sorted(ns.in_scope(policy), key=lambda b: b.name):
         models = sorted(m for m in backend.models if policy.match_prefix(m) is not None)
         if not models:
+            _report_backend_level(report, policy, backend, runtime=runtime, namespace=ns.namespace)
             continue
         report.matched_backends.append(backend.name)
         candidates = [
@@ -64,17 +70,36 @@ def policy_report(ns: NamespaceSnapshot, name: str, *, runtime: RuntimeState) ->
             continue
         first = found[0]
         assert first is not None
-        report.exclusions.append(
-            StaticExclusion(
-                backend.name,
-                policy.name,
-                first.reconciler,
-                first.reason_code,
-                first.reason,
-                first.suggested_action,
-            )
-        )
+        report.exclusions.append(_static_exclusion(policy, first))
     return report
+
+
+def _report_backend_level(
+    report: PolicyReport,
+    policy: CompiledPolicy,
+    backend: BackendView,
+    *,
+    runtime: RuntimeState,
+    namespace: str,
+) -> None:
+    if not backend.models:
+        return
+    any_model = backend.models[min(backend.models)]
+    candidate = Candidate(backend, any_model, runtime.backend(namespace, backend.name))
+    exclusion = _static(policy, candidate, capabilities=RequiredCapabilities())
+    if exclusion is not None:
+        report.exclusions.append(_static_exclusion(policy, exclusion))
+
+
+def _static_exclusion(policy: CompiledPolicy, exclusion: Exclusion) -> StaticExclusion:
+    return StaticExclusion(
+        exclusion.backend,
+        policy.name,
+        exclusion.reconciler,
+        exclusion.reason_code,
+        exclusion.reason,
+        exclusion.suggested_action,
+    )
 
 
 @dataclass(slots=True)
@@ -95,12 +120,20 @@ class StaticIndex:
         return cls(reports, by_backend)
 
 
-def _static(policy: CompiledPolicy, candidate: Candidate) -> Exclusion | None:
+def _static(
+    policy: CompiledPolicy,
+    candidate: Candidate,
+    *,
+    capabilities: RequiredCapabilities | None = None,
+) -> Exclusion | None:
+    """The first static exclusion; `capabilities` overrides the policy's (backend-level checks
+    pass an empty set, so only the tier is checked)."""
     spec = policy.spec
+    required = spec.required_capabilities if capabilities is None else capabilities
     filters = (
         LifecycleReconciler(),
         PrivacyReconciler(spec.privacy),
-        CapabilityReconciler(min_tier=spec.min_tier, required=spec.required_capabilities),
+        CapabilityReconciler(min_tier=spec.min_tier, required=required),
     )
     for stage in filters:
         exclusion = stage.static_exclusion(candidate)
