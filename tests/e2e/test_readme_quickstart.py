@@ -1,0 +1,136 @@
+"""The README's quickstart, run literally: its `make run` block, then its "try" block.
+
+The commands are read from README.md (between the `quickstart:run` / `quickstart:try` markers),
+so the test fails when the README and the product drift apart. It starts its own control plane
+through `make run`, like a newcomer would.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from nexus_operator.localcluster import repo_root
+
+pytestmark = pytest.mark.e2e
+
+ROOT = repo_root()
+READY_LINE = "nexus-operator is running"
+
+
+def readme_block(marker: str) -> list[str]:
+    text = (ROOT / "README.md").read_text()
+    match = re.search(rf"<!-- quickstart:{marker} -->\s*```bash\n(.*?)```", text, re.DOTALL)
+    assert match, f"README.md has no ```bash block after <!-- quickstart:{marker} -->"
+    return [line for line in match.group(1).splitlines() if line.strip()]
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[subprocess.Popen[str], Path]]:
+    (command,) = readme_block("run")
+    log = tmp_path_factory.mktemp("quickstart") / "make-run.log"
+    with log.open("w") as out:
+        proc = subprocess.Popen(
+            ["bash", "-c", command],
+            cwd=ROOT,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            text=True,
+            start_new_session=True,
+        )
+    try:
+        wait_for_line(log, READY_LINE, proc=proc, timeout=300)
+        yield proc, log
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGINT)
+            try:
+                proc.wait(60)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+
+
+def wait_for_line(log: Path, line: str, *, proc: subprocess.Popen[str], timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if line in log.read_text():
+            return
+        if proc.poll() is not None:
+            pytest.fail(f"`make run` exited with {proc.returncode}:\n{log.read_text()[-4000:]}")
+        time.sleep(0.5)
+    pytest.fail(f"`make run` did not print {line!r} in {timeout}s:\n{log.read_text()[-4000:]}")
+
+
+def run_readme_line(line: str) -> str:
+    result = subprocess.run(
+        ["bash", "-c", line], cwd=ROOT, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, f"{line!r} exited {result.returncode}: {result.stderr}"
+    return result.stdout
+
+
+def test_make_run_prints_a_progress_line_per_step_and_the_commands_to_try(
+    demo: tuple[subprocess.Popen[str], Path],
+) -> None:
+    _, log = demo
+    text = log.read_text()
+    assert [f"[{n}/7]" in text for n in range(1, 8)] == [True] * 7
+    for line in readme_block("try"):
+        assert line.replace("~", str(Path.home())) in text or line in text
+
+
+def test_readme_route_command_routes_llama_to_the_local_ollama(
+    demo: tuple[subprocess.Popen[str], Path],
+) -> None:
+    route = next(line for line in readme_block("try") if " route " in line)
+    out = run_readme_line(route)
+    assert re.search(r"OUTCOME:\s+ROUTED", out), out
+    assert "default/ollama-workstation" in out
+    assert re.search(r"MODEL:\s+llama3\.1:8b", out), out
+
+
+def test_readme_explain_command_shows_the_trace_and_the_fallback_for_unreachable_cloud(
+    demo: tuple[subprocess.Popen[str], Path],
+) -> None:
+    explain = next(line for line in readme_block("try") if " explain " in line)
+    out = run_readme_line(explain)
+    assert "fallback:gpt-4o:" in out
+    assert "HealthReconciler" in out
+    assert "SelectionReconciler" in out
+    assert re.search(r"openai\s+gpt-4o\s+HealthReconciler\s+unhealthy", out), out
+
+
+def test_readme_kubectl_command_shows_backends_with_health_and_policies(
+    demo: tuple[subprocess.Popen[str], Path],
+) -> None:
+    get = next(line for line in readme_block("try") if "kubectl" in line)
+    out = run_readme_line(get)
+    rows = {line.split()[0]: line.split() for line in out.splitlines() if line.strip()}
+    assert rows["backend.nexus.routing.dev/ollama-workstation"][1:5] == [
+        "ollama",
+        "Restricted",
+        "2",
+        "Healthy",
+    ]
+    assert rows["backend.nexus.routing.dev/openai"][4] == "Unhealthy"
+    assert "routingpolicy.nexus.routing.dev/internal-restricted" in rows
+
+
+def test_ctrl_c_stops_everything_make_run_started(
+    demo: tuple[subprocess.Popen[str], Path],
+) -> None:
+    proc, log = demo
+    os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in a terminal does: the whole group
+    proc.wait(60)
+    assert log.read_text().rstrip().endswith("stopped")
+    for started in ("nexus_operator.cli.operator_main run", "nexus-operator/demo"):
+        leftovers = subprocess.run(["pgrep", "-f", started], capture_output=True, text=True)
+        assert leftovers.stdout.strip() == "", f"still running: {started}"
