@@ -39,8 +39,8 @@ lint: venv ## ruff, ruff format --check, mypy --strict and the import-layer cont
 proto: venv ## Regenerate the gRPC stubs in operator/nexus_operator/server/proto from proto/
 	$(PY) tools/protogen.py
 
-manifests: venv ## Regenerate crds/ from the API models
-	$(VENV)/bin/nexus-operator crds --output-dir crds
+manifests: venv ## Regenerate crds/ and docs/crd-reference.md from the API models
+	$(VENV)/bin/nexus-operator crds --output-dir crds --reference docs/crd-reference.md
 
 run: venv tools ## Start the local control plane, install CRDs and examples, run the operator with gRPC on localhost
 	NEXUS_BIN_DIR="$$(tools/build.sh 2>/dev/null | tail -1)" $(PY) -m nexus_operator.cli.demo
