@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 
@@ -11,15 +12,22 @@ from nexus_operator.api import BudgetState
 from nexus_operator.control.runtime import RoutedRecord
 from nexus_operator.controller.budget_ledger import (
     PolicyDelta,
-    backend_patch,
+    backend_desired,
     budget_state,
     next_reset,
-    policy_patch,
+    policy_desired,
 )
+from nexus_operator.controller.diffing import merge_diff
 
 MARCH = datetime(2026, 3, 14, 12, 0, tzinfo=UTC)
 APRIL = datetime(2026, 4, 1, 0, 0, 1, tzinfo=UTC)
 LIMIT = api.Budget(monthly_limit_usd=100.0, soft_limit_percent=75)
+
+
+def policy_patch(
+    status: dict[str, Any], delta: PolicyDelta, *, budget: api.Budget | None, now: datetime
+) -> dict[str, Any]:
+    return merge_diff(status, policy_desired(status, delta, budget=budget, now=now))
 
 
 def _delta(usd: float = 0.0, routed: int = 0, *, last: RoutedRecord | None = None) -> PolicyDelta:
@@ -83,7 +91,7 @@ def test_last_routed_keeps_the_newer_record_of_two_replicas() -> None:
 
 def test_selection_deltas_add_up_and_keep_the_latest_time() -> None:
     status = {"routing": {"selectedTotal": 5, "lastSelectedTime": "2026-03-14T13:00:00Z"}}
-    patch = backend_patch(status, selected=2, last=MARCH)
+    patch = merge_diff(status, backend_desired(status, selected=2, last=MARCH))
     assert patch == {"routing": {"selectedTotal": 7}}
 
 

@@ -20,10 +20,9 @@ from typing import TYPE_CHECKING, Any
 
 from nexus_operator import api
 from nexus_operator.api import BudgetState
-from nexus_operator.control.runtime import PolicyRuntime, RejectedRecord, RoutedRecord, period_of
+from nexus_operator.control.runtime import RejectedRecord, RoutedRecord, period_of
 
-from .diffing import merge_diff
-from .kube import BACKENDS, POLICIES, ConflictError, Kind, KubeApi, KubeError, NotFoundError
+from .kube import ConflictError, Kind, KubeApi, KubeError, NotFoundError
 from .observed import ObservedStatuses
 from .status_assembly import rfc3339
 
@@ -34,7 +33,6 @@ logger = logging.getLogger(__name__)
 
 JsonObject = dict[str, Any]
 Build = Callable[[Mapping[str, Any]], JsonObject]
-Clock = Callable[[], datetime]
 
 
 def next_reset(now: datetime) -> datetime:
@@ -91,10 +89,10 @@ def budget_block(
     }
 
 
-def policy_patch(
+def policy_desired(
     status: Mapping[str, Any], delta: PolicyDelta, *, budget: api.Budget | None, now: datetime
 ) -> JsonObject:
-    """Budget and decision counters after adding `delta` to `status`; empty if nothing changes."""
+    """Budget block and decision counters after adding `delta` to what `status` holds."""
     persisted = status.get("budget") or {}
     same_period = persisted.get("period") == period_of(now)
     base_spent = float(persisted.get("spentUsd") or 0.0) if same_period else 0.0
@@ -102,11 +100,10 @@ def policy_patch(
     block = budget_block(
         spent_usd=base_spent + delta.usd, budget=budget, persisted=persisted, now=now
     )
-    desired = {
+    return {
         "budget": block if limited else None,
         "decisions": _decisions(status.get("decisions") or {}, delta),
     }
-    return merge_diff(status, desired)
 
 
 def _decisions(current: Mapping[str, Any], delta: PolicyDelta) -> JsonObject:
@@ -146,21 +143,25 @@ def _newer(current: Any, mine: JsonObject | None) -> Any:
     return mine
 
 
-def backend_patch(status: Mapping[str, Any], *, selected: int, last: datetime | None) -> JsonObject:
+def backend_desired(
+    status: Mapping[str, Any], *, selected: int, last: datetime | None
+) -> JsonObject:
+    """Selection counters after adding this replica's `selected` delta; {} when there is none."""
+    if selected <= 0:
+        return {}
     routing = status.get("routing") or {}
     mine = rfc3339(last)
     theirs = routing.get("lastSelectedTime")
-    desired = {
+    return {
         "routing": {
             "selectedTotal": int(routing.get("selectedTotal") or 0) + selected,
             "lastSelectedTime": max(filter(None, (theirs, mine)), default=None),
         }
     }
-    return merge_diff(status, desired)
 
 
 class BudgetLedger:
-    """Moves this replica's deltas into status; one precondition patch per object with news."""
+    """This replica's unflushed deltas, and the resourceVersion-precondition write that adds them."""
 
     def __init__(
         self,
@@ -168,61 +169,40 @@ class BudgetLedger:
         registry: Registry,
         observed: ObservedStatuses,
         *,
-        clock: Clock,
         max_attempts: int = 8,
     ) -> None:
         self._api = api_
         self._registry = registry
         self._observed = observed
-        self._clock = clock
         self._max_attempts = max_attempts
         self._flushed_selected: dict[tuple[str, str], int] = {}
         self.patches = 0
 
-    async def flush(self) -> None:
-        """Flush every policy and backend with unflushed deltas (or a stale budget block)."""
-        snapshot = self._registry.snapshot
-        for policy in snapshot.policies.values():
-            await self.flush_policy(policy)
-        for backend in snapshot.backends.values():
-            await self.flush_backend(backend)
-
-    async def flush_policy(self, policy: api.RoutingPolicy) -> bool:
-        namespace, name = policy.metadata.namespace, policy.metadata.name
+    def take_policy(self, namespace: str, name: str) -> PolicyDelta:
         cell = self._registry.runtime.policy(namespace, name)
-        delta = _take(cell)
-        budget = policy.spec.budget
-        now = self._clock()
-        written = await self._patch(
-            POLICIES, namespace, name, lambda s: policy_patch(s, delta, budget=budget, now=now)
-        )
-        if written is None:
-            cell.give_back(delta.usd, delta.routed, delta.rejected, delta.queued)
-            return False
-        block = written.get("budget") or {}
+        usd, routed, rejected, queued = cell.take_unflushed()
+        return PolicyDelta(usd, routed, rejected, queued, cell.last_routed, cell.last_rejected)
+
+    def give_back(self, namespace: str, name: str, delta: PolicyDelta) -> None:
+        cell = self._registry.runtime.policy(namespace, name)
+        cell.give_back(delta.usd, delta.routed, delta.rejected, delta.queued)
+
+    def settle_policy(self, namespace: str, name: str, status: Mapping[str, Any]) -> None:
+        """Adopt the total now persisted (all replicas' spend) for the next decisions."""
+        block = status.get("budget") or {}
         if block.get("period"):
+            cell = self._registry.runtime.policy(namespace, name)
             cell.load_persisted(str(block["period"]), float(block.get("spentUsd") or 0.0))
-        return True
 
-    async def flush_backend(self, backend: api.Backend) -> bool:
-        key = (backend.metadata.namespace, backend.metadata.name)
+    def take_selected(self, key: tuple[str, str]) -> tuple[int, datetime | None]:
         cell = self._registry.runtime.backend(*key)
-        selected = cell.selected_total - self._flushed_selected.get(key, 0)
-        if selected <= 0:
-            return True
-        last = cell.last_selected_time
-        written = await self._patch(
-            BACKENDS, *key, lambda s: backend_patch(s, selected=selected, last=last)
-        )
-        if written is None:
-            return False
-        self._flushed_selected[key] = self._flushed_selected.get(key, 0) + selected
-        return True
+        return cell.selected_total - self._flushed_selected.get(key, 0), cell.last_selected_time
 
-    async def _patch(
-        self, kind: Kind, namespace: str, name: str, build: Build
-    ) -> JsonObject | None:
-        """Apply build(current status) under a resourceVersion precondition.
+    def settle_selected(self, key: tuple[str, str], selected: int) -> None:
+        self._flushed_selected[key] = self._flushed_selected.get(key, 0) + selected
+
+    async def write(self, kind: Kind, namespace: str, name: str, build: Build) -> JsonObject | None:
+        """Apply the patch build(current status) returns, under a resourceVersion precondition.
 
         Returns the status now on the server, or None when the write did not happen (API server
         unreachable or too much contention) so the caller keeps its delta for the next flush.
@@ -250,18 +230,13 @@ class BudgetLedger:
                 return {}
             except KubeError as exc:
                 logger.warning(
-                    "Status of %s %s/%s not flushed: %s", kind.plural, namespace, name, exc
+                    "Status of %s %s/%s not written: %s", kind.plural, namespace, name, exc
                 )
                 return None
             self.patches += 1
             self._observed.record(kind.plural, response)
             return dict(response.get("status") or {})
         logger.warning(
-            "Status of %s %s/%s not flushed: still conflicting", kind.plural, namespace, name
+            "Status of %s %s/%s not written: still conflicting", kind.plural, namespace, name
         )
         return None
-
-
-def _take(cell: PolicyRuntime) -> PolicyDelta:
-    usd, routed, rejected, queued = cell.take_unflushed()
-    return PolicyDelta(usd, routed, rejected, queued, cell.last_routed, cell.last_rejected)

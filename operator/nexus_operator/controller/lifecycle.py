@@ -80,12 +80,10 @@ class Controller:
             if routing
             else None
         )
-        self.ledger = BudgetLedger(kube, self.registry, self.observed, clock=utcnow)
+        self.ledger = BudgetLedger(kube, self.registry, self.observed)
         self.writer = StatusWriter(
-            kube,
             self.registry,
             self.engine,
-            observed=self.observed,
             ledger=self.ledger,
             leader=self.leader,
             recorder=self.recorder,
@@ -107,7 +105,7 @@ class Controller:
 
     async def start(self) -> None:
         """Rebuild the registry from a full list, then start probing and the background loops."""
-        await resync(self.kube, self.scope, self.sync)
+        await self._initial_sync()
         await self.prober.start()
         if self.leader is not None:
             await self.leader.try_acquire_or_renew()
@@ -141,6 +139,18 @@ class Controller:
 
     def _spawn(self, coroutine: Coroutine[Any, Any, None], name: str) -> None:
         self._tasks.append(asyncio.create_task(coroutine, name=name))
+
+    async def _initial_sync(self) -> None:
+        """Retry the first list: gRPC stays NOT_SERVING (registry unsynced) until it succeeds."""
+        delay = 0.2
+        while True:
+            try:
+                await resync(self.kube, self.scope, self.sync)
+                return
+            except KubeError as exc:
+                logger.warning("Initial list failed, retrying in %.1fs: %s", delay, exc)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)
 
     async def _resync_loop(self) -> None:
         while True:

@@ -1,9 +1,11 @@
 """The coalescing status writer: wakes every flush interval and patches only what changed.
 
-Per flush, at most one patch per object from the ledger (additive deltas, every replica) and one
-from the leader (conditions, health, exclusions, counts). Desired status is diffed against the
-last status the API server holds (observed from watch events and patch responses), so unchanged
-status is never written and our own status events cause no further writes. Health latency and
+Per flush, at most one patch per object: this replica's additive deltas (budget spend, decision and
+selection counters; every replica) joined with, on the leader only, the non-additive status
+(conditions, health, exclusions, counts), written under one resourceVersion precondition by the
+ledger. Desired status is diffed against the last status the API server holds (observed from
+watch events and patch responses), so unchanged status is never written and our own status events
+cause no further writes. Health latency and
 probe time alone are refreshed at most every `refresh_interval`, so steady probing does not turn
 into a patch per probe. A failed flush (API server gone) leaves everything pending for the next.
 """
@@ -23,11 +25,11 @@ import pydantic
 from nexus_operator import api
 
 from . import events
-from .budget_ledger import BudgetLedger, budget_state
+from .budget_ledger import BudgetLedger, backend_desired, budget_state, policy_desired
 from .diffing import merge_diff
-from .kube import BACKENDS, POLICIES, Kind, KubeApi, KubeError, NotFoundError
+from .kube import BACKENDS, POLICIES
 from .leader import LeaderElector
-from .observed import ObjectKey, ObservedStatuses
+from .observed import ObjectKey
 from .status_assembly import BackendFacts, PolicyFacts, backend_status, policy_status
 
 if TYPE_CHECKING:
@@ -49,21 +51,17 @@ class WriterSettings:
 class StatusWriter:
     def __init__(
         self,
-        kube: KubeApi,
         registry: Registry,
         engine: RoutingEngine,
         *,
-        observed: ObservedStatuses,
         ledger: BudgetLedger,
         leader: LeaderElector | None,
         recorder: events.EventRecorder | None,
         clock: Clock,
         settings: WriterSettings = WriterSettings(),
     ) -> None:
-        self._kube = kube
         self._registry = registry
         self._engine = engine
-        self._observed = observed
         self._ledger = ledger
         self._leader = leader
         self._recorder = recorder
@@ -71,7 +69,8 @@ class StatusWriter:
         self._settings = settings
         self._written_at: dict[ObjectKey, float] = {}
         self._budget_states: dict[tuple[str, str], api.BudgetState] = {}
-        self.patches = 0
+        self.rounds = 0
+        self.leader_rounds = 0
 
     @property
     def leading(self) -> bool:
@@ -83,18 +82,60 @@ class StatusWriter:
             await self.flush()
 
     async def flush(self) -> None:
-        """One coalesced round: additive deltas always, non-additive status when leading."""
-        await self._ledger.flush()
-        if not self.leading:
-            return
+        """One coalesced round: at most one patch per object, additive deltas and (if leading) the rest."""
         snapshot = self._registry.snapshot
         now = self._clock()
-        for backend in list(snapshot.backends.values()):
-            await self._write_backend(backend, now)
+        self.rounds += 1
+        self.leader_rounds += self.leading
         for policy in list(snapshot.policies.values()):
-            await self._write_policy(policy, now)
+            await self._flush_policy(policy, now)
+        for backend in list(snapshot.backends.values()):
+            await self._flush_backend(backend, now)
 
-    async def _write_backend(self, backend: api.Backend, now: datetime) -> None:
+    async def _flush_policy(self, policy: api.RoutingPolicy, now: datetime) -> None:
+        namespace, name = policy.metadata.namespace, policy.metadata.name
+        key = (POLICIES.plural, namespace, name)
+        delta = self._ledger.take_policy(namespace, name)
+        facts = self._policy_facts(policy, now) if self.leading else None
+
+        def build(status: Mapping[str, Any]) -> JsonObject:
+            desired = policy_desired(status, delta, budget=policy.spec.budget, now=now)
+            if facts is not None:
+                existing = _conditions(status)
+                desired |= policy_status(policy, facts, existing=existing, now=now)
+            return self._coalesced(key, merge_diff(status, desired))
+
+        written = await self._ledger.write(POLICIES, namespace, name, build)
+        if written is None:
+            self._ledger.give_back(namespace, name, delta)
+            return
+        self._ledger.settle_policy(namespace, name, written)
+        if facts is not None:
+            self._note_budget(policy, facts.budget_state, facts.spent_usd)
+
+    async def _flush_backend(self, backend: api.Backend, now: datetime) -> None:
+        namespace, name = backend.metadata.namespace, backend.metadata.name
+        key = (BACKENDS.plural, namespace, name)
+        selected, last = self._ledger.take_selected((namespace, name))
+        leader_part = self._backend_leader_part(backend) if self.leading else None
+
+        def build(status: Mapping[str, Any]) -> JsonObject:
+            desired = backend_desired(status, selected=selected, last=last)
+            if leader_part is not None:
+                facts, exclusions = leader_part
+                mine = backend_status(
+                    backend, facts, exclusions=exclusions, existing=_conditions(status), now=now
+                )
+                desired = _merge(desired, mine)
+            return self._coalesced(key, merge_diff(status, desired))
+
+        written = await self._ledger.write(BACKENDS, namespace, name, build)
+        if written is not None and selected > 0:
+            self._ledger.settle_selected((namespace, name), selected)
+
+    def _backend_leader_part(
+        self, backend: api.Backend
+    ) -> tuple[BackendFacts, list[api.BackendExclusion]]:
         namespace, name = backend.metadata.namespace, backend.metadata.name
         cell = self._registry.runtime.backend(namespace, name)
         facts = BackendFacts(
@@ -115,17 +156,13 @@ class StatusWriter:
             )
             for x in self._engine.backend_exclusions(namespace, name)
         ]
-        key = (BACKENDS.plural, namespace, name)
-        existing = self._existing_conditions(key)
-        desired = backend_status(backend, facts, exclusions=exclusions, existing=existing, now=now)
-        await self._write(BACKENDS, key, desired)
+        return facts, exclusions
 
-    async def _write_policy(self, policy: api.RoutingPolicy, now: datetime) -> None:
+    def _policy_facts(self, policy: api.RoutingPolicy, now: datetime) -> PolicyFacts:
         namespace, name = policy.metadata.namespace, policy.metadata.name
         report = self._engine.policy_report(namespace, name)
         spent = self._registry.runtime.policy(namespace, name).spent_at(now)
-        state = budget_state(spent, policy.spec.budget)
-        facts = PolicyFacts(
+        return PolicyFacts(
             matched_backends=len(report.matched_backends),
             eligible_backends=report.eligible_backends,
             exclusions=[
@@ -141,40 +178,15 @@ class StatusWriter:
             shadowed_by=report.shadowed_by,
             alias_error=report.alias_error,
             spent_usd=spent,
-            budget_state=state,
+            budget_state=budget_state(spent, policy.spec.budget),
         )
-        key = (POLICIES.plural, namespace, name)
-        existing = self._existing_conditions(key)
-        desired = policy_status(policy, facts, existing=existing, now=now)
-        if await self._write(POLICIES, key, desired):
-            self._note_budget(policy, state, spent)
 
-    def _existing_conditions(self, key: ObjectKey) -> list[api.Condition]:
-        observed = self._observed.get(key)
-        raw = observed.status.get("conditions") if observed else None
-        try:
-            return [api.Condition.model_validate(item) for item in raw or []]
-        except pydantic.ValidationError:
-            return []
-
-    async def _write(self, kind: Kind, key: ObjectKey, desired: Mapping[str, Any]) -> bool:
-        """Patch the difference (last writer wins: only the leader writes these fields)."""
-        observed = self._observed.get(key)
-        patch = merge_diff(observed.status if observed else {}, desired)
+    def _coalesced(self, key: ObjectKey, patch: JsonObject) -> JsonObject:
+        """The patch to send now, or {} when it only refreshes probe latency/time too early."""
         if not patch or self._only_volatile(key, patch):
-            return True
-        path = kind.path(key[1], key[2]) + "/status"
-        try:
-            response = await self._kube.merge_patch(path, {"status": patch})
-        except NotFoundError:
-            return False
-        except KubeError as exc:
-            logger.warning("Status of %s %s/%s not written: %s", kind.plural, key[1], key[2], exc)
-            return False
-        self.patches += 1
+            return {}
         self._written_at[key] = time.monotonic()
-        self._observed.record(kind.plural, response)
-        return True
+        return patch
 
     def _only_volatile(self, key: ObjectKey, patch: Mapping[str, Any]) -> bool:
         """A patch touching nothing but health latency/probe time waits for the refresh interval."""
@@ -198,3 +210,18 @@ class StatusWriter:
         ref = events.ObjectRef("RoutingPolicy", key[0], key[1], policy.metadata.uid)
         message = f"Budget is {state.value}: spent ${spent:.2f} this month."
         self._recorder.emit(ref, type_=type_, reason=reason, message=message)
+
+
+def _conditions(status: Mapping[str, Any]) -> list[api.Condition]:
+    try:
+        return [api.Condition.model_validate(item) for item in status.get("conditions") or []]
+    except pydantic.ValidationError:
+        return []
+
+
+def _merge(additive: JsonObject, leader: JsonObject) -> JsonObject:
+    """Union of two desired statuses whose only shared key is the `routing` block."""
+    merged = additive | leader
+    if "routing" in additive and "routing" in leader:
+        merged["routing"] = additive["routing"] | leader["routing"]
+    return merged

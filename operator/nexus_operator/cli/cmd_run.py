@@ -1,0 +1,109 @@
+"""`nexus-operator run`: the operator against a cluster — kopf watches, gRPC decisions, metrics.
+
+kopf runs standalone (no peering: every replica keeps its own watches and registry and serves
+gRPC) with an explicit registry and a liveness endpoint on --health-port. The gRPC server and the
+metrics endpoint start from kopf's startup handler, on the operator's own loop, once the registry
+has been rebuilt from a full list; cleanup drains gRPC before the final status flush.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+
+import kopf
+
+from ..controller.handlers import Hooks, build_registry
+from ..controller.lifecycle import ROLE_OPERATOR, ROLE_ROUTER, Controller, ControllerConfig
+from ..server import GrpcServer, start_metrics_server
+from .serving_options import add_serving_arguments, tls_config
+
+logger = logging.getLogger(__name__)
+
+DRAIN_GRACE_S = 5.0
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_serving_arguments(parser, default_grpc_address="0.0.0.0:50051")
+    parser.add_argument(
+        "--health-port",
+        type=int,
+        default=8080,
+        help="Port of the liveness endpoint /healthz (default 8080).",
+    )
+    parser.add_argument(
+        "--role",
+        choices=(ROLE_OPERATOR, ROLE_ROUTER),
+        default=ROLE_OPERATOR,
+        help="operator: contend for the Lease and write status; router: read-only sidecar that "
+        "only adds its own usage deltas (default operator).",
+    )
+    parser.add_argument(
+        "--kubeconfig", help="Kubeconfig file (default: in-cluster, else $KUBECONFIG)."
+    )
+    parser.add_argument(
+        "--flush-interval",
+        type=float,
+        default=2.0,
+        help="Seconds between status flushes (default 2).",
+    )
+    parser.add_argument(
+        "--resync-interval",
+        type=float,
+        default=300.0,
+        help="Seconds between full re-lists that catch missed events (default 300).",
+    )
+    parser.add_argument(
+        "--lease-namespace",
+        default=os.environ.get("POD_NAMESPACE", "default"),
+        help="Namespace of the leader-election Lease (default $POD_NAMESPACE or 'default').",
+    )
+    parser.add_argument("--lease-name", default="nexus-operator", help="Name of the Lease.")
+    parser.add_argument("--log-level", default="INFO", help="Python log level (default INFO).")
+
+
+def controller_config(args: argparse.Namespace) -> ControllerConfig:
+    return ControllerConfig(
+        namespaces=tuple(args.namespace),
+        kubeconfig=args.kubeconfig,
+        role=args.role,
+        flush_interval_s=args.flush_interval,
+        resync_interval_s=args.resync_interval,
+        lease_namespace=args.lease_namespace,
+        lease_name=args.lease_name,
+    )
+
+
+def serving_hooks(args: argparse.Namespace) -> Hooks:
+    """Start gRPC and metrics after the controller is up; drain gRPC before it stops."""
+
+    async def started(controller: Controller, memo: kopf.Memo) -> None:
+        server = GrpcServer(controller.engine, address=args.grpc_address, tls=tls_config(args))
+        memo["grpc"] = server
+        port = await server.start()
+        metrics_port = start_metrics_server(args.metrics_port) if args.metrics_port >= 0 else None
+        logger.info("Serving gRPC on port %d, metrics on port %s", port, metrics_port)
+
+    async def stopping(_controller: Controller, memo: kopf.Memo) -> None:
+        server: GrpcServer | None = memo.get("grpc")
+        if server is not None:
+            await server.stop(DRAIN_GRACE_S)
+
+    return Hooks(started=started, stopping=stopping)
+
+
+def main(args: argparse.Namespace) -> int:
+    logging.basicConfig(
+        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    tls_config(args)  # reject incomplete TLS flags before connecting anywhere
+    namespaces = tuple(args.namespace)
+    kopf.run(
+        registry=build_registry(controller_config(args), serving_hooks(args)),
+        standalone=True,
+        clusterwide=not namespaces,
+        namespaces=namespaces,
+        liveness_endpoint=f"http://0.0.0.0:{args.health_port}/healthz",
+    )
+    return 0
