@@ -1,0 +1,220 @@
+"""The operator against a real kube-apiserver: convergence, startup and RSS at 1,000 Backends, status rate.
+
+A fresh local control plane, 1,000 Backends probed at one loopback stand-in, and the real
+`nexus-operator run` as a subprocess. Figures:
+- startup_1000_backends_s: process start → gRPC health SERVING (registry rebuilt from the list);
+- convergence_p50_s / p99_s: create a Backend with a new model → a gRPC Route for it is ROUTED,
+  over 50 changes;
+- rss_1000_backends_mb: the operator process's RSS after the load phase;
+- status_patches_per_s: PATCHes on */status counted by the API server's own metrics while one
+  client sends Route calls as fast as it can for LOAD_SECONDS.
+Prints the figures and writes benchmarks/results/operator.json.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import socket
+import ssl
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import grpc
+import psutil
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from kubernetes import client
+
+from nexus_operator.api import GROUP, VERSION
+from nexus_operator.localcluster import Cluster, LocalControlPlane, find_bin_dir
+from nexus_operator.localcluster.standins import InferenceStandIn
+from nexus_operator.server.proto import router_pb2, router_pb2_grpc
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "benchmarks" / "results" / "operator.json"
+NAMESPACE = "bench"
+BACKENDS = 1000
+CHANGES = 50
+LOAD_SECONDS = float(os.environ.get("NEXUS_BENCH_LOAD_SECONDS", "10"))
+SETTLE_SECONDS = 12.0  # one probe interval for every Backend before RSS is read
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def start_standin() -> InferenceStandIn:
+    loop = asyncio.new_event_loop()
+    threading.Thread(target=loop.run_forever, daemon=True).start()
+    server = InferenceStandIn("ollama", ["llama3:8b"])
+    asyncio.run_coroutine_threadsafe(server.start(), loop).result(10)
+    return server
+
+
+def backend(name: str, url: str, model: str, *, probed: bool) -> dict[str, Any]:
+    spec = {"type": "ollama", "url": url, "models": [{"id": model}]}
+    spec["healthCheck"] = {"enabled": probed}
+    return {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "Backend",
+        "metadata": {"name": name},
+        "spec": spec,
+    }
+
+
+def create(objects: client.CustomObjectsApi, plural: str, body: dict[str, Any]) -> None:
+    objects.create_namespaced_custom_object(GROUP, VERSION, NAMESPACE, plural, body)
+
+
+def populate(cluster: Cluster, url: str) -> client.CustomObjectsApi:
+    api = cluster.api_client()
+    client.CoreV1Api(api).create_namespace(
+        client.V1Namespace(metadata=client.V1ObjectMeta(name=NAMESPACE))
+    )
+    objects = client.CustomObjectsApi(api)
+    bodies = [backend(f"b{i:04d}", url, "llama3:8b", probed=True) for i in range(BACKENDS)]
+    with ThreadPoolExecutor(16) as pool:
+        list(pool.map(lambda body: create(objects, "backends", body), bodies))
+    policy = {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "RoutingPolicy",
+        "metadata": {"name": "all"},
+    }
+    policy["spec"] = {"modelPatterns": ["*"], "budget": {"monthlyLimitUsd": 1000}}
+    create(objects, "routingpolicies", policy)
+    return objects
+
+
+def launch(kubeconfig: Path, grpc_port: int) -> subprocess.Popen[bytes]:
+    argv = [sys.executable, "-m", "nexus_operator.cli.operator_main", "run"]
+    argv += ["--kubeconfig", str(kubeconfig), "--grpc-address", f"127.0.0.1:{grpc_port}"]
+    argv += ["--metrics-port", "-1", "--health-port", str(free_port()), "--namespace", NAMESPACE]
+    argv += ["--lease-namespace", NAMESPACE, "--log-level", "WARNING"]
+    return subprocess.Popen(argv)
+
+
+def wait_serving(channel: grpc.Channel) -> None:
+    stub = health_pb2_grpc.HealthStub(channel)
+    while True:
+        try:
+            reply = stub.Check(health_pb2.HealthCheckRequest(), timeout=1)
+            if reply.status == health_pb2.HealthCheckResponse.SERVING:
+                return
+        except grpc.RpcError:
+            pass
+        time.sleep(0.02)
+
+
+def routed(stub: router_pb2_grpc.RouterStub, model: str) -> bool:
+    request = router_pb2.RouteRequest(model=model, namespace=NAMESPACE, estimated_tokens=10)
+    return bool(stub.Route(request, timeout=5).outcome == router_pb2.OUTCOME_ROUTED)
+
+
+def convergence(objects: client.CustomObjectsApi, stub: router_pb2_grpc.RouterStub) -> list[float]:
+    samples = []
+    for i in range(CHANGES):
+        model = f"conv-{i}"
+        started = time.perf_counter()
+        create(
+            objects, "backends", backend(f"conv-{i:02d}", "http://127.0.0.1:9", model, probed=False)
+        )
+        while not routed(stub, model):
+            time.sleep(0.005)
+        samples.append(time.perf_counter() - started)
+    return samples
+
+
+def status_patches(plane: LocalControlPlane) -> float:
+    """PATCH requests on our kinds' /status subresource, from the API server's own counters."""
+    request = urllib.request.Request(f"{plane.server}/metrics")
+    request.add_header("Authorization", f"Bearer {plane.admin_token}")
+    context = ssl.create_default_context(cafile=str(plane.pki.ca_cert))
+    with urllib.request.urlopen(request, context=context) as response:
+        text = response.read().decode()
+    total = 0.0
+    for line in text.splitlines():
+        if line.startswith("apiserver_request_total{") and 'verb="PATCH"' in line:
+            ours = 'resource="backends"' in line or 'resource="routingpolicies"' in line
+            if ours and 'subresource="status"' in line:
+                total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+def load(stub: router_pb2_grpc.RouterStub) -> int:
+    deadline = time.monotonic() + LOAD_SECONDS
+    count = 0
+    while time.monotonic() < deadline:
+        routed(stub, "llama3:8b")
+        count += 1
+    return count
+
+
+def percentile(samples: list[float], q: float) -> float:
+    return (
+        statistics.quantiles(samples, n=100, method="inclusive")[q - 1] if q < 100 else max(samples)
+    )
+
+
+def measure(plane: LocalControlPlane) -> dict[str, float]:
+    cluster = Cluster(plane)
+    cluster.kubectl("apply", "-f", str(ROOT / "crds"))
+    cluster.kubectl("wait", "--for=condition=Established", "--timeout=60s", "crd", "--all")
+    objects = populate(cluster, start_standin().url)
+    grpc_port = free_port()
+    started = time.perf_counter()
+    process = launch(plane.kubeconfig, grpc_port)
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{grpc_port}") as channel:
+            wait_serving(channel)
+            startup = time.perf_counter() - started
+            stub = router_pb2_grpc.RouterStub(channel)
+            samples = convergence(objects, stub)
+            time.sleep(SETTLE_SECONDS)
+            before, begin = status_patches(plane), time.monotonic()
+            decisions = load(stub)
+            time.sleep(2.5)  # the flush that follows the load window belongs to it
+            patches = status_patches(plane) - before
+            elapsed = time.monotonic() - begin
+            rss = psutil.Process(process.pid).memory_info().rss / 2**20
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(30)
+    print(f"{decisions} Route calls during the load window", flush=True)
+    return {
+        "convergence_p50_s": round(statistics.median(samples), 4),
+        "convergence_p99_s": round(percentile(samples, 99), 4),
+        "startup_1000_backends_s": round(startup, 3),
+        "rss_1000_backends_mb": round(rss, 1),
+        "status_patches_per_s": round(patches / elapsed, 2),
+    }
+
+
+def main() -> int:
+    with tempfile.TemporaryDirectory(prefix="bench-operator-") as workdir:
+        plane = LocalControlPlane(find_bin_dir(), Path(workdir))
+        plane.start()
+        try:
+            figures = measure(plane)
+        finally:
+            plane.stop()
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps(figures, indent=2) + "\n")
+    for key, value in figures.items():
+        print(f"{key}: {value}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
