@@ -13,9 +13,18 @@ from collections.abc import Sequence
 
 # subcommand -> (module, one-line help). Each module defines add_arguments(parser) and main(args) -> int.
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
-    "run": ("nexus_operator.cli.cmd_run", "Run the operator against a cluster (kopf + gRPC + metrics)."),
-    "serve": ("nexus_operator.cli.cmd_serve", "Serve gRPC decisions from YAML files, no cluster needed."),
-    "crds": ("nexus_operator.cli.cmd_crds", "Print or write the CRDs generated from the API models."),
+    "run": (
+        "nexus_operator.cli.cmd_run",
+        "Run the operator against a cluster (kopf + gRPC + metrics).",
+    ),
+    "serve": (
+        "nexus_operator.cli.cmd_serve",
+        "Serve gRPC decisions from YAML files, no cluster needed.",
+    ),
+    "crds": (
+        "nexus_operator.cli.cmd_crds",
+        "Print or write the CRDs generated from the API models.",
+    ),
 }
 
 
