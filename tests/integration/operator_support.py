@@ -22,7 +22,6 @@ from kubernetes import client
 from nexus_operator.api import GROUP, VERSION
 from nexus_operator.controller.handlers import Hooks, build_registry
 from nexus_operator.controller.lifecycle import Controller, ControllerConfig
-from nexus_operator.localcluster.standins import InferenceStandIn
 from nexus_operator.routing import Decision, RequestRequirements
 
 T = TypeVar("T")
@@ -170,30 +169,6 @@ def backend_spec(url: str, model: str = "llama3:8b", **extra: Any) -> dict[str, 
     }
     spec.update(extra)
     return spec
-
-
-class StandIns:
-    """Inference stand-ins served from a background loop, so sync tests can block freely."""
-
-    def __init__(self) -> None:
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
-        self._thread.start()
-        self._servers: list[InferenceStandIn] = []
-
-    def start(
-        self, flavour: str = "ollama", models: tuple[str, ...] = ("llama3:8b",)
-    ) -> InferenceStandIn:
-        server = InferenceStandIn(flavour, list(models))
-        asyncio.run_coroutine_threadsafe(server.start(), self._loop).result(10)
-        self._servers.append(server)
-        return server
-
-    def close(self) -> None:
-        for server in self._servers:
-            asyncio.run_coroutine_threadsafe(server.stop(), self._loop).result(10)
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(10)
 
 
 def route(operator: OperatorThread, namespace: str, model: str = "llama3:8b") -> Decision:

@@ -13,7 +13,7 @@ import yaml
 from kubernetes import client
 from pydantic import BaseModel
 
-from nexus_crds import GROUP, PLURALS, VERSION, install_crds
+from nexus_crds import GROUP, PLURALS, VERSION
 from nexus_operator.api import (
     BackendSpec,
     BackendStatus,
@@ -22,7 +22,7 @@ from nexus_operator.api import (
 )
 from nexus_operator.localcluster import Cluster
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("nexus_crds")]
 
 EXAMPLES_DIR = Path(__file__).resolve().parents[2] / "examples"
 SPEC_MODELS: dict[str, type[BaseModel]] = {
@@ -93,11 +93,6 @@ FULL_POLICY_STATUS: dict[str, Any] = {
         "lastRejected": {"time": TIME, "model": "gpt-5", "reasons": ["model_not_found"]},
     },
 }
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _crds(cluster: Cluster) -> None:
-    install_crds(cluster)
 
 
 @pytest.fixture(scope="module")

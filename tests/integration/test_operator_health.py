@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 from kubernetes import client
 from operator_support import (
     Objects,
-    StandIns,
     backend_spec,
     condition,
     explain,
@@ -18,23 +15,11 @@ from operator_support import (
     wait_for,
 )
 
-from nexus_crds import install_crds
 from nexus_operator.localcluster import Cluster
+from nexus_operator.localcluster.standins import StandIns
 from nexus_operator.routing import Outcome
 
-pytestmark = pytest.mark.integration
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _crds(cluster: Cluster) -> None:
-    install_crds(cluster)
-
-
-@pytest.fixture
-def standins() -> Iterator[StandIns]:
-    servers = StandIns()
-    yield servers
-    servers.close()
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("nexus_crds")]
 
 
 def _event_reasons(api: client.ApiClient, namespace: str) -> set[str]:

@@ -14,16 +14,10 @@ from operator_support import (
     wait_for,
 )
 
-from nexus_crds import install_crds
 from nexus_operator.localcluster import Cluster
 from nexus_operator.routing import Outcome, UsageReport
 
-pytestmark = pytest.mark.integration
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _crds(cluster: Cluster) -> None:
-    install_crds(cluster)
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("nexus_crds")]
 
 
 def test_decisions_survive_an_api_outage_and_pending_status_is_written_after(

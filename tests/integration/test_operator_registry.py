@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 import yaml
 from operator_support import (
     Objects,
-    StandIns,
     backend_spec,
     condition,
     explain,
@@ -19,23 +16,11 @@ from operator_support import (
     wait_for,
 )
 
-from nexus_crds import install_crds
 from nexus_operator.localcluster import Cluster
+from nexus_operator.localcluster.standins import StandIns
 from nexus_operator.routing import Outcome
 
-pytestmark = pytest.mark.integration
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _crds(cluster: Cluster) -> None:
-    install_crds(cluster)
-
-
-@pytest.fixture
-def standins() -> Iterator[StandIns]:
-    servers = StandIns()
-    yield servers
-    servers.close()
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("nexus_crds")]
 
 
 def test_backend_apply_modify_delete_converge_into_decisions_and_status(

@@ -16,22 +16,16 @@ from operator_support import (
     wait_for,
 )
 
-from nexus_crds import install_crds
 from nexus_operator.controller.lifecycle import ControllerConfig
 from nexus_operator.localcluster import Cluster
 from nexus_operator.routing import UsageReport
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("nexus_crds")]
 
 POLICY = {"modelPatterns": ["*"], "budget": {"monthlyLimitUsd": 1000}}
 # Binary fractions: the exact sum is representable, so "adds up exactly" means ==.
 COSTS = {"a": 0.125, "b": 0.25}
 REPORTS_PER_REPLICA = 40
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _crds(cluster: Cluster) -> None:
-    install_crds(cluster)
 
 
 def _report(operator: OperatorThread, namespace: str, cost: float) -> None:

@@ -5,21 +5,15 @@ from __future__ import annotations
 import pytest
 from operator_support import Objects, backend_spec, operator_config, running_operator, wait_for
 
-from nexus_crds import install_crds
 from nexus_operator.controller.lifecycle import Controller
 from nexus_operator.localcluster import Cluster
 from nexus_operator.routing import Outcome, RequestRequirements
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("nexus_crds")]
 
 BACKENDS = 5
 DECISIONS = 10_000
 CHUNK = 500
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _crds(cluster: Cluster) -> None:
-    install_crds(cluster)
 
 
 def _writes(controller: Controller) -> tuple[int, int]:

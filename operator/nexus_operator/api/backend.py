@@ -291,10 +291,9 @@ class RoutingCounters(StatusModel):
     in_flight: int = Field(0, ge=0, description="Routed requests whose usage is not reported yet.")
 
 
-class BackendExclusion(StatusModel):
-    """A RoutingPolicy that excludes this backend whatever the request."""
+class ExclusionReason(StatusModel):
+    """Why a backend is excluded whatever the request: the shared part of both exclusion lists."""
 
-    policy: str = Field(max_length=NAME_MAX, description="Name of the RoutingPolicy.")
     reconciler: str = Field(max_length=128, description="Reconciler that excludes the backend.")
     reason_code: str = Field(
         max_length=64, description="Machine-readable reason, e.g. 'privacy_zone'."
@@ -303,6 +302,12 @@ class BackendExclusion(StatusModel):
     suggested_action: str = Field(
         "", max_length=MESSAGE_MAX, description="What would make the backend eligible."
     )
+
+
+class BackendExclusion(ExclusionReason):
+    """A RoutingPolicy that excludes this backend whatever the request."""
+
+    policy: str = Field(max_length=NAME_MAX, description="Name of the RoutingPolicy.")
 
 
 class BackendStatus(StatusModel):

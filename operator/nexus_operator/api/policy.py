@@ -9,6 +9,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, Field, field_validator, model_validator
 
+from .backend import ExclusionReason
 from .base import (
     LABEL_KEY_MAX,
     LABEL_VALUE_MAX,
@@ -341,18 +342,10 @@ class BudgetStatus(StatusModel):
     )
 
 
-class PolicyExclusion(StatusModel):
+class PolicyExclusion(ExclusionReason):
     """Why a backend in scope is excluded by this policy whatever the request."""
 
     backend: str = Field(max_length=NAME_MAX, description="Name of the Backend.")
-    reconciler: str = Field(max_length=128, description="Reconciler that excludes it.")
-    reason_code: str = Field(
-        max_length=64, description="Machine-readable reason, e.g. 'privacy_zone'."
-    )
-    reason: str = Field(max_length=MESSAGE_MAX, description="Human-readable reason.")
-    suggested_action: str = Field(
-        "", max_length=MESSAGE_MAX, description="What would make it eligible."
-    )
 
 
 class LastRouted(StatusModel):

@@ -14,7 +14,6 @@ README's commands work as printed.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import os
 import shutil
@@ -40,7 +39,7 @@ from nexus_operator.localcluster import (
     kubectl_path,
     repo_root,
 )
-from nexus_operator.localcluster.standins import InferenceStandIn
+from nexus_operator.localcluster.standins import StandIns
 
 DEMO_DIR = Path(
     os.environ.get("NEXUS_DEMO_DIR", Path.home() / ".cache" / "nexus-operator" / "demo")
@@ -147,28 +146,16 @@ def _install_crds(env: dict[str, str]) -> None:
 
 
 def _start_stand_ins(stack: ExitStack) -> list[str]:
-    loop = asyncio.new_event_loop()
-    thread = threading.Thread(target=loop.run_forever, name="stand-ins", daemon=True)
-    thread.start()
-    stand_ins = [
-        InferenceStandIn(flavour, models, port=port) for flavour, port, models in STAND_INS
-    ]
+    stand_ins = StandIns()
+    stack.callback(stand_ins.close)
     try:
-        urls = [asyncio.run_coroutine_threadsafe(s.start(), loop).result(10) for s in stand_ins]
+        started = [stand_ins.start(f, tuple(models), port=port) for f, port, models in STAND_INS]
     except OSError as exc:
         raise DemoError(
             f"could not listen on 127.0.0.1:{STAND_INS[0][1]} / :{STAND_INS[1][1]} "
             f"(the ports examples/ point at): {exc}; stop whatever holds them"
         ) from exc
-
-    def stop() -> None:
-        for s in stand_ins:
-            asyncio.run_coroutine_threadsafe(s.stop(), loop).result(10)
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(5)
-
-    stack.callback(stop)
-    return [f"{flavour} {url}" for (flavour, _, _), url in zip(STAND_INS, urls, strict=True)]
+    return [f"{server.flavour} {server.url}" for server in started]
 
 
 def _start_operator(stack: ExitStack, env: dict[str, str]) -> Path:

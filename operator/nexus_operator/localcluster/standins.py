@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
 from dataclasses import dataclass, field
 
 from aiohttp import web
 
-__all__ = ["InferenceStandIn", "StandInBehaviour"]
+__all__ = ["InferenceStandIn", "StandInBehaviour", "StandIns"]
 
 
 @dataclass
@@ -88,3 +89,28 @@ class InferenceStandIn:
         if (refused := await self._gate()) is not None:
             return refused
         return web.json_response({"status": "ok"})
+
+
+class StandIns:
+    """Stand-ins served from their own background loop, so blocking callers (sync tests, the
+    demo's main thread) can start, stop and steer them freely."""
+
+    def __init__(self) -> None:
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
+        self._thread.start()
+        self._servers: list[InferenceStandIn] = []
+
+    def start(
+        self, flavour: str = "ollama", models: tuple[str, ...] = ("llama3:8b",), *, port: int = 0
+    ) -> InferenceStandIn:
+        server = InferenceStandIn(flavour, list(models), port=port)
+        asyncio.run_coroutine_threadsafe(server.start(), self._loop).result(10)
+        self._servers.append(server)
+        return server
+
+    def close(self) -> None:
+        for server in self._servers:
+            asyncio.run_coroutine_threadsafe(server.stop(), self._loop).result(10)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(10)
