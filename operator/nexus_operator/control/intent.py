@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from collections.abc import Set as AbstractSet
 from datetime import UTC, datetime
 from typing import Any
 
@@ -124,6 +125,11 @@ class RoutingIntent:
 
     def is_excluded(self, name: str) -> bool:
         return name in self._excluded
+
+    @property
+    def excluded_names(self) -> AbstractSet[str]:
+        """Names excluded so far (read-only view; hot loops test membership without a call)."""
+        return self._excluded
 
     def exclude(
         self,

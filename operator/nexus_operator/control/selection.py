@@ -7,7 +7,8 @@ without measurements still gets traffic, and thereby measurements.
 from __future__ import annotations
 
 import random
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -28,60 +29,60 @@ class Pick(NamedTuple):
     reason: str
 
 
-def smart_score(
-    candidate: Candidate, weights: SmartWeights, *, penalize_open: bool, ttft_threshold_ms: int
-) -> float:
-    """score = (pPrio·wP + pLoad·wL + pLat·wLat)/100, halved for Open zones under budget
-    pressure, scaled down by the TTFT penalty."""
-    backend, runtime = candidate.backend, candidate.runtime
-    p_prio = 100 - min(backend.priority, 100)
-    p_load = 100 - min(runtime.in_flight, 100)
-    latency = runtime.latency_ms
-    p_lat = 100.0 if latency is None else 100 - min(latency / 10, 100.0)
-    score = (p_prio * weights.priority + p_load * weights.load + p_lat * weights.latency) / 100
-    if penalize_open and backend.zone is Zone.OPEN:
-        score /= 2
-    ttft = runtime.ttft_ms
-    t = ttft_threshold_ms
-    if ttft is not None and 0 < t < ttft:
-        score *= 1 - min((ttft - t) / t, 1.0)
-    return score
-
-
 def pick_smart(
     by_priority: Sequence[Candidate],
-    is_excluded: Callable[[str], bool],
+    excluded: AbstractSet[str],
     weights: SmartWeights,
     *,
     penalize_open: bool,
     ttft_threshold_ms: int,
 ) -> Pick:
-    """Highest score, ties by name ascending.
+    """Highest score, ties by name ascending, where
+
+        score = (pPrio·wP + pLoad·wL + pLat·wLat) / 100
+        pPrio = 100 − min(priority, 100), pLoad = 100 − min(inFlight, 100),
+        pLat = 100 − min(latencyMs / 10, 100)   (unknown latency: pLat = 100)
+
+    halved for Open zones under budget pressure (`penalize_open`), and multiplied by
+    1 − min((ttft − t) / t, 1) when 0 < t < ttft (t: `ttft_threshold_ms`).
 
     `by_priority` is sorted by (priority, name). Load, latency and the penalties can only lower
     a score below its priority part plus the full load and latency weights, so once that bound
-    falls below the best score found no later candidate can win and the scan stops.
+    falls below the best score found no later candidate can win and the scan stops. This is the
+    hottest loop of a decision: the formula is inlined, with no call per candidate.
     """
-    dynamic_max = 100 * weights.load + 100 * weights.latency
+    w_prio, w_load, w_lat = weights.priority, weights.load, weights.latency
+    dynamic_max = 100 * w_load + 100 * w_lat
+    t = ttft_threshold_ms
+    open_zone = Zone.OPEN
     best: Candidate | None = None
+    best_name = ""
     best_score = -1.0
     for candidate in by_priority:
-        name = candidate.backend.name
-        if is_excluded(name):
+        backend = candidate.backend
+        name = backend.name
+        if name in excluded:
             continue
-        static = (100 - min(candidate.backend.priority, 100)) * weights.priority
+        priority = backend.priority
+        static = (100 - (priority if priority < 100 else 100)) * w_prio
         if best is not None and (static + dynamic_max) / 100 < best_score:
             break
-        score = smart_score(
-            candidate, weights, penalize_open=penalize_open, ttft_threshold_ms=ttft_threshold_ms
-        )
-        if score > best_score or (
-            score == best_score and best is not None and name < best.backend.name
-        ):
-            best, best_score = candidate, score
+        runtime = candidate.runtime
+        in_flight = runtime.in_flight
+        latency = runtime.latency_ms
+        p_lat = 100.0 if latency is None else (0.0 if latency >= 1000 else 100 - latency / 10)
+        p_load = 100 - (in_flight if in_flight < 100 else 100)
+        score = (static + p_load * w_load + p_lat * w_lat) / 100
+        if penalize_open and backend.zone is open_zone:
+            score /= 2
+        ttft = runtime.ttft_ms
+        if ttft is not None and 0 < t < ttft:
+            score *= 1 - min((ttft - t) / t, 1.0)
+        if score > best_score or (score == best_score and name < best_name):
+            best, best_name, best_score = candidate, name, score
     if best is None:
         raise ValueError("pick_smart needs at least one candidate")
-    return Pick(best, f"highest_score:{best.backend.name}:{best_score:.1f}")
+    return Pick(best, f"highest_score:{best_name}:{best_score:.1f}")
 
 
 def pick_round_robin(candidates: Sequence[Candidate], counter: int) -> Pick:
@@ -89,9 +90,9 @@ def pick_round_robin(candidates: Sequence[Candidate], counter: int) -> Pick:
     return Pick(chosen, f"round_robin:{chosen.backend.name}")
 
 
-def pick_priority(by_priority: Sequence[Candidate], is_excluded: Callable[[str], bool]) -> Pick:
+def pick_priority(by_priority: Sequence[Candidate], excluded: AbstractSet[str]) -> Pick:
     for candidate in by_priority:
-        if not is_excluded(candidate.backend.name):
+        if candidate.backend.name not in excluded:
             return Pick(
                 candidate, f"priority:{candidate.backend.name}:{candidate.backend.priority}"
             )

@@ -73,13 +73,13 @@ class SelectionReconciler:
         if strategy is Strategy.SMART:
             return pick_smart(
                 self._by_priority(intent, candidates),
-                intent.is_excluded,
+                intent.excluded_names,
                 self.weights,
                 penalize_open=intent.annotations.penalize_open,
                 ttft_threshold_ms=self.ttft_penalty_threshold_ms,
             )
         if strategy is Strategy.PRIORITY_ONLY:
-            return pick_priority(self._by_priority(intent, candidates), intent.is_excluded)
+            return pick_priority(self._by_priority(intent, candidates), intent.excluded_names)
         if strategy is Strategy.ROUND_ROBIN:
             return self._round_robin(intent, candidates)
         if strategy is Strategy.RANDOM:
