@@ -8,7 +8,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: help venv tools test test-unit test-integration test-e2e lint manifests proto run bench kind clean
+.PHONY: help venv tools test test-unit test-integration test-e2e lint manifests manifests-install proto run bench kind clean
 
 help: ## Show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -29,6 +29,12 @@ test: venv tools ## Run every test (unit, integration and e2e against a real kub
 
 test-unit: venv ## Run the unit tests only (no control plane)
 	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
+
+test-integration: venv tools ## Run the integration tests (real kube-apiserver + etcd)
+	NEXUS_BIN_DIR="$$(tools/build.sh 2>/dev/null | tail -1)" $(PY) -m pytest tests/integration $(PYTEST_ARGS)
+
+test-e2e: venv tools ## Run the end-to-end tests (helm chart, gRPC endpoint, the README quickstart)
+	NEXUS_BIN_DIR="$$(tools/build.sh 2>/dev/null | tail -1)" $(PY) -m pytest tests/e2e tests/endpoint $(PYTEST_ARGS)
 
 lint: venv ## ruff, ruff format --check, mypy --strict and the import-layer contracts
 	$(VENV)/bin/ruff check operator tests benchmarks
@@ -55,7 +61,6 @@ bench: venv tools ## Run every benchmark, write benchmarks/results/*.json and BE
 	$(PY) benchmarks/report.py >/dev/null
 	@echo "wrote BENCHMARKS.md"
 
-.PHONY: manifests-install
 manifests-install: manifests tools ## Regenerate crds/, copy them into the chart and render manifests/install.yaml
 	NEXUS_BIN_DIR="$$(tools/build.sh 2>/dev/null | tail -1)" tools/render-manifests.sh
 
