@@ -22,6 +22,7 @@ from nexus_operator import api
 from nexus_operator.api import BudgetState
 from nexus_operator.control.runtime import RejectedRecord, RoutedRecord, period_of
 
+from .bounds import clip
 from .kube import ConflictError, Kind, KubeApi, KubeError, NotFoundError
 from .observed import ObservedStatuses
 from .status_assembly import rfc3339
@@ -123,14 +124,14 @@ def _routed(record: RoutedRecord | None) -> JsonObject | None:
         "time": rfc3339(record.time),
         "model": record.model,
         "backend": record.backend,
-        "reason": record.reason[:1024],
+        "reason": clip(record.reason),
     }
 
 
 def _rejected(record: RejectedRecord | None) -> JsonObject | None:
     if record is None:
         return None
-    reasons = [r[:1024] for r in record.reasons[:16]]
+    reasons = [clip(r) for r in record.reasons[:16]]
     return {"time": rfc3339(record.time), "model": record.model, "reasons": reasons}
 
 

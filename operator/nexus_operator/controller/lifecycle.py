@@ -9,7 +9,6 @@ Lease and posts no Events: it only adds its own usage deltas.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import secrets
@@ -115,14 +114,17 @@ class Controller:
         self._spawn(self._expiry_loop(), "slot-expiry")
 
     async def stop(self) -> None:
+        """Every step runs even if one fails: the final flush and the Lease release matter most."""
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            await _reap(task)
         self._tasks.clear()
         await self.prober.stop()
-        await self.writer.flush()
+        try:
+            await self.writer.flush()
+        except Exception:
+            logger.exception("Final status flush failed")
         if self.recorder is not None:
             await self.recorder.drain()
         if self.leader is not None:
@@ -191,3 +193,10 @@ class Controller:
                 reason=events.BACKEND_RECOVERED,
                 message="Backend is Healthy.",
             )
+
+
+async def _reap(task: asyncio.Task[None]) -> None:
+    """Await a cancelled loop; one that had died is logged, not re-raised into shutdown."""
+    await asyncio.wait([task])
+    if not task.cancelled() and task.exception() is not None:
+        logger.error("Task %s had failed", task.get_name(), exc_info=task.exception())

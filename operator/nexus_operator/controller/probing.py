@@ -25,6 +25,8 @@ import aiohttp
 
 from nexus_operator import api
 
+from .bounds import clip
+
 if TYPE_CHECKING:
     from nexus_operator.routing import Registry, RegistrySnapshot
 
@@ -35,7 +37,6 @@ Clock = Callable[[], datetime]
 TransitionHook = Callable[[BackendKey, api.HealthState, api.HealthState, str | None], None]
 
 _AUTH_REFUSALS = frozenset({401, 403})
-_ERROR_MAX = 1024
 # Cap on the random delay before a new task's first probe: enough to spread a thousand
 # backends found at startup, small enough that a new Backend is probed within a second.
 _FIRST_PROBE_JITTER_S = 1.0
@@ -113,10 +114,6 @@ class HealthProber:
             await self._session.close()
             self._session = None
 
-    @property
-    def probed(self) -> frozenset[BackendKey]:
-        return frozenset(self._tasks)
-
     def reconcile(self, snapshot: RegistrySnapshot) -> None:
         """Start, restart or stop tasks so they match the snapshot's Backends."""
         if self._session is None:
@@ -139,6 +136,7 @@ class HealthProber:
             self._registry.runtime.backend(*key).set_assumed_healthy()
             return
         task = asyncio.create_task(self._run(key, target), name=f"probe:{key[0]}/{key[1]}")
+        task.add_done_callback(_log_death)
         self._tasks[key] = (target, task)
 
     async def _run(self, key: BackendKey, target: ProbeTarget) -> None:
@@ -165,6 +163,7 @@ class HealthProber:
         return bool(changed)
 
     async def _probe(self, target: ProbeTarget) -> ProbeResult:
+        """Any exception is a failed probe: a URL aiohttp cannot even encode must not end the task."""
         assert self._session is not None
         started = time.perf_counter()
         try:
@@ -172,17 +171,23 @@ class HealthProber:
             async with self._session.get(target.url, timeout=timeout) as response:
                 await response.read()
                 status = response.status
-        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
-            return ProbeResult(ok=False, latency_ms=None, error=_describe(exc, target))
+        except Exception as exc:
+            return ProbeResult(ok=False, latency_ms=None, error=clip(_describe(exc, target)))
         latency_ms = (time.perf_counter() - started) * 1000.0
         if 200 <= status < 300 or (target.cloud and status in _AUTH_REFUSALS):
             return ProbeResult(ok=True, latency_ms=latency_ms, error=None)
         return ProbeResult(
-            ok=False, latency_ms=latency_ms, error=f"GET {target.url}: HTTP {status}"
+            ok=False, latency_ms=latency_ms, error=clip(f"GET {target.url}: HTTP {status}")
         )
 
 
-def _describe(exc: BaseException, target: ProbeTarget) -> str:
+def _describe(exc: Exception, target: ProbeTarget) -> str:
     if isinstance(exc, TimeoutError):
         return f"GET {target.url}: no answer within {target.timeout_s:g}s"
-    return f"GET {target.url}: {type(exc).__name__}: {exc}"[:_ERROR_MAX]
+    return f"GET {target.url}: {type(exc).__name__}: {exc}"
+
+
+def _log_death(task: asyncio.Task[None]) -> None:
+    """A probe task ends only by cancellation; anything else would leave its Backend unprobed."""
+    if not task.cancelled() and task.exception() is not None:
+        logger.error("Probe task %s died", task.get_name(), exc_info=task.exception())

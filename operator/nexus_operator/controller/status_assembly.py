@@ -17,6 +17,7 @@ from nexus_operator import api
 from nexus_operator.api import BudgetState, ConditionStatus, HealthState
 from nexus_operator.api import conditions as c
 
+from .bounds import clip
 from .conditions import DesiredCondition, set_status_conditions
 
 JsonObject = dict[str, Any]
@@ -77,7 +78,7 @@ def backend_status(
             "latencyMs": None if facts.latency_ms is None else round(facts.latency_ms, 1),
             "lastProbeTime": rfc3339(facts.last_probe_time),
             "consecutiveFailures": facts.consecutive_failures,
-            "lastError": facts.last_error[:1024] if facts.last_error else None,
+            "lastError": clip(facts.last_error) if facts.last_error else None,
         },
         "routing": {"inFlight": facts.in_flight},
         "exclusions": [_dump(x) for x in exclusions[: EXCLUSIONS_MAX["Backend"]]],

@@ -25,6 +25,7 @@ import pydantic
 from nexus_operator import api
 
 from . import events
+from .bounds import clip
 from .budget_ledger import BudgetLedger, backend_desired, budget_state, policy_desired
 from .diffing import merge_diff
 from .kube import BACKENDS, POLICIES
@@ -77,9 +78,13 @@ class StatusWriter:
         return self._leader is not None and self._leader.is_leader
 
     async def run(self) -> None:
+        """Flush every interval; a round that fails is logged and the next one tries again."""
         while True:
             await asyncio.sleep(self._settings.flush_interval_s)
-            await self.flush()
+            try:
+                await self.flush()
+            except Exception:
+                logger.exception("Status flush round failed; retrying next round")
 
     async def flush(self) -> None:
         """One coalesced round: at most one patch per object, additive deltas and (if leading) the rest."""
@@ -96,16 +101,20 @@ class StatusWriter:
         namespace, name = policy.metadata.namespace, policy.metadata.name
         key = (POLICIES.plural, namespace, name)
         delta = self._ledger.take_policy(namespace, name)
-        facts = self._policy_facts(policy, now) if self.leading else None
+        try:
+            facts = self._policy_facts(policy, now) if self.leading else None
 
-        def build(status: Mapping[str, Any]) -> JsonObject:
-            desired = policy_desired(status, delta, budget=policy.spec.budget, now=now)
-            if facts is not None:
-                existing = _conditions(status)
-                desired |= policy_status(policy, facts, existing=existing, now=now)
-            return self._coalesced(key, merge_diff(status, desired))
+            def build(status: Mapping[str, Any]) -> JsonObject:
+                desired = policy_desired(status, delta, budget=policy.spec.budget, now=now)
+                if facts is not None:
+                    existing = _conditions(status)
+                    desired |= policy_status(policy, facts, existing=existing, now=now)
+                return self._coalesced(key, merge_diff(status, desired))
 
-        written = await self._ledger.write(POLICIES, namespace, name, build)
+            written = await self._ledger.write(POLICIES, namespace, name, build)
+        except Exception:
+            self._ledger.give_back(namespace, name, delta)
+            raise
         if written is None:
             self._ledger.give_back(namespace, name, delta)
             return
@@ -151,8 +160,8 @@ class StatusWriter:
                 policy=x.policy,
                 reconciler=x.reconciler,
                 reason_code=x.reason_code,
-                reason=x.reason,
-                suggested_action=x.suggested_action,
+                reason=clip(x.reason),
+                suggested_action=clip(x.suggested_action),
             )
             for x in self._engine.backend_exclusions(namespace, name)
         ]
@@ -170,8 +179,8 @@ class StatusWriter:
                     backend=x.backend,
                     reconciler=x.reconciler,
                     reason_code=x.reason_code,
-                    reason=x.reason,
-                    suggested_action=x.suggested_action,
+                    reason=clip(x.reason),
+                    suggested_action=clip(x.suggested_action),
                 )
                 for x in report.exclusions
             ],

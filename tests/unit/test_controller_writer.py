@@ -1,0 +1,216 @@
+"""The status writer, the prober and the controller's shutdown against an in-memory Kubernetes stub.
+
+The stub stands in for the thin JSON client (controller.kube.KubeApi), not for an API server:
+it stores objects by path, applies status merge patches and can be told to fail.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+from collections.abc import AsyncIterator, Callable
+from typing import Any, cast
+
+import pytest
+from aiohttp import web
+from routing_factories import NOW, backend, policy
+
+from nexus_operator import api
+from nexus_operator.api.base import MESSAGE_MAX
+from nexus_operator.controller.budget_ledger import BudgetLedger
+from nexus_operator.controller.kube import BACKENDS, POLICIES, KubeApi, NotFoundError
+from nexus_operator.controller.leader import LeaderElector
+from nexus_operator.controller.lifecycle import Controller, ControllerConfig
+from nexus_operator.controller.observed import ObservedStatuses
+from nexus_operator.controller.probing import HealthProber, ProbeTarget
+from nexus_operator.controller.status_writer import StatusWriter, WriterSettings
+from nexus_operator.routing import Registry, RoutingEngine
+
+JsonObject = dict[str, Any]
+
+
+class StubKube:
+    """Objects by path; status patches merge into them; `failure` makes every patch raise."""
+
+    def __init__(self) -> None:
+        self.objects: dict[str, JsonObject] = {}
+        self.patches: list[tuple[str, JsonObject]] = []
+        self.failure: Exception | None = None
+        self.reachable = True
+        self._version = 1
+
+    def add(self, path: str, obj: api.Backend | api.RoutingPolicy) -> None:
+        body = {"metadata": obj.metadata.model_dump(mode="json", exclude_none=True), "status": {}}
+        body["metadata"]["resourceVersion"] = str(self._next_version())
+        self.objects[path] = body
+
+    async def get(self, path: str) -> JsonObject:
+        if path not in self.objects:
+            raise NotFoundError(404, f"{path} not found")
+        return copy.deepcopy(self.objects[path])
+
+    async def request(self, method: str, path: str, *, body: JsonObject, **_: Any) -> JsonObject:
+        assert method == "POST"
+        self.objects[f"{path}/{body['metadata']['name']}"] = copy.deepcopy(body)
+        return body
+
+    async def merge_patch(self, path: str, body: JsonObject) -> JsonObject:
+        if self.failure is not None:
+            raise self.failure
+        self.patches.append((path, body))
+        target = self.objects[path.removesuffix("/status")]
+        target.setdefault("status", {}).update(body.get("status") or {})
+        target.setdefault("spec", {}).update(body.get("spec") or {})
+        target["metadata"]["resourceVersion"] = str(self._next_version())
+        return copy.deepcopy(target)
+
+    def close(self) -> None:
+        """Nothing to release."""
+
+    def _next_version(self) -> int:
+        self._version += 1
+        return self._version
+
+
+class Leading:
+    is_leader = True
+
+
+def _writer(
+    registry: Registry, kube: StubKube, *, leading: bool = True, interval: float = 2.0
+) -> StatusWriter:
+    ledger = BudgetLedger(cast(KubeApi, kube), registry, ObservedStatuses())
+    return StatusWriter(
+        registry,
+        RoutingEngine(registry),
+        ledger=ledger,
+        leader=cast(LeaderElector, Leading()) if leading else None,
+        recorder=None,
+        clock=lambda: NOW,
+        settings=WriterSettings(flush_interval_s=interval),
+    )
+
+
+def _cluster(*, unhealthy_error: str | None = None) -> tuple[Registry, StubKube]:
+    registry = Registry()
+    local, rp = backend("local"), policy("rp")
+    registry.replace_all([local], [rp])
+    cell = registry.runtime.backend("default", "local")
+    if unhealthy_error is None:
+        cell.set_assumed_healthy()
+    else:
+        cell.record_probe(
+            False, None, unhealthy_error, failure_threshold=1, recovery_threshold=1, now=NOW
+        )
+    kube = StubKube()
+    kube.add(BACKENDS.path("default", "local"), local)
+    kube.add(POLICIES.path("default", "rp"), rp)
+    return registry, kube
+
+
+async def _wait_for(predicate: Callable[[], bool]) -> None:
+    for _ in range(2000):
+        if predicate():
+            return
+        await asyncio.sleep(0.005)
+    raise AssertionError("condition never held")
+
+
+async def test_unhealthy_backend_with_a_probe_error_at_the_bound_still_gets_policy_status() -> None:
+    registry, kube = _cluster(unhealthy_error="x" * MESSAGE_MAX)
+    await _writer(registry, kube).flush()
+    policy_status = kube.objects[POLICIES.path("default", "rp")]["status"]
+    [exclusion] = policy_status["exclusions"]
+    assert exclusion["reasonCode"] == "unhealthy"
+    assert len(exclusion["reason"]) == MESSAGE_MAX
+
+
+async def test_failed_flush_gives_the_spend_back_for_the_next_round() -> None:
+    registry, kube = _cluster()
+    registry.runtime.policy("default", "rp").add_spend(0.75, NOW)
+    kube.failure = RuntimeError("connection pool is closed")
+    with pytest.raises(RuntimeError):
+        await _writer(registry, kube).flush()
+    assert registry.runtime.policy("default", "rp").unflushed_usd == 0.75
+
+
+async def test_writer_keeps_running_after_a_round_that_raises() -> None:
+    registry, kube = _cluster()
+    kube.failure = RuntimeError("boom")
+    writer = _writer(registry, kube, interval=0.001)
+    task = asyncio.create_task(writer.run())
+    await _wait_for(lambda: writer.rounds >= 3 or task.done())
+    kube.failure = None
+    await _wait_for(lambda: bool(kube.patches) or task.done())
+    assert not task.done()
+    task.cancel()
+    await asyncio.wait([task])
+
+
+async def test_stop_flushes_and_releases_the_lease_even_when_a_loop_had_died() -> None:
+    kube = StubKube()
+    controller = Controller(ControllerConfig(identity="me"), cast(KubeApi, kube))
+    assert controller.leader is not None
+    assert await controller.leader.try_acquire_or_renew()
+
+    async def dies() -> None:
+        raise RuntimeError("loop bug")
+
+    controller._spawn(dies(), "doomed")
+    await asyncio.sleep(0)
+    await controller.stop()
+    lease = kube.objects[controller.leader._path]
+    assert lease["spec"]["holderIdentity"] is None
+
+
+@pytest.fixture
+async def failing_server() -> AsyncIterator[str]:
+    async def unavailable(_: web.Request) -> web.Response:
+        return web.Response(status=503)
+
+    app = web.Application()
+    app.router.add_get("/{tail:.*}", unavailable)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    yield f"http://127.0.0.1:{port}"
+    await runner.cleanup()
+
+
+def _target(url: str) -> ProbeTarget:
+    return ProbeTarget(
+        url=url,
+        interval_s=10.0,
+        timeout_s=2.0,
+        failure_threshold=1,
+        recovery_threshold=1,
+        cloud=False,
+    )
+
+
+async def _probe(url: str) -> tuple[bool, str | None]:
+    registry = Registry()
+    prober = HealthProber(registry, clock=lambda: NOW)
+    await prober.start()
+    try:
+        await prober.probe_once(("default", "b"), _target(url))
+    finally:
+        await prober.stop()
+    cell = registry.runtime.backend("default", "b")
+    return cell.health_state is api.HealthState.UNHEALTHY, cell.last_error
+
+
+async def test_http_error_of_a_long_url_is_cut_to_the_status_bound(failing_server: str) -> None:
+    unhealthy, error = await _probe(failing_server + "/" + "p" * 1900)
+    assert unhealthy
+    assert error is not None
+    assert len(error) == MESSAGE_MAX
+
+
+async def test_url_aiohttp_cannot_encode_is_a_failed_probe_with_its_error() -> None:
+    unhealthy, error = await _probe(f"http://{'a' * 64}.com/api/tags")
+    assert unhealthy
+    assert error is not None
+    assert "label" in error
