@@ -92,13 +92,39 @@ def start_server(directory: Path, *, profile: bool) -> tuple[subprocess.Popen[st
         if profile
         else []
     )
-    process = subprocess.Popen(
-        [sys.executable, *profiler, *serve], stdout=subprocess.PIPE, text=True
-    )
+    return _spawn([*profiler, *serve])
+
+
+def start_noop_server() -> tuple[subprocess.Popen[str], str]:
+    return _spawn([str(Path(__file__).with_name("noop_grpc_server.py"))])
+
+
+def _spawn(args: list[str]) -> tuple[subprocess.Popen[str], str]:
+    """Start a server that prints 'port N' on its first line; return it and its address."""
+    process = subprocess.Popen([sys.executable, *args], stdout=subprocess.PIPE, text=True)
     assert process.stdout is not None
     line = process.stdout.readline()
     port = line.split("port ")[1].split(",")[0]
     return process, f"127.0.0.1:{port}"
+
+
+def measure(ghz_bin: Path, process: subprocess.Popen[str], address: str) -> dict[str, float]:
+    """The two ghz runs: unthrottled throughput, then latency at a steady 1,000 Route/s."""
+    try:
+        ghz(ghz_bin, address, rps=500, concurrency=8)  # warm-up
+        # Throughput as a data plane drives it: several gateway connections, not one.
+        unthrottled = ghz(
+            ghz_bin, address, rps=0, concurrency=MAX_CONCURRENCY, connections=CONNECTIONS
+        )
+        steady = ghz(ghz_bin, address, rps=1000, concurrency=16)
+    finally:
+        process.terminate()
+        process.wait(timeout=60)
+    return {
+        "max_rps": round(unthrottled["rps"], 1),
+        "p50_ms_at_1000rps": round(percentile_ms(steady, 50), 3),
+        "p99_ms_at_1000rps": round(percentile_ms(steady, 99), 3),
+    }
 
 
 def ghz(
@@ -155,24 +181,16 @@ def main() -> int:
         directory = Path(scratch)
         (directory / "fleet.yaml").write_text(yaml.safe_dump_all(fleet(BACKENDS)))
         process, address = start_server(directory, profile=profile)
-        try:
-            ghz(ghz_bin, address, rps=500, concurrency=8)  # warm-up
-            # Throughput as a data plane drives it: several gateway connections, not one.
-            unthrottled = ghz(
-                ghz_bin, address, rps=0, concurrency=MAX_CONCURRENCY, connections=CONNECTIONS
-            )
-            steady = ghz(ghz_bin, address, rps=1000, concurrency=16)
-        finally:
-            process.terminate()
-            process.wait(timeout=60)
+        routed = measure(ghz_bin, process, address)
         if profile:
             print((directory / "profile.txt").read_text())
             return 0  # profiled figures are slowed down by the sampler: not recorded
     figures = {
         "backends": BACKENDS,
-        "max_rps": round(unthrottled["rps"], 1),
-        "p50_ms_at_1000rps": round(percentile_ms(steady, 50), 3),
-        "p99_ms_at_1000rps": round(percentile_ms(steady, 99), 3),
+        **routed,
+        "noop_server": measure(ghz_bin, *start_noop_server()),
+        "load_generator": f"ghz --cpus 1, {CONNECTIONS} connections x {MAX_CONCURRENCY} "
+        "concurrent calls unthrottled; 1 connection x 16 at 1,000/s",
     }
     print(json.dumps(figures, indent=2))
     RESULTS.parent.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,33 @@
+"""A Router server that decides nothing: the floor that grpc.aio and ghz set on this machine.
+
+`bench_grpc.py` measures it with exactly the same ghz runs as the real server, so the
+difference between the two rows is what routing costs; run alone it prints its port.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import grpc
+
+from nexus_operator.server.proto import router_pb2, router_pb2_grpc
+
+
+class NoopRouter(router_pb2_grpc.RouterServicer):
+    async def Route(
+        self, request: router_pb2.RouteRequest, context: grpc.aio.ServicerContext
+    ) -> router_pb2.RouteResponse:
+        return router_pb2.RouteResponse(model=request.model)
+
+
+async def serve() -> None:
+    server = grpc.aio.server()
+    router_pb2_grpc.add_RouterServicer_to_server(NoopRouter(), server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    print(f"serving on port {port}, no-op", flush=True)
+    await server.wait_for_termination()
+
+
+if __name__ == "__main__":
+    asyncio.run(serve())
