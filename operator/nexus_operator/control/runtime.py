@@ -337,6 +337,10 @@ class RuntimeState:
             self._policies[key] = cell
         return cell
 
+    def forget_policy(self, namespace: str, name: str) -> None:
+        """Drop a deleted policy's cell so a re-created one starts with no spend or counters."""
+        self._policies.pop((namespace, name), None)
+
     def forget_backend(self, namespace: str, name: str) -> None:
         """Drop a deleted backend's cell so a re-created one starts fresh."""
         key = (namespace, name)

@@ -20,7 +20,12 @@ from typing import TYPE_CHECKING, Any
 
 from nexus_operator import api
 from nexus_operator.api import BudgetState
-from nexus_operator.control.runtime import RejectedRecord, RoutedRecord, period_of
+from nexus_operator.control.runtime import (
+    BackendRuntime,
+    RejectedRecord,
+    RoutedRecord,
+    period_of,
+)
 
 from .bounds import clip
 from .kube import ConflictError, Kind, KubeApi, KubeError, NotFoundError
@@ -176,7 +181,7 @@ class BudgetLedger:
         self._registry = registry
         self._observed = observed
         self._max_attempts = max_attempts
-        self._flushed_selected: dict[tuple[str, str], int] = {}
+        self._flushed_selected: dict[tuple[str, str], tuple[BackendRuntime, int]] = {}
         self.patches = 0
 
     def take_policy(self, namespace: str, name: str) -> PolicyDelta:
@@ -197,10 +202,16 @@ class BudgetLedger:
 
     def take_selected(self, key: tuple[str, str]) -> tuple[int, datetime | None]:
         cell = self._registry.runtime.backend(*key)
-        return cell.selected_total - self._flushed_selected.get(key, 0), cell.last_selected_time
+        return cell.selected_total - self._flushed(key, cell), cell.last_selected_time
 
     def settle_selected(self, key: tuple[str, str], selected: int) -> None:
-        self._flushed_selected[key] = self._flushed_selected.get(key, 0) + selected
+        cell = self._registry.runtime.backend(*key)
+        self._flushed_selected[key] = (cell, self._flushed(key, cell) + selected)
+
+    def _flushed(self, key: tuple[str, str], cell: BackendRuntime) -> int:
+        """Selections of `cell` already written; a re-created Backend's fresh cell has none."""
+        flushed_cell, count = self._flushed_selected.get(key, (None, 0))
+        return count if flushed_cell is cell else 0
 
     async def write(self, kind: Kind, namespace: str, name: str, build: Build) -> JsonObject | None:
         """Apply the patch build(current status) returns, under a resourceVersion precondition.

@@ -63,10 +63,6 @@ def set_status_conditions(
     return conditions
 
 
-def find_condition(conditions: Sequence[Condition], condition_type: str) -> Condition | None:
-    return next((c for c in conditions if c.type == condition_type), None)
-
-
 def _build(
     desired: DesiredCondition, *, observed_generation: int | None, transition: str
 ) -> Condition:

@@ -51,12 +51,23 @@ def parse_policy(body: Mapping[str, Any]) -> api.RoutingPolicy | None:
 
 
 def _parse(model: type[Model], body: Mapping[str, Any]) -> Model | None:
-    """Spec and metadata only: status is the operator's own output, never an input to routing."""
+    """Spec and metadata only: status is the operator's own output, never an input to routing.
+
+    None for a spec pydantic rejects; callers then keep the last valid spec they had, so a bad
+    edit never removes a working object from routing (the API server's schema lets through
+    what only pydantic checks, such as cross-field rules).
+    """
     try:
         return model.model_validate({"metadata": body["metadata"], "spec": body.get("spec") or {}})
     except (pydantic.ValidationError, KeyError) as exc:
         meta = body.get("metadata") or {}
-        logger.warning("Ignoring invalid %s/%s: %s", meta.get("namespace"), meta.get("name"), exc)
+        logger.warning(
+            "Invalid %s %s/%s, keeping its last valid spec if any: %s",
+            model.__name__,
+            meta.get("namespace"),
+            meta.get("name"),
+            exc,
+        )
         return None
 
 
@@ -83,12 +94,10 @@ class RegistrySync:
         key = key_of(BACKENDS.plural, body)
         namespace, name = key[1], key[2]
         if event_type == DELETED:
-            self._observed.forget(key)
+            self._forget(key)
             self._registry.delete_backend(namespace, name)
-            self._registry.runtime.forget_backend(namespace, name)
             return
-        self._observed.record(BACKENDS.plural, body)
-        backend = parse_backend(body)
+        backend = self._observe_backend(body)
         if backend is not None and not _unchanged(
             self._registry.snapshot.backends.get((namespace, name)), backend
         ):
@@ -98,12 +107,10 @@ class RegistrySync:
         key = key_of(POLICIES.plural, body)
         namespace, name = key[1], key[2]
         if event_type == DELETED:
-            self._observed.forget(key)
+            self._forget(key)
             self._registry.delete_policy(namespace, name)
             return
-        self._observed.record(POLICIES.plural, body)
-        self._adopt_spend(key)
-        policy = parse_policy(body)
+        policy = self._observe_policy(body)
         if policy is not None and not _unchanged(
             self._registry.snapshot.policies.get((namespace, name)), policy
         ):
@@ -112,20 +119,51 @@ class RegistrySync:
     def replace_all(
         self, backends: Iterable[Mapping[str, Any]], policies: Iterable[Mapping[str, Any]]
     ) -> None:
-        """Rebuild from full lists: restart, and the periodic resync after possibly lost events."""
-        parsed_backends = [b for b in map(self._observe_backend, backends) if b is not None]
-        parsed_policies = [p for p in map(self._observe_policy, policies) if p is not None]
-        self._registry.replace_all(parsed_backends, parsed_policies)
+        """Rebuild from full lists: restart, and the periodic resync after possibly lost events.
+
+        An object whose spec is now invalid keeps its last valid spec, as on a watch event; one
+        that is gone is forgotten, as on a DELETED event.
+        """
+        snapshot = self._registry.snapshot
+        kept_backends = _with_last_valid(
+            ((body, self._observe_backend(body)) for body in backends), snapshot.backends
+        )
+        kept_policies = _with_last_valid(
+            ((body, self._observe_policy(body)) for body in policies), snapshot.policies
+        )
+        for key in snapshot.backends.keys() - kept_backends.keys():
+            self._forget((BACKENDS.plural, *key))
+        for key in snapshot.policies.keys() - kept_policies.keys():
+            self._forget((POLICIES.plural, *key))
+        self._registry.replace_all(kept_backends.values(), kept_policies.values())
         self._registry.synced = True
 
     def _observe_backend(self, body: Mapping[str, Any]) -> api.Backend | None:
-        self._observed.record(BACKENDS.plural, body)
+        self._record(BACKENDS.plural, body)
         return parse_backend(body)
 
     def _observe_policy(self, body: Mapping[str, Any]) -> api.RoutingPolicy | None:
-        self._observed.record(POLICIES.plural, body)
+        self._record(POLICIES.plural, body)
         self._adopt_spend(key_of(POLICIES.plural, body))
         return parse_policy(body)
+
+    def _record(self, plural: str, body: Mapping[str, Any]) -> None:
+        """Observe `body`; an object re-created under the same name first sheds the old one's state."""
+        key = key_of(plural, body)
+        previous = self._observed.get(key)
+        uid = (body.get("metadata") or {}).get("uid")
+        if previous is not None and previous.uid is not None and uid and previous.uid != uid:
+            self._forget(key)
+        self._observed.record(plural, body)
+
+    def _forget(self, key: ObjectKey) -> None:
+        """Drop observed status and runtime cell (spend, counters, health) of a deleted object."""
+        plural, namespace, name = key
+        self._observed.forget(key)
+        if plural == BACKENDS.plural:
+            self._registry.runtime.forget_backend(namespace, name)
+        else:
+            self._registry.runtime.forget_policy(namespace, name)
 
     def _adopt_spend(self, key: ObjectKey) -> None:
         """Spend persisted by any replica (or before a restart) counts for the next decision.
@@ -137,6 +175,20 @@ class RegistrySync:
         if budget.get("period"):
             cell = self._registry.runtime.policy(key[1], key[2])
             cell.load_persisted(str(budget["period"]), float(budget.get("spentUsd") or 0.0))
+
+
+def _with_last_valid(
+    parsed: Iterable[tuple[Mapping[str, Any], Model | None]],
+    current: Mapping[tuple[str, str], Model],
+) -> dict[tuple[str, str], Model]:
+    """Listed objects by key, each invalid one replaced by the spec the registry already holds."""
+    kept: dict[tuple[str, str], Model] = {}
+    for body, model in parsed:
+        _, namespace, name = key_of("", body)
+        chosen = model if model is not None else current.get((namespace, name))
+        if chosen is not None:
+            kept[(namespace, name)] = chosen
+    return kept
 
 
 async def list_all(kube: KubeApi, scope: Scope, kind: Kind) -> list[dict[str, Any]]:

@@ -1,0 +1,91 @@
+"""Registry sync: watch events and full lists, invalid edits, deleted and re-created objects."""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime
+from typing import Any, cast
+
+import pytest
+
+from nexus_operator.controller.budget_ledger import BudgetLedger
+from nexus_operator.controller.kube import KubeApi
+from nexus_operator.controller.observed import ObservedStatuses
+from nexus_operator.controller.registry_sync import DELETED, RegistrySync
+from nexus_operator.routing import Registry
+
+NOW = datetime(2026, 3, 14, 12, 0, tzinfo=UTC)
+VALID = {"type": "ollama", "url": "http://127.0.0.1:11434"}
+# Valid for the API server's schema as far as this test goes, rejected by pydantic.
+INVALID = {"type": "ollama", "url": "http://127.0.0.1:11434", "healthCheck": {"intervalSeconds": 0}}
+
+
+def _body(kind: str, spec: dict[str, Any], *, uid: str = "uid-1", version: int = 1) -> Any:
+    return {
+        "kind": kind,
+        "metadata": {
+            "name": "x",
+            "namespace": "ns",
+            "uid": uid,
+            "generation": version,
+            "resourceVersion": str(version),
+        },
+        "spec": spec,
+    }
+
+
+def _sync() -> tuple[Registry, RegistrySync]:
+    registry = Registry()
+    return registry, RegistrySync(registry, ObservedStatuses())
+
+
+def test_invalid_edit_keeps_the_last_valid_spec_on_watch_and_on_resync(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    registry, sync = _sync()
+    sync.on_backend_event("ADDED", _body("Backend", VALID))
+    with caplog.at_level(logging.WARNING):
+        sync.on_backend_event("MODIFIED", _body("Backend", INVALID, version=2))
+    watched = registry.snapshot.backends[("ns", "x")]
+    sync.replace_all([_body("Backend", INVALID, version=2)], [])
+    resynced = registry.snapshot.backends.get(("ns", "x"))
+    assert watched.spec.health_check.interval_seconds != 0
+    assert resynced == watched
+    assert "intervalSeconds" in caplog.text
+
+
+def test_resync_forgets_an_object_whose_deletion_was_missed() -> None:
+    registry, sync = _sync()
+    sync.on_policy_event("ADDED", _body("RoutingPolicy", {}))
+    registry.runtime.policy("ns", "x").add_spend(5.0, NOW)
+    sync.replace_all([], [])
+    assert registry.runtime.policy("ns", "x").spent_at(NOW) == 0.0
+
+
+def test_recreated_policy_starts_without_the_deleted_policys_spend() -> None:
+    registry, sync = _sync()
+    sync.on_policy_event("ADDED", _body("RoutingPolicy", {}))
+    registry.runtime.policy("ns", "x").add_spend(5.0, NOW)
+    sync.on_policy_event(DELETED, _body("RoutingPolicy", {}, version=2))
+    sync.on_policy_event("ADDED", _body("RoutingPolicy", {}, uid="uid-2", version=3))
+    assert registry.runtime.policy("ns", "x").spent_at(NOW) == 0.0
+
+
+def test_policy_recreated_while_the_watch_was_down_sheds_the_old_spend() -> None:
+    registry, sync = _sync()
+    sync.on_policy_event("ADDED", _body("RoutingPolicy", {}))
+    registry.runtime.policy("ns", "x").add_spend(5.0, NOW)
+    sync.on_policy_event("ADDED", _body("RoutingPolicy", {}, uid="uid-2", version=3))
+    assert registry.runtime.policy("ns", "x").spent_at(NOW) == 0.0
+
+
+def test_recreated_backend_counts_only_its_own_selections() -> None:
+    registry, sync = _sync()
+    ledger = BudgetLedger(cast(KubeApi, None), registry, ObservedStatuses())
+    sync.on_backend_event("ADDED", _body("Backend", VALID))
+    registry.runtime.backend("ns", "x").selected_total = 3
+    ledger.settle_selected(("ns", "x"), 3)
+    sync.on_backend_event(DELETED, _body("Backend", VALID, version=2))
+    sync.on_backend_event("ADDED", _body("Backend", VALID, uid="uid-2", version=3))
+    registry.runtime.backend("ns", "x").selected_total = 1
+    assert ledger.take_selected(("ns", "x"))[0] == 1
