@@ -35,7 +35,9 @@ class ReconcileError(Exception):
 
 @runtime_checkable
 class Reconciler(Protocol):
-    """One stage. `reconcile` may be a plain function or a coroutine function."""
+    """One stage. `reconcile` may be a plain function or a coroutine function.
+
+    `error_policy` may be left out by plug-ins written against the seed: they then fail open."""
 
     @property
     def name(self) -> str: ...
@@ -50,6 +52,14 @@ class _Stage(NamedTuple):
     reconciler: Reconciler
     name: str
     trusted: bool
+    fail_open: bool
+
+
+def _fails_open(reconciler: object) -> bool:
+    """Only a declared FailClosed fails closed: a plug-in that declares no error policy (or
+    one this version does not know) fails open, as SPEC §3 sets for plug-ins."""
+    declared = getattr(reconciler, "error_policy", ReconcileErrorPolicy.FAIL_OPEN)
+    return bool(declared != ReconcileErrorPolicy.FAIL_CLOSED)
 
 
 class ReconcilerPipeline:
@@ -62,7 +72,13 @@ class ReconcilerPipeline:
         self.reconcilers = tuple(reconcilers)
         self.is_async = any(inspect.iscoroutinefunction(r.reconcile) for r in self.reconcilers)
         self._stages = tuple(
-            _Stage(r, r.name, getattr(r, "trusted", False) is True) for r in self.reconcilers
+            _Stage(
+                r,
+                r.name,
+                getattr(r, "trusted", False) is True,
+                _fails_open(r),
+            )
+            for r in self.reconcilers
         )
 
     def execute_sync(self, intent: RoutingIntent) -> None:
@@ -133,25 +149,24 @@ class _StageRun:
         intent.annotations.trace_entries.append(entry)
 
     def _failed(self, exc: Exception) -> None:
-        intent, reconciler, count = self.intent, self.stage.reconciler, self.count
+        intent, stage, count = self.intent, self.stage, self.count
+        name = stage.name
         elapsed = (perf_counter_ns() - self.started) / 1000
         message = f"{type(exc).__name__}: {exc}"
         intent.end_stage()
-        if reconciler.error_policy is ReconcileErrorPolicy.FAIL_OPEN:
-            log.warning("reconciler %s failed open: %s", reconciler.name, message)
-            entry = TraceEntry(
-                reconciler.name, count, count, elapsed, f"skipped: {message}", "skipped"
-            )
+        if stage.fail_open:
+            log.warning("reconciler %s failed open: %s", name, message)
+            entry = TraceEntry(name, count, count, elapsed, f"skipped: {message}", "skipped")
             intent.annotations.trace_entries.append(entry)
             return
-        log.error("reconciler %s failed closed: %s", reconciler.name, message)
-        entry = TraceEntry(reconciler.name, count, count, elapsed, message, "failed")
+        log.error("reconciler %s failed closed: %s", name, message)
+        entry = TraceEntry(name, count, count, elapsed, message, "failed")
         intent.annotations.trace_entries.append(entry)
         failure = Exclusion(
             backend="",
-            reconciler=reconciler.name,
+            reconciler=name,
             reason_code=reasons.RECONCILER_FAILED,
-            reason=f"{reconciler.name} failed: {message}",
+            reason=f"{name} failed: {message}",
             suggested_action="check the operator logs; the request was rejected because this "
             "reconciler fails closed",
             model=intent.model,
