@@ -60,12 +60,18 @@ def build_registry(config: ControllerConfig, hooks: Hooks = Hooks()) -> kopf.Ope
         return connection_info(configuration)
 
     async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+        """A failed start stops what it began: kopf retries startup with a new Controller."""
         configure(settings)
         controller = Controller(config, KubeApi(configuration))
         memo["controller"] = controller
-        await controller.start()
-        if hooks.started is not None:
-            await hooks.started(controller, memo)
+        try:
+            await controller.start()
+            if hooks.started is not None:
+                await hooks.started(controller, memo)
+        except BaseException:
+            memo["controller"] = None
+            await controller.stop()
+            raise
 
     async def cleanup(memo: kopf.Memo, **_: Any) -> None:
         controller: Controller | None = memo.get("controller")

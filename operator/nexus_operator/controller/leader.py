@@ -4,7 +4,11 @@ Only the leader writes non-additive status (conditions, health, exclusions); eve
 decisions and adds its own budget and counter deltas regardless. Expiry is judged on the local
 monotonic clock from the moment this replica last saw the Lease record change, never by
 comparing another host's renewTime with ours, so clock skew between replicas cannot make two
-leaders. A leader that cannot renew for a whole lease duration steps down on its own.
+leaders. A leader counts its lease from the moment it sent the renewal (not when the answer came)
+and steps down once it has not renewed within the renew deadline, which is shorter than the lease
+duration (client-go: 10 s of 15 s), so it stops writing before anyone else may take over.
+Release is conditional on the Lease being the version this replica wrote last, so a slow shutdown
+cannot clear a lease a new holder has since taken.
 """
 
 from __future__ import annotations
@@ -30,7 +34,8 @@ class LeaseSettings:
     name: str
     identity: str
     duration_s: float = 15.0
-    renew_interval_s: float = 5.0
+    renew_deadline_s: float = 10.0
+    renew_interval_s: float = 2.0
 
 
 def _microtime(now: datetime) -> str:
@@ -54,12 +59,13 @@ class LeaderElector:
         self._on_change = on_change
         self._leader = False
         self._renewed_at = float("-inf")
+        self._written_version: str | None = None
         self._seen_version: str | None = None
         self._seen_at = 0.0
 
     @property
     def is_leader(self) -> bool:
-        if self._leader and self._monotonic() - self._renewed_at > self._settings.duration_s:
+        if self._leader and self._monotonic() - self._renewed_at > self._settings.renew_deadline_s:
             self._set_leader(False)
         return self._leader
 
@@ -88,9 +94,16 @@ class LeaderElector:
         """Hand over at once on graceful shutdown instead of making the others wait out the lease."""
         if not self.is_leader:
             return
-        body = {"spec": {"holderIdentity": None, "leaseDurationSeconds": 1}}
+        body = {
+            "metadata": {"resourceVersion": self._written_version},
+            "spec": {"holderIdentity": None, "leaseDurationSeconds": 1},
+        }
         try:
             await self._api.merge_patch(self._path, body)
+        except ConflictError:
+            logger.info(
+                "Lease %s changed since our last renewal; not released", self._settings.name
+            )
         except KubeError as exc:
             logger.warning("Lease %s not released: %s", self._settings.name, exc)
         self._set_leader(False)
@@ -104,12 +117,13 @@ class LeaderElector:
             "spec": self._holder_spec(now, transitions=0),
         }
         path = self._path.rsplit("/", 1)[0]
+        sent_at = self._monotonic()
         try:
-            await self._api.request("POST", path, body=body)
+            created = await self._api.request("POST", path, body=body)
         except KubeError as exc:
             logger.info("Lease %s not created (%s); retrying next round", self._settings.name, exc)
             return self.is_leader
-        return self._won()
+        return self._won(sent_at, created)
 
     async def _contend(self, lease: dict[str, Any]) -> bool:
         spec = lease.get("spec") or {}
@@ -132,14 +146,15 @@ class LeaderElector:
 
     async def _write(self, version: str, spec: dict[str, Any]) -> bool:
         body = {"metadata": {"resourceVersion": version}, "spec": spec}
+        sent_at = self._monotonic()
         try:
-            await self._api.merge_patch(self._path, body)
+            written = await self._api.merge_patch(self._path, body)
         except ConflictError:
             return self.is_leader
         except KubeError as exc:
             logger.warning("Lease %s not written: %s", self._settings.name, exc)
             return self.is_leader
-        return self._won()
+        return self._won(sent_at, written)
 
     def _holder_spec(self, now: datetime, *, transitions: int) -> dict[str, Any]:
         return {
@@ -150,8 +165,9 @@ class LeaderElector:
             "leaseTransitions": transitions,
         }
 
-    def _won(self) -> bool:
-        self._renewed_at = self._monotonic()
+    def _won(self, sent_at: float, lease: dict[str, Any]) -> bool:
+        self._renewed_at = sent_at
+        self._written_version = str((lease.get("metadata") or {}).get("resourceVersion") or "")
         self._set_leader(True)
         return True
 

@@ -99,7 +99,8 @@ class Controller:
             name=c.lease_name,
             identity=c.identity,
             duration_s=c.lease_duration_s,
-            renew_interval_s=max(c.lease_duration_s / 3, 0.5),
+            renew_deadline_s=c.lease_duration_s * 2 / 3,
+            renew_interval_s=max(c.lease_duration_s / 7.5, 0.2),
         )
 
     async def start(self) -> None:

@@ -1,4 +1,4 @@
-"""The status writer, the prober and the controller's shutdown against an in-memory Kubernetes stub.
+"""The controller's loops (status writer, prober, leader election, start and stop) against a stub.
 
 The stub stands in for the thin JSON client (controller.kube.KubeApi), not for an API server:
 it stores objects by path, applies status merge patches and can be told to fail.
@@ -9,17 +9,26 @@ from __future__ import annotations
 import asyncio
 import copy
 from collections.abc import AsyncIterator, Callable
-from typing import Any, cast
+from typing import Any, ClassVar, cast
 
+import kopf
 import pytest
 from aiohttp import web
 from routing_factories import NOW, backend, policy
 
 from nexus_operator import api
 from nexus_operator.api.base import MESSAGE_MAX
+from nexus_operator.controller import handlers
 from nexus_operator.controller.budget_ledger import BudgetLedger
-from nexus_operator.controller.kube import BACKENDS, POLICIES, KubeApi, NotFoundError
-from nexus_operator.controller.leader import LeaderElector
+from nexus_operator.controller.kube import (
+    BACKENDS,
+    POLICIES,
+    ConflictError,
+    KubeApi,
+    NotFoundError,
+    UnavailableError,
+)
+from nexus_operator.controller.leader import LeaderElector, LeaseSettings
 from nexus_operator.controller.lifecycle import Controller, ControllerConfig
 from nexus_operator.controller.observed import ObservedStatuses
 from nexus_operator.controller.probing import HealthProber, ProbeTarget
@@ -51,14 +60,19 @@ class StubKube:
 
     async def request(self, method: str, path: str, *, body: JsonObject, **_: Any) -> JsonObject:
         assert method == "POST"
-        self.objects[f"{path}/{body['metadata']['name']}"] = copy.deepcopy(body)
-        return body
+        created = copy.deepcopy(body)
+        created["metadata"]["resourceVersion"] = str(self._next_version())
+        self.objects[f"{path}/{body['metadata']['name']}"] = created
+        return copy.deepcopy(created)
 
     async def merge_patch(self, path: str, body: JsonObject) -> JsonObject:
         if self.failure is not None:
             raise self.failure
         self.patches.append((path, body))
         target = self.objects[path.removesuffix("/status")]
+        precondition = (body.get("metadata") or {}).get("resourceVersion")
+        if precondition and precondition != target["metadata"]["resourceVersion"]:
+            raise ConflictError(409, "the object has been modified")
         target.setdefault("status", {}).update(body.get("status") or {})
         target.setdefault("spec", {}).update(body.get("spec") or {})
         target["metadata"]["resourceVersion"] = str(self._next_version())
@@ -214,3 +228,98 @@ async def test_url_aiohttp_cannot_encode_is_a_failed_probe_with_its_error() -> N
     assert unhealthy
     assert error is not None
     assert "label" in error
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _elector(kube: StubKube, clock: Clock, identity: str = "me") -> LeaderElector:
+    settings = LeaseSettings(
+        namespace="default", name="lease", identity=identity, duration_s=15.0, renew_deadline_s=10.0
+    )
+    return LeaderElector(cast(KubeApi, kube), settings, monotonic=clock)
+
+
+class SlowKube(StubKube):
+    """Every write takes `delay` seconds of the fake clock to be answered."""
+
+    def __init__(self, clock: Clock, delay: float) -> None:
+        super().__init__()
+        self._clock, self._delay = clock, delay
+
+    async def merge_patch(self, path: str, body: JsonObject) -> JsonObject:
+        self._clock.now += self._delay
+        return await super().merge_patch(path, body)
+
+
+async def test_leader_counts_its_lease_from_when_it_sent_the_renewal() -> None:
+    clock = Clock()
+    kube = SlowKube(clock, delay=9.0)
+    elector = _elector(kube, clock)
+    assert await elector.try_acquire_or_renew()
+    sent_at = clock.now
+    assert await elector.try_acquire_or_renew()
+    clock.now = sent_at + 10.5
+    assert not elector.is_leader
+
+
+async def test_leader_that_cannot_renew_steps_down_at_the_deadline_before_the_lease_expires() -> (
+    None
+):
+    clock = Clock()
+    kube = StubKube()
+    elector = _elector(kube, clock)
+    assert await elector.try_acquire_or_renew()
+    kube.failure = UnavailableError(0, "connection refused")
+    clock.now = 11.0
+    assert not await elector.try_acquire_or_renew()
+
+
+async def test_release_never_clears_a_lease_another_replica_has_taken() -> None:
+    clock = Clock()
+    kube = StubKube()
+    elector = _elector(kube, clock)
+    assert await elector.try_acquire_or_renew()
+    path = elector._path
+    await kube.merge_patch(path, {"spec": {"holderIdentity": "other"}})
+    await elector.release()
+    assert kube.objects[path]["spec"]["holderIdentity"] == "other"
+
+
+class RecordingController:
+    """Stands in for the Controller to see what a failed startup leaves running."""
+
+    instances: ClassVar[list[RecordingController]] = []
+
+    def __init__(self, *_: Any) -> None:
+        self.running = False
+        RecordingController.instances.append(self)
+
+    async def start(self) -> None:
+        self.running = True
+
+    async def stop(self) -> None:
+        self.running = False
+
+
+async def test_failed_startup_hook_leaves_no_controller_running(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(handlers, "Controller", RecordingController)
+    monkeypatch.setattr(handlers, "KubeApi", lambda _: None)
+    monkeypatch.setattr(handlers, "load_configuration", lambda _: None)
+
+    async def port_in_use(*_: Any) -> None:
+        raise OSError(98, "Address already in use")
+
+    registry = handlers.build_registry(ControllerConfig(), handlers.Hooks(started=port_in_use))
+    [startup] = [h for h in registry._activities.get_all_handlers() if h.activity == "startup"]
+    for _ in range(2):
+        with pytest.raises(OSError, match="in use"):
+            await startup.fn(settings=kopf.OperatorSettings(), memo=kopf.Memo())
+    assert [c.running for c in RecordingController.instances] == [False, False]
