@@ -192,6 +192,16 @@ class RoutingIntent:
         self._messages = None
         return "; ".join(messages) if messages else ""
 
+    def rollback(self, candidates: list[Candidate], exclusion_count: int) -> None:
+        """Undo a stage that failed open, so that "skipped" means it never ran: the candidate
+        set it started with, without the exclusions it recorded and without any decision."""
+        exclusions = self.annotations.exclusions
+        if len(exclusions) > exclusion_count:
+            self._excluded.difference_update(e.backend for e in exclusions[exclusion_count:])
+            del exclusions[exclusion_count:]
+        self.candidate_backends = candidates
+        self.decision = None
+
     def restore_only_add(self, before: list[Candidate], reconciler: str) -> None:
         """Enforce only-add after an untrusted reconciler edited `candidate_backends` directly:
         drop anything that was not a candidate before, and give every silent removal a reason."""

@@ -13,7 +13,9 @@ import logging
 from collections.abc import Awaitable, Iterator, Sequence
 from enum import StrEnum
 from time import perf_counter_ns
-from typing import NamedTuple, Protocol, runtime_checkable
+from typing import Any, NamedTuple, Protocol, runtime_checkable
+
+from nexus_operator.api import BudgetState
 
 from . import reasons
 from .decision import Exclusion, QueueDecision, RejectDecision, TraceEntry
@@ -114,9 +116,14 @@ def _pending(stages: tuple[_Stage, ...], intent: RoutingIntent) -> Iterator[_Sta
 
 
 class _StageRun:
-    """One stage's bookkeeping: trace entry, only-add check, and its error policy on failure."""
+    """One stage's bookkeeping: trace entry, only-add check, and its error policy on failure.
 
-    __slots__ = ("count", "intent", "snapshot", "stage", "started")
+    What a fail-open rollback needs is kept at no cost for trusted stages: they replace
+    `candidate_backends` instead of editing it, so the list they start with stays intact and a
+    reference suffices. Untrusted stages get a copy, which the only-add check needs anyway, and
+    the intent fields a plug-in could set."""
+
+    __slots__ = ("before", "count", "intent", "marker", "settings", "stage", "started")
 
     def __init__(self, intent: RoutingIntent, stage: _Stage) -> None:
         self.intent = intent
@@ -127,7 +134,13 @@ class _StageRun:
         intent.begin_stage(stage.name)
         candidates = intent.candidate_backends
         self.count = len(candidates)
-        self.snapshot = None if stage.trusted else list(candidates)
+        self.marker = len(intent.annotations.exclusions)
+        if stage.trusted:
+            self.before = candidates
+            self.settings = None
+        else:
+            self.before = list(candidates)
+            self.settings = _Settings.of(intent)
         self.started = perf_counter_ns()
 
     def __exit__(self, kind: object, exc: BaseException | None, tb: object) -> bool:
@@ -141,8 +154,8 @@ class _StageRun:
 
     def _record(self) -> None:
         intent, stage = self.intent, self.stage
-        if self.snapshot is not None:
-            intent.restore_only_add(self.snapshot, stage.name)
+        if not stage.trusted:
+            intent.restore_only_add(self.before, stage.name)
         elapsed = (perf_counter_ns() - self.started) / 1000
         after = len(intent.candidate_backends)
         entry = TraceEntry(stage.name, self.count, after, elapsed, intent.end_stage())
@@ -155,6 +168,9 @@ class _StageRun:
         message = f"{type(exc).__name__}: {exc}"
         intent.end_stage()
         if stage.fail_open:
+            intent.rollback(self.before, self.marker)
+            if self.settings is not None:
+                self.settings.restore(intent)
             log.warning("reconciler %s failed open: %s", name, message)
             entry = TraceEntry(name, count, count, elapsed, f"skipped: {message}", "skipped")
             intent.annotations.trace_entries.append(entry)
@@ -172,6 +188,33 @@ class _StageRun:
             model=intent.model,
         )
         intent.decision = RejectDecision(reasons.RECONCILER_FAILED, failure.reason, (failure,))
+
+
+class _Settings(NamedTuple):
+    """The intent fields besides candidates and exclusions that a plug-in may set."""
+
+    model: str
+    budget_state: BudgetState | None
+    estimated_cost: float | None
+    penalize_open: bool
+    custom_data: dict[str, Any]
+
+    @classmethod
+    def of(cls, intent: RoutingIntent) -> _Settings:
+        a = intent.annotations
+        return cls(
+            intent.model, a.budget_state, a.estimated_cost, a.penalize_open, dict(a.custom_data)
+        )
+
+    def restore(self, intent: RoutingIntent) -> None:
+        a = intent.annotations
+        intent.model = self.model
+        a.budget_state, a.estimated_cost, a.penalize_open = (
+            self.budget_state,
+            self.estimated_cost,
+            self.penalize_open,
+        )
+        a.custom_data = self.custom_data
 
 
 def _conclude(intent: RoutingIntent) -> None:
