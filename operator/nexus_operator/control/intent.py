@@ -204,13 +204,16 @@ class RoutingIntent:
 
     def restore_only_add(self, before: list[Candidate], reconciler: str) -> None:
         """Enforce only-add after an untrusted reconciler edited `candidate_backends` directly:
-        drop anything that was not a candidate before, and give every silent removal a reason."""
-        allowed = {c.backend.name for c in before}
-        after = [c for c in self.candidate_backends if c.backend.name in allowed]
-        kept = {c.backend.name for c in after}
-        self.candidate_backends = after
+        drop anything that was not a candidate before, give every silent removal a reason, and
+        keep the order of `before` — selection relies on plan (name) order, and a plug-in that
+        reordered the list must not change which backend roundRobin or leastLatency picks."""
+        excluded = self._excluded
+        kept = {c.backend.name for c in self.candidate_backends}
+        self.candidate_backends = [
+            c for c in before if c.backend.name in kept and c.backend.name not in excluded
+        ]
         silent = [
-            c for c in before if c.backend.name not in kept and c.backend.name not in self._excluded
+            c for c in before if c.backend.name not in kept and c.backend.name not in excluded
         ]
         self.exclude_many(
             Exclusion(
