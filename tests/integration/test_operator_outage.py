@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 import pytest
 from operator_support import (
     Objects,
@@ -54,12 +52,18 @@ def test_decisions_survive_an_api_outage_and_pending_status_is_written_after(
             assert route(operator, namespace).backend.name == "local"
             operator.call(lambda c: c.engine.report_usage(usage))
             wait_for(lambda: operator.call(lambda c: c.health()["apiServer"]) == "unreachable")
-            time.sleep(1.0)  # several failed flushes while the API server is gone
+            gone_at = operator.call(lambda c: c.writer.rounds)
+            wait_for(lambda: operator.call(lambda c: c.writer.rounds) >= gone_at + 3)
             assert route(operator, namespace).outcome is Outcome.ROUTED
-            pending = operator.call(
-                lambda c: c.registry.runtime.policy(namespace, "budgeted").unflushed_usd
+            # A flush in flight holds the delta out of the cell until it gives it back.
+            wait_for(
+                lambda: (
+                    operator.call(
+                        lambda c: c.registry.runtime.policy(namespace, "budgeted").unflushed_usd
+                    )
+                    == 0.75
+                )
             )
-            assert pending == 0.75
         finally:
             plane.start_apiserver()
         wait_for(

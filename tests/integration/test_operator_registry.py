@@ -31,8 +31,7 @@ def test_backend_apply_modify_delete_converge_into_decisions_and_status(
     with cluster.api_client() as api, running_operator(config) as operator:
         objects = Objects(api, namespace)
         objects.create("backends", "local", backend_spec(server.url))
-        routed = wait_for(lambda: route(operator, namespace).outcome is Outcome.ROUTED and True)
-        assert routed
+        wait_for(lambda: route(operator, namespace).outcome is Outcome.ROUTED and True)
         assert route(operator, namespace).backend.name == "local"
         wait_for(
             lambda: condition(objects.status("backends", "local"), "Ready")["status"] == "True"

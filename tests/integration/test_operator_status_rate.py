@@ -39,14 +39,13 @@ def test_burst_of_decisions_writes_at_most_one_patch_per_object_per_flush(
         for _ in range(DECISIONS // CHUNK):
             outcomes = operator.call(lambda c: [c.engine.route(req).outcome for _ in range(CHUNK)])
             assert set(outcomes) == {Outcome.ROUTED}
-        routed = wait_for(
+        wait_for(
             lambda: (
                 (objects.status("routingpolicies", "all").get("decisions") or {}).get("routed", 0)
                 >= DECISIONS
                 and True
             )
         )
-        assert routed
         patches_after, rounds_after = operator.call(_writes)
         rounds = rounds_after - rounds_before + 1  # a round may straddle the first reading
         assert patches_after - patches_before <= rounds * objects_written
