@@ -6,8 +6,9 @@ closed: if spend cannot be read the request is rejected rather than routed for f
 
 from __future__ import annotations
 
+import math
 from datetime import datetime
-from typing import ClassVar
+from typing import ClassVar, Final
 
 from nexus_operator.api import Budget, BudgetState, HardLimitAction
 
@@ -18,6 +19,20 @@ from ..pipeline import ReconcileErrorPolicy
 from ..plan import PriceBounds
 from ..runtime import PolicyRuntime
 from ..views import Candidate
+
+# Spend is a running float sum and estimates are float products, so an amount that is equal
+# on paper can land a hair off (ten $0.10 reports sum to $0.9999999999999999). Amounts within
+# one part per billion of each other, or one nano-dollar near zero, count as equal.
+RELATIVE_TOLERANCE: Final = 1e-9
+ABSOLUTE_TOLERANCE_USD: Final = 1e-9
+
+
+def reaches(amount: float, threshold: float) -> bool:
+    """`amount >= threshold` where equal within the tolerance counts as reached: the single
+    comparison behind both inclusive budget limits and the cost cap (equal passes)."""
+    return amount >= threshold or math.isclose(
+        amount, threshold, rel_tol=RELATIVE_TOLERANCE, abs_tol=ABSOLUTE_TOLERANCE_USD
+    )
 
 
 class BudgetReconciler:
@@ -99,12 +114,12 @@ class BudgetReconciler:
         ceiling = bounds.cost(tokens_in, tokens_out)
         intent.annotations.estimated_cost = ceiling
         cap = self.max_cost_per_request_usd
-        if cap is None or ceiling <= cap:
+        if cap is None or reaches(cap, ceiling):
             return
         over = [
             (c, cost)
             for c in intent.candidate_backends
-            if (cost := c.model.cost(tokens_in, tokens_out)) > cap
+            if not reaches(cap, cost := c.model.cost(tokens_in, tokens_out))
         ]
         intent.exclude_many(self._cost_exclusion(c, cost, cap, intent.model) for c, cost in over)
 
@@ -122,8 +137,9 @@ class BudgetReconciler:
 
 
 def budget_state(*, spent: float, limit: float, soft_percent: int) -> BudgetState:
-    if spent >= limit:
+    """HardLimit from 100 %, SoftLimit from `soft_percent`, both inclusive (within tolerance)."""
+    if reaches(spent, limit):
         return BudgetState.HARD_LIMIT
-    if spent * 100 >= limit * soft_percent:
+    if reaches(spent, limit * soft_percent / 100):
         return BudgetState.SOFT_LIMIT
     return BudgetState.NORMAL
