@@ -14,6 +14,7 @@ from typing import Any, ClassVar, cast
 import kopf
 import pytest
 from aiohttp import web
+from kubernetes.client import Configuration
 from routing_factories import NOW, backend, policy
 
 from nexus_operator import api
@@ -323,3 +324,37 @@ async def test_failed_startup_hook_leaves_no_controller_running(
         with pytest.raises(OSError, match="in use"):
             await startup.fn(settings=kopf.OperatorSettings(), memo=kopf.Memo())
     assert [c.running for c in RecordingController.instances] == [False, False]
+
+
+@pytest.fixture
+async def initializing_api() -> AsyncIterator[str]:
+    """Answers the first two lists like a just-started API server: 429 with a plain-text body."""
+    calls = {"n": 0}
+
+    async def answer(_: web.Request) -> web.Response:
+        calls["n"] += 1
+        if calls["n"] <= 2:
+            return web.Response(status=429, text="storage is (re)initializing")
+        return web.json_response({"items": []})
+
+    app = web.Application()
+    app.router.add_get("/{tail:.*}", answer)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    yield f"http://127.0.0.1:{runner.addresses[0][1]}"
+    await runner.cleanup()
+
+
+async def test_initial_list_retries_while_the_api_server_is_initializing(
+    initializing_api: str,
+) -> None:
+    configuration = Configuration()
+    configuration.host = initializing_api
+    controller = Controller(ControllerConfig(), KubeApi(configuration))
+    try:
+        await controller._initial_sync()
+    finally:
+        controller.kube.close()
+    assert controller.registry.synced

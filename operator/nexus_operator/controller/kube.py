@@ -164,10 +164,23 @@ class KubeApi:
             self.reachable = False
             raise UnavailableError(0, f"{type(exc).__name__}: {exc}") from exc
         self.reachable = True
-        payload: JsonObject = json.loads(response.data) if response.data else {}
         if response.status >= 400:
-            raise _error(response.status, str(payload.get("message", response.reason)))
+            raise _error(response.status, _message(response.data, str(response.reason)))
+        payload: JsonObject = json.loads(response.data) if response.data else {}
         return payload
+
+
+def _message(data: bytes | None, reason: str) -> str:
+    """The Status message of an error answer; its raw text when the body is not JSON.
+
+    A starting API server may answer 429/503 with plain text: that must surface as a KubeError
+    (retried at once), not as a JSON parse error that fails kopf's startup handler.
+    """
+    try:
+        payload = json.loads(data) if data else {}
+    except ValueError:
+        return (data or b"").decode(errors="replace").strip()[:1024] or reason
+    return str(payload.get("message", reason)) if isinstance(payload, dict) else reason
 
 
 def _error(status: int, message: str) -> KubeError:
