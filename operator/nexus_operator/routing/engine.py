@@ -13,7 +13,7 @@ from datetime import UTC, datetime, timedelta
 from time import perf_counter_ns
 from typing import NamedTuple
 
-from nexus_operator.api import Accounting, RoutingPolicySpec
+from nexus_operator.api import Accounting, BudgetState, RoutingPolicySpec
 from nexus_operator.control import (
     Candidate,
     CandidatePlan,
@@ -29,6 +29,7 @@ from nexus_operator.control import (
     reasons,
 )
 from nexus_operator.control.plan import StaticFilter
+from nexus_operator.control.reconcilers.budget import budget_state
 from nexus_operator.control.runtime import RejectedRecord, RoutedRecord
 
 from .attempts import Attempt, early_reject, fallback_requests
@@ -314,7 +315,7 @@ class RoutingEngine:
             model=attempt.model,
             reason=result.reason,
             policy=attempt.policy_name,
-            budget_state=attempt.intent.annotations.budget_state if attempt.intent else None,
+            budget_state=self._budget_state(ctx, attempt),
             fallback_used=attempt is not primary,
             retry_after_ms=result.retry_after_ms,
             estimated_wait_ms=result.estimated_wait_ms,
@@ -353,12 +354,29 @@ class RoutingEngine:
             model=primary.model,
             reason=code,
             policy=primary.policy_name,
-            budget_state=primary.intent.annotations.budget_state if primary.intent else None,
+            budget_state=self._budget_state(ctx, primary),
             rejections=rejections,
             available_models=primary.available_models,
             trace=history.trace,
             exclusions=history.exclusions,
             request_id=req.request_id,
+        )
+
+    def _budget_state(self, ctx: _Context, attempt: Attempt) -> BudgetState | None:
+        """As the Budget stage saw it, else from the matched policy's spend: the stage does not
+        run when the model is unknown or the candidates ran out before it, yet SPEC §5 omits
+        budget status only for a policy without a monthly limit."""
+        if attempt.intent is not None and attempt.intent.annotations.budget_state is not None:
+            return attempt.intent.annotations.budget_state
+        policy = attempt.policy
+        budget = policy.spec.budget if policy is not None else None
+        if policy is None or budget is None or budget.monthly_limit_usd is None:
+            return None
+        spend = self.registry.runtime.policy(policy.namespace, policy.name)
+        return budget_state(
+            spent=spend.spent_at(ctx.now),
+            limit=budget.monthly_limit_usd,
+            soft_percent=budget.soft_limit_percent,
         )
 
     # Usage, slots and status reports
