@@ -80,6 +80,7 @@ class RoutingIntent:
 
     __slots__ = (
         "_excluded",
+        "_held",
         "_messages",
         "_stage",
         "annotations",
@@ -110,6 +111,7 @@ class RoutingIntent:
         self.annotations = Annotations()
         self.decision: RoutingDecision | None = None
         self._excluded: set[str] = set()
+        self._held: list[tuple[str, Candidate]] | None = None
         self._messages: list[str] | None = None
         self._stage = ""
 
@@ -166,6 +168,46 @@ class RoutingIntent:
             ]
         return len(fresh)
 
+    def exclude_for_capacity(self, full: Iterable[tuple[Candidate, Exclusion]]) -> int:
+        """Exclude backends that are at their concurrency cap, like `exclude_many`, and hold
+        them with the current stage's name: when the set runs out, the pipeline queues only if
+        one of them would pass every stage after that one."""
+        excluded = self._excluded
+        fresh = [(c, e) for c, e in full if c.backend.name not in excluded]
+        if not fresh:
+            return 0
+        held = self._held if self._held is not None else []
+        held.extend((self._stage, c) for c, _ in fresh)
+        self._held = held
+        return self.exclude_many(e for _, e in fresh)
+
+    @property
+    def held_for_capacity(self) -> list[tuple[str, Candidate]]:
+        """(stage name, candidate) for every backend excluded only for capacity, in order."""
+        return self._held or []
+
+    def capacity_probe(self) -> RoutingIntent:
+        """A dry run of this intent for backends held for capacity: no candidates yet, what is
+        excluded stays excluded (so plan-based stages see exactly the admitted backends), and
+        what the stages so far annotated carries over. Held backends join through `admit`."""
+        probe = RoutingIntent(self.request_requirements, plan=self.plan, dry_run=True, now=self.now)
+        probe.model = self.model
+        probe._excluded = set(self._excluded)
+        mine, theirs = self.annotations, probe.annotations
+        theirs.budget_state = mine.budget_state
+        theirs.estimated_cost = mine.estimated_cost
+        theirs.penalize_open = mine.penalize_open
+        theirs.custom_data = dict(mine.custom_data)
+        return probe
+
+    def admit(self, candidates: Iterable[Candidate]) -> None:
+        """Let backends (back) into a capacity probe's candidate set, kept in name order."""
+        joining = list(candidates)
+        self._excluded.difference_update(c.backend.name for c in joining)
+        self.candidate_backends = sorted(
+            [*self.candidate_backends, *joining], key=lambda c: c.backend.name
+        )
+
     def apply_static(self, stage: StaticFilter) -> int:
         """Apply a stage's spec-only exclusions: precomputed with a plan, evaluated without."""
         plan = self.plan
@@ -197,8 +239,11 @@ class RoutingIntent:
         set it started with, without the exclusions it recorded and without any decision."""
         exclusions = self.annotations.exclusions
         if len(exclusions) > exclusion_count:
-            self._excluded.difference_update(e.backend for e in exclusions[exclusion_count:])
+            undone = {e.backend for e in exclusions[exclusion_count:]}
+            self._excluded -= undone
             del exclusions[exclusion_count:]
+            if self._held:
+                self._held = [(s, c) for s, c in self._held if c.backend.name not in undone]
         self.candidate_backends = candidates
         self.decision = None
 

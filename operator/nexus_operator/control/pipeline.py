@@ -3,7 +3,8 @@
 Error policies: a FailClosed reconciler that raises rejects the request with
 `reconciler_failed` naming it; a FailOpen one is logged, traced and skipped.
 When the candidates run out the pipeline stops and decides: Queue when some backend was
-excluded only for capacity, Reject (with every exclusion) otherwise.
+excluded only for capacity — it is held, then run (as a dry run) through the stages after the
+one that held it, selection aside, and must pass them all — Reject (with every reason) otherwise.
 """
 
 from __future__ import annotations
@@ -17,9 +18,10 @@ from typing import Any, NamedTuple, Protocol, runtime_checkable
 
 from nexus_operator.api import BudgetState
 
-from . import reasons
+from . import reasons, stages
 from .decision import Exclusion, QueueDecision, RejectDecision, TraceEntry
 from .intent import RoutingIntent
+from .views import Candidate
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +57,7 @@ class _Stage(NamedTuple):
     name: str
     trusted: bool
     fail_open: bool
+    selects: bool
 
 
 def _fails_open(reconciler: object) -> bool:
@@ -79,6 +82,7 @@ class ReconcilerPipeline:
                 r.name,
                 getattr(r, "trusted", False) is True,
                 _fails_open(r),
+                r.name == stages.SELECTION,
             )
             for r in self.reconcilers
         )
@@ -90,7 +94,13 @@ class ReconcilerPipeline:
         for stage in _pending(self._stages, intent):
             with _StageRun(intent, stage):
                 _ensure_sync(stage.reconciler.reconcile(intent), stage.name)
-        _conclude(intent)
+        check = _CapacityCheck.needed(self._stages, intent)
+        if check is not None:
+            probe = check.probe
+            for stage in check.stages():
+                with _StageRun(probe, stage):
+                    _ensure_sync(stage.reconciler.reconcile(probe), stage.name)
+        _conclude(intent, check)
 
     async def execute(self, intent: RoutingIntent) -> None:
         """Run every stage, awaiting async ones (the sync path when there are none)."""
@@ -99,10 +109,20 @@ class ReconcilerPipeline:
             return
         for stage in _pending(self._stages, intent):
             with _StageRun(intent, stage):
-                result = stage.reconciler.reconcile(intent)
-                if result is not None and inspect.isawaitable(result):
-                    await result
-        _conclude(intent)
+                await _run(stage, intent)
+        check = _CapacityCheck.needed(self._stages, intent)
+        if check is not None:
+            probe = check.probe
+            for stage in check.stages():
+                with _StageRun(probe, stage):
+                    await _run(stage, probe)
+        _conclude(intent, check)
+
+
+async def _run(stage: _Stage, intent: RoutingIntent) -> None:
+    result = stage.reconciler.reconcile(intent)
+    if result is not None and inspect.isawaitable(result):
+        await result
 
 
 def _pending(stages: tuple[_Stage, ...], intent: RoutingIntent) -> Iterator[_Stage]:
@@ -217,9 +237,84 @@ class _Settings(NamedTuple):
         a.custom_data = self.custom_data
 
 
-def _conclude(intent: RoutingIntent) -> None:
+class _CapacityCheck:
+    """Whether a backend held for capacity was excluded *only* for capacity (SPEC §3): each
+    held backend joins a dry-run probe right after the stage that held it and goes through
+    every later stage but selection. Built only when the candidates ran out with something
+    held, so a routed decision never pays for it."""
+
+    __slots__ = ("_stages", "held", "probe")
+
+    def __init__(
+        self,
+        all_stages: tuple[_Stage, ...],
+        intent: RoutingIntent,
+        held: list[tuple[str, Candidate]],
+    ) -> None:
+        self._stages = all_stages
+        self.held = held
+        self.probe = intent.capacity_probe()
+
+    @classmethod
+    def needed(cls, all_stages: tuple[_Stage, ...], intent: RoutingIntent) -> _CapacityCheck | None:
+        if intent.decision is not None or intent.candidate_backends:
+            return None
+        held = intent.held_for_capacity
+        if not held:
+            return None
+        names = [stage.name for stage in all_stages]
+        first = names.index(held[0][0]) if held[0][0] in names else len(names)
+        later = any(not stage.selects for stage in all_stages[first + 1 :])
+        return cls(all_stages, intent, held) if later else None
+
+    def stages(self) -> Iterator[_Stage]:
+        """Stages to run on the probe, admitting held backends as their holding stage passes."""
+        probe, held = self.probe, self.held
+        joined = 0
+        for stage in self._stages:
+            if probe.decision is not None:
+                return
+            if probe.candidate_backends and not stage.selects:
+                yield stage
+            start = joined
+            while joined < len(held) and held[joined][0] == stage.name:
+                joined += 1
+            if joined > start:
+                probe.admit(c for _, c in held[start:joined])
+
+    def conclude(self, intent: RoutingIntent) -> QueueDecision | RejectDecision:
+        """Queue if a held backend passed; else Reject, giving each held backend the reason it
+        would not be served even with capacity free instead of its at_capacity exclusion."""
+        probe = self.probe
+        intent.annotations.trace_entries.extend(
+            entry._replace(message=_capacity_note(entry.message))
+            for entry in probe.annotations.trace_entries
+        )
+        if isinstance(probe.decision, RejectDecision):
+            return probe.decision
+        if probe.candidate_backends:
+            wait = _estimated_wait_ms(probe.candidate_backends)
+            return QueueDecision(
+                reason=reasons.AT_CAPACITY, estimated_wait_ms=wait, retry_after_ms=wait
+            )
+        found = {e.backend: e for e in probe.annotations.exclusions}
+        held = {c.backend.name for _, c in self.held}
+        return _reject(
+            intent,
+            [
+                found.get(e.backend, e) if e.backend in held else e
+                for e in intent.annotations.exclusions
+            ],
+        )
+
+
+def _capacity_note(message: str) -> str:
+    return f"capacity check: {message}" if message else "capacity check"
+
+
+def _conclude(intent: RoutingIntent, check: _CapacityCheck | None) -> None:
     if intent.decision is None and not intent.candidate_backends:
-        intent.decision = conclude_empty(intent)
+        intent.decision = check.conclude(intent) if check is not None else conclude_empty(intent)
 
 
 def _ensure_sync(result: object, name: str) -> None:
@@ -229,25 +324,25 @@ def _ensure_sync(result: object, name: str) -> None:
 
 
 def conclude_empty(intent: RoutingIntent) -> QueueDecision | RejectDecision:
-    """No candidate left: Queue when something was excluded only for capacity, else Reject."""
-    exclusions = intent.annotations.exclusions
-    capacity = [e for e in exclusions if e.reason_code == reasons.AT_CAPACITY]
-    if capacity:
-        wait = _estimated_wait_ms(intent, {e.backend for e in capacity})
+    """No candidate left and no stage after the capacity check to pass: Queue when a backend
+    was held for capacity, else Reject with every exclusion."""
+    held = [c for _, c in intent.held_for_capacity]
+    if held:
+        wait = _estimated_wait_ms(held)
         return QueueDecision(
             reason=reasons.AT_CAPACITY, estimated_wait_ms=wait, retry_after_ms=wait
         )
+    return _reject(intent, intent.annotations.exclusions)
+
+
+def _reject(intent: RoutingIntent, exclusions: Sequence[Exclusion]) -> RejectDecision:
     reason = f"no eligible backend for {intent.model!r}: {len(exclusions)} excluded"
     return RejectDecision(reasons.NO_ELIGIBLE_BACKENDS, reason, tuple(exclusions))
 
 
-def _estimated_wait_ms(intent: RoutingIntent, names: set[str]) -> int:
+def _estimated_wait_ms(full: Sequence[Candidate]) -> int:
     """The shortest time-to-first-token EMA among the saturated backends, else one second."""
-    plan = intent.plan
-    pool = plan.capped if plan is not None else ()
-    ttfts = [
-        c.runtime.ttft_ms for c in pool if c.backend.name in names and c.runtime.ttft_ms is not None
-    ]
+    ttfts = [c.runtime.ttft_ms for c in full if c.runtime.ttft_ms is not None]
     return max(1, round(min(ttfts))) if ttfts else DEFAULT_RETRY_AFTER_MS
 
 

@@ -43,7 +43,7 @@ class HealthReconciler:
         ]
         excluded = intent.exclude_many(health_exclusion(c, model) for c in down)
         full = [c for c in self._suspects(intent, self.saturated) if _at_capacity(c)]
-        excluded += intent.exclude_many(_capacity_exclusion(c, model) for c in full)
+        excluded += intent.exclude_for_capacity((c, _capacity_exclusion(c, model)) for c in full)
         if excluded:
             intent.trace(f"{len(down)} not healthy, {len(full)} at capacity")
 
