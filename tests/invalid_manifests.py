@@ -116,6 +116,10 @@ INVALID_SPECS: tuple[InvalidSpec, ...] = (
     ),
     _policy("policy-glob-with-space", "spec.modelPatterns[0]", modelPatterns=["gpt 4o"]),
     _policy("policy-glob-with-dollar", "spec.modelPatterns[0]", modelPatterns=["llama$"]),
+    _policy("policy-glob-reversed-range", "spec.modelPatterns[1]", modelPatterns=["a*", "m[z-a]"]),
+    _policy(
+        "policy-glob-negated-reversed-range", "spec.modelPatterns[0]", modelPatterns=["x[!]9-0]"]
+    ),
     _policy(
         "policy-too-many-patterns",
         "spec.modelPatterns",

@@ -27,12 +27,18 @@ from .base import (
     validations,
 )
 from .conditions import CONDITIONS_MAX, Condition, unique_condition_types
+from .globs import REVERSED_RANGE_PATTERN, GlobError, translate
 
 # Letters, digits, the characters of model ids ('._:/@-') and the glob syntax ('*?[]{},!').
 GLOB_PATTERN = r"^[A-Za-z0-9._:/@*?\[\]{},!-]+$"
 GLOB_RULE = CelRule(
     rule=f"self.matches(r'{GLOB_PATTERN}')",
     message="`modelPatterns` entries must use only letters, digits, '._:/@-' and the glob characters '*?[]{},!'",
+)
+# The same verdict as api.globs.translate, found by one regex CEL can afford (see there).
+GLOB_RANGE_RULE = CelRule(
+    rule=f"!self.matches(r'{REVERSED_RANGE_PATTERN}')",
+    message="`modelPatterns` entries must not hold a reversed character range such as '[z-a]'",
 )
 WEIGHTS_RULE = CelRule(
     rule="self.priority + self.load + self.latency == 100",
@@ -56,7 +62,11 @@ def _glob(pattern: str) -> str:
 
 ModelGlob = Annotated[
     str,
-    Field(min_length=1, max_length=MODEL_ID_MAX, json_schema_extra=validations(GLOB_RULE)),
+    Field(
+        min_length=1,
+        max_length=MODEL_ID_MAX,
+        json_schema_extra=validations(GLOB_RULE, GLOB_RANGE_RULE),
+    ),
     AfterValidator(_glob),
 ]
 ModelName = Annotated[str, Field(min_length=1, max_length=MODEL_ID_MAX)]
@@ -287,6 +297,17 @@ class RoutingPolicySpec(SpecModel):
     def _unique_patterns(cls, patterns: list[str]) -> list[str]:
         if len(patterns) != len(set(patterns)):
             raise ValueError("`modelPatterns` must not repeat a pattern")
+        return patterns
+
+    @field_validator("model_patterns")
+    @classmethod
+    def _patterns_translate(cls, patterns: list[str]) -> list[str]:
+        """Routing compiles with the same translation, so what passes here always compiles."""
+        for index, pattern in enumerate(patterns):
+            try:
+                translate(pattern)
+            except GlobError as error:
+                raise ValueError(f"`modelPatterns[{index}]` {pattern!r}: {error}") from None
         return patterns
 
     @field_validator("reconcilers")
