@@ -61,8 +61,15 @@ def manifest_files(directory: Path) -> list[Path]:
 
 
 def _documents(path: Path) -> list[Any]:
+    """A file may be half-written, not text, or gone since the directory was listed."""
     try:
-        return [doc for doc in yaml.safe_load_all(path.read_text()) if doc is not None]
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ManifestError(f"{path}: not UTF-8 text: {exc}") from exc
+    except OSError as exc:
+        raise ManifestError(f"{path}: cannot be read: {exc}") from exc
+    try:
+        return [doc for doc in yaml.safe_load_all(text) if doc is not None]
     except yaml.YAMLError as exc:
         raise ManifestError(f"{path}: not valid YAML: {exc}") from exc
 
@@ -107,9 +114,15 @@ class DirectoryWatcher:
         return load_directory(self._directory, namespaces=self._namespaces)
 
     async def run(self) -> None:
+        """Poll until cancelled; a failed reload is logged and never ends the watch."""
         while True:
             await asyncio.sleep(self._period_s)
-            self.poll()
+            try:
+                self.poll()
+            except Exception:
+                logger.exception(
+                    "Reloading %s failed; kept the previous manifests", self._directory
+                )
 
     def poll(self) -> bool:
         """Reload when the files changed; True when new manifests were delivered."""
