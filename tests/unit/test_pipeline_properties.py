@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any, ClassVar
 
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, event, example, given, settings
 from hypothesis import strategies as st
 from routing_factories import NOW, backend, policy, registry
 
@@ -125,6 +125,31 @@ def build(fleet: list[dict[str, Any]], spec: dict[str, Any] | None, spent: float
     return engine
 
 
+def plain_backend(name: str, *, health: HealthState = HealthState.HEALTHY) -> dict[str, Any]:
+    """One backend of the generated shape, serving m1 with no limits: the explicit examples."""
+    offered = {
+        "id": "m1",
+        "contextLength": 8000,
+        "supportsVision": False,
+        "supportsTools": False,
+        "maxOutputTokens": None,
+        "pricing": None,
+    }
+    return {
+        "name": name,
+        "type": "ollama",
+        "tier": 3,
+        "priority": 50,
+        "draining": False,
+        "cap": None,
+        "models": [offered],
+        "health": health,
+        "in_flight": 0,
+        "latency": None,
+        "errors": 0,
+    }
+
+
 scenario = given(
     backends(), st.one_of(st.none(), policies), requests, st.sampled_from([0.0, 8.0, 10.0])
 )
@@ -167,12 +192,13 @@ def test_deterministic_strategies_decide_the_same_twice(
 
 @fast
 @scenario
+@example([plain_backend("b0")], None, RequestRequirements(model="m1"), 0.0)
 def test_a_routed_winner_passes_every_filter(
     fleet: Any, spec: Any, req: RequestRequirements, spent: float
 ) -> None:
     decision = build(fleet, spec, spent).explain(req)
-    if decision.outcome is not Outcome.ROUTED or decision.fallback_used:
-        return
+    assume(decision.outcome is Outcome.ROUTED and not decision.fallback_used)
+    event(f"routed: {decision.reason.split(':')[0]}")
     assert decision.backend is not None
     chosen = next(b for b in fleet if b["name"] == decision.backend.name)
     offered = next(m for m in chosen["models"] if m["id"] == decision.model)
@@ -202,12 +228,18 @@ def test_a_routed_winner_passes_every_filter(
 
 @fast
 @scenario
+@example(
+    [plain_backend("b0", health=HealthState.UNHEALTHY), plain_backend("b1")],
+    {"minTier": 5},
+    RequestRequirements(model="m1"),
+    0.0,
+)
 def test_a_rejection_gives_every_candidate_a_reason(
     fleet: Any, spec: Any, req: RequestRequirements, spent: float
 ) -> None:
     decision = build(fleet, spec, spent).explain(req)
-    if decision.outcome is not Outcome.REJECTED or decision.reason == reasons.MODEL_NOT_FOUND:
-        return
+    assume(decision.outcome is Outcome.REJECTED and decision.reason != reasons.MODEL_NOT_FOUND)
+    event(f"rejected: {decision.reason}")
     candidates = {b["name"] for b in fleet if any(m["id"] == req.model for m in b["models"])}
     assert {e.backend for e in primary_exclusions(decision, req.model)} == candidates
     assert all(e.reason_code != reasons.AT_CAPACITY for e in decision.rejections)
@@ -252,17 +284,17 @@ def test_a_plug_in_cannot_restore_excluded_backends(
 
 
 @fast
-@given(backends(), requests, st.lists(st.integers(0, 7), max_size=12))
+@given(backends(), requests, st.lists(st.integers(0, 7), min_size=1, max_size=12))
 def test_exclusion_is_idempotent(fleet: Any, req: RequestRequirements, picks: list[int]) -> None:
     engine = build(fleet, None, 0.0)
     ns = engine.registry.snapshot.namespace("default")
     candidates = [Candidate.of(v, req.model) for v in ns.offering(None, req.model)]
     intent = RoutingIntent(req, candidates)
+    assume(candidates)
     for pick in picks:
-        if candidates:
-            target = candidates[pick % len(candidates)]
-            first_time = not intent.is_excluded(target.name)
-            assert intent.exclude(target, reason_code="x", reason="x", reconciler="T") is first_time
+        target = candidates[pick % len(candidates)]
+        first_time = not intent.is_excluded(target.name)
+        assert intent.exclude(target, reason_code="x", reason="x", reconciler="T") is first_time
     names = [e.backend for e in intent.annotations.exclusions]
     assert len(names) == len(set(names))
     assert {c.name for c in intent.candidate_backends} == {c.name for c in candidates} - set(names)

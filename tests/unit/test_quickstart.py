@@ -246,7 +246,9 @@ async def test_integration_test_template_pipeline_with_my_reconciler() -> None:
     pipeline = ReconcilerPipeline([MyReconciler(), SelectionReconciler()])
     intent = RoutingIntent(requirements(), [backend("good_backend"), backend("bad_backend")])
     await pipeline.execute(intent)
-    assert intent.decision is not None
+    assert isinstance(intent.decision, RouteDecision)
+    assert intent.decision.candidate.name == "good_backend"
+    assert [e.backend for e in intent.annotations.exclusions] == ["bad_backend"]
 
 
 # "FAQ"
