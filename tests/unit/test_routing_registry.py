@@ -177,8 +177,10 @@ def test_policies_involved_in_a_broken_alias_chain_report_it() -> None:
             policy("c", ["z"]),
         ],
     )
-    assert eng.policy_report("default", "a").alias_error is not None
-    assert eng.policy_report("default", "b").alias_error[0] == reasons.ALIAS_CYCLE  # type: ignore[index]
+    for name in ("a", "b"):
+        error = eng.policy_report("default", name).alias_error
+        assert error is not None
+        assert error[0] == reasons.ALIAS_CYCLE
     assert eng.policy_report("default", "c").alias_error is None
 
 
