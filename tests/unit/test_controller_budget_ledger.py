@@ -99,3 +99,11 @@ def test_rollover_instant_is_the_first_of_next_month_in_utc() -> None:
     assert next_reset(datetime(2026, 12, 31, 23, 59, tzinfo=UTC)) == datetime(
         2027, 1, 1, tzinfo=UTC
     )
+
+
+def test_status_budget_state_agrees_with_decisions_exactly_at_the_limit() -> None:
+    """Ten reports of $0.10 against $1.00 sum to 0.9999999999999999: still the hard limit."""
+    spent = sum([0.1] * 10)
+    budget = api.Budget(monthly_limit_usd=1.0, soft_limit_percent=90)
+    assert budget_state(spent, budget) is api.BudgetState.HARD_LIMIT
+    assert budget_state(sum([0.1] * 9), budget) is api.BudgetState.SOFT_LIMIT

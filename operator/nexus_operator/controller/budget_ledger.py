@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from nexus_operator import api
 from nexus_operator.api import BudgetState
+from nexus_operator.control.reconcilers.budget import budget_state as pipeline_budget_state
 from nexus_operator.control.runtime import (
     BackendRuntime,
     RejectedRecord,
@@ -49,15 +50,13 @@ def next_reset(now: datetime) -> datetime:
 
 
 def budget_state(spent_usd: float, budget: api.Budget | None) -> BudgetState:
-    """Normal without a limit; inclusive thresholds: >= 100 % HardLimit, >= soft % SoftLimit."""
+    """Normal without a limit; otherwise the very rule decisions use, so status conditions and
+    routing never disagree at a threshold."""
     if budget is None or budget.monthly_limit_usd is None:
         return BudgetState.NORMAL
-    limit = budget.monthly_limit_usd
-    if limit == 0 or spent_usd >= limit:
-        return BudgetState.HARD_LIMIT
-    if spent_usd * 100 >= limit * budget.soft_limit_percent:
-        return BudgetState.SOFT_LIMIT
-    return BudgetState.NORMAL
+    return pipeline_budget_state(
+        spent=spent_usd, limit=budget.monthly_limit_usd, soft_percent=budget.soft_limit_percent
+    )
 
 
 @dataclass(frozen=True)
