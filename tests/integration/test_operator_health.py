@@ -35,7 +35,7 @@ def test_backend_that_stops_answering_is_excluded_until_it_recovers(
     with cluster.api_client() as api, running_operator(config) as operator:
         objects = Objects(api, namespace)
         objects.create("backends", "flaky", backend_spec(server.url))
-        wait_for(lambda: route(operator, namespace).outcome is Outcome.ROUTED and True)
+        wait_for(lambda: route(operator, namespace).outcome is Outcome.ROUTED)
 
         server.set_healthy(False)
         wait_for(
@@ -53,7 +53,7 @@ def test_backend_that_stops_answering_is_excluded_until_it_recovers(
         wait_for(lambda: "BackendUnhealthy" in _event_reasons(api, namespace))
 
         server.set_healthy(True)
-        wait_for(lambda: route(operator, namespace).outcome is Outcome.ROUTED and True)
+        wait_for(lambda: route(operator, namespace).outcome is Outcome.ROUTED)
         wait_for(
             lambda: condition(objects.status("backends", "flaky"), "Healthy")["status"] == "True"
         )

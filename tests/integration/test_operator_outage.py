@@ -46,7 +46,7 @@ def test_decisions_survive_an_api_outage_and_pending_status_is_written_after(
             "budgeted",
             {"modelPatterns": ["*"], "budget": {"monthlyLimitUsd": 10}},
         )
-        wait_for(lambda: route(operator, namespace).outcome is Outcome.ROUTED and True)
+        wait_for(lambda: route(operator, namespace).outcome is Outcome.ROUTED)
         plane.stop_apiserver()
         try:
             assert route(operator, namespace).backend.name == "local"

@@ -31,7 +31,7 @@ def test_backend_apply_modify_delete_converge_into_decisions_and_status(
     with cluster.api_client() as api, running_operator(config) as operator:
         objects = Objects(api, namespace)
         objects.create("backends", "local", backend_spec(server.url))
-        wait_for(lambda: route(operator, namespace).outcome is Outcome.ROUTED and True)
+        wait_for(lambda: route(operator, namespace).outcome is Outcome.ROUTED)
         assert route(operator, namespace).backend.name == "local"
         wait_for(
             lambda: condition(objects.status("backends", "local"), "Ready")["status"] == "True"
@@ -72,7 +72,7 @@ def test_restricted_policy_lists_every_open_backend_in_status_exclusions(
         objects.create(
             "routingpolicies", "private", {"modelPatterns": ["*"], "privacy": "restricted"}
         )
-        wait_for(lambda: route(operator, namespace).outcome is Outcome.ROUTED and True)
+        wait_for(lambda: route(operator, namespace).outcome is Outcome.ROUTED)
 
         def excluded() -> dict[str, dict[str, str]]:
             out = cluster.kubectl("get", "rp", "private", "-n", namespace, "-o", "yaml").stdout
