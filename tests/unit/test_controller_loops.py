@@ -21,6 +21,7 @@ from nexus_operator import api
 from nexus_operator.api.base import MESSAGE_MAX
 from nexus_operator.controller import handlers
 from nexus_operator.controller.budget_ledger import BudgetLedger
+from nexus_operator.controller.invalid_specs import InvalidSpec, InvalidSpecs
 from nexus_operator.controller.kube import (
     BACKENDS,
     POLICIES,
@@ -92,13 +93,19 @@ class Leading:
 
 
 def _writer(
-    registry: Registry, kube: StubKube, *, leading: bool = True, interval: float = 2.0
+    registry: Registry,
+    kube: StubKube,
+    *,
+    leading: bool = True,
+    interval: float = 2.0,
+    invalid: InvalidSpecs | None = None,
 ) -> StatusWriter:
     ledger = BudgetLedger(cast(KubeApi, kube), registry, ObservedStatuses())
     return StatusWriter(
         registry,
         RoutingEngine(registry),
         ledger=ledger,
+        invalid=invalid or InvalidSpecs(),
         leader=cast(LeaderElector, Leading()) if leading else None,
         recorder=None,
         clock=lambda: NOW,
@@ -147,6 +154,70 @@ async def test_failed_flush_gives_the_spend_back_for_the_next_round() -> None:
     with pytest.raises(RuntimeError):
         await _writer(registry, kube).flush()
     assert registry.runtime.policy("default", "rp").unflushed_usd == 0.75
+
+
+def _rejected(kind: str, name: str, *, generation: int = 2) -> InvalidSpec:
+    return InvalidSpec(kind, "default", name, generation, f"uid-{name}", "spec.x: rejected")
+
+
+def _ready(status: JsonObject) -> JsonObject:
+    return next(c for c in status["conditions"] if c["type"] == "Ready")
+
+
+async def test_never_valid_policy_gets_ready_false_invalid_spec_once() -> None:
+    registry, kube = _cluster()
+    path = POLICIES.path("default", "new")
+    kube.objects[path] = {"metadata": {"name": "new", "resourceVersion": "1"}, "status": {}}
+    invalid = InvalidSpecs()
+    invalid.note((POLICIES.plural, "default", "new"), _rejected("RoutingPolicy", "new"))
+    writer = _writer(registry, kube, invalid=invalid)
+    await writer.flush()
+    await writer.flush()
+    status = kube.objects[path]["status"]
+    assert (_ready(status)["reason"], _ready(status)["message"]) == (
+        "InvalidSpec",
+        "spec.x: rejected",
+    )
+    assert status["observedGeneration"] == 2
+    assert [p for p, _ in kube.patches].count(path + "/status") == 1
+
+
+async def test_follower_writes_no_invalid_spec_status() -> None:
+    registry, kube = _cluster()
+    invalid = InvalidSpecs()
+    invalid.note((BACKENDS.plural, "default", "local"), _rejected("Backend", "local"))
+    await _writer(registry, kube, leading=False, invalid=invalid).flush()
+    assert "conditions" not in kube.objects[BACKENDS.path("default", "local")]["status"]
+
+
+async def test_rejected_policy_edit_reports_invalid_spec_and_still_adds_spend() -> None:
+    registry = Registry()
+    rp = policy("rp", budget={"monthlyLimitUsd": 10})
+    registry.replace_all([], [rp])
+    registry.runtime.policy("default", "rp").add_spend(0.5, NOW)
+    kube = StubKube()
+    kube.add(POLICIES.path("default", "rp"), rp)
+    invalid = InvalidSpecs()
+    invalid.note((POLICIES.plural, "default", "rp"), _rejected("RoutingPolicy", "rp"))
+    await _writer(registry, kube, invalid=invalid).flush()
+    status = kube.objects[POLICIES.path("default", "rp")]["status"]
+    assert _ready(status)["reason"] == "InvalidSpec"
+    assert status["budget"]["spentUsd"] == 0.5
+    assert "eligibleCount" not in status
+
+
+async def test_normal_status_resumes_once_the_record_is_cleared() -> None:
+    registry, kube = _cluster()
+    key = (BACKENDS.plural, "default", "local")
+    invalid = InvalidSpecs()
+    invalid.note(key, _rejected("Backend", "local"))
+    writer = _writer(registry, kube, invalid=invalid)
+    await writer.flush()
+    invalid.clear(key)
+    await writer.flush()
+    status = kube.objects[BACKENDS.path("default", "local")]["status"]
+    assert (_ready(status)["status"], _ready(status)["reason"]) == ("True", "Accepted")
+    assert status["health"]["state"] == "Healthy"
 
 
 async def test_writer_keeps_running_after_a_round_that_raises() -> None:

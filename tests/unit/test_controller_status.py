@@ -6,12 +6,15 @@ from datetime import UTC, datetime
 
 from nexus_operator import api
 from nexus_operator.api import ConditionStatus, HealthState
+from nexus_operator.api.base import MESSAGE_MAX
 from nexus_operator.controller.conditions import DesiredCondition, set_status_condition
 from nexus_operator.controller.diffing import merge_diff
+from nexus_operator.controller.invalid_specs import InvalidSpec
 from nexus_operator.controller.status_assembly import (
     BackendFacts,
     PolicyFacts,
     backend_status,
+    invalid_spec_status,
     policy_status,
 )
 
@@ -195,3 +198,55 @@ def test_hard_limit_sets_both_budget_conditions() -> None:
     conditions = _by_type(policy_status(_policy(), facts, existing=[], now=NOW))
     assert conditions["BudgetSoftLimit"]["status"] == "True"
     assert conditions["BudgetExhausted"]["reason"] == "HardLimitReached"
+
+
+INVALID = InvalidSpec(
+    kind="RoutingPolicy",
+    namespace="ns",
+    name="rp",
+    generation=7,
+    uid="uid-1",
+    message="spec.selection.weights: priority + load + latency must sum to 100",
+)
+
+
+def test_invalid_spec_sets_ready_false_with_the_field_at_the_rejected_generation() -> None:
+    status = invalid_spec_status(INVALID, existing=[], now=NOW)
+    assert status["observedGeneration"] == 7
+    assert _by_type(status)["Ready"] == {
+        "type": "Ready",
+        "status": "False",
+        "reason": "InvalidSpec",
+        "message": INVALID.message,
+        "lastTransitionTime": "2026-03-14T12:00:00Z",
+        "observedGeneration": 7,
+    }
+
+
+def test_invalid_spec_leaves_other_conditions_and_their_transition_times_alone() -> None:
+    healthy = api.Condition(
+        type="Healthy",
+        status=ConditionStatus.TRUE,
+        reason="HealthCheckPassed",
+        last_transition_time=T0,
+        observed_generation=6,
+    )
+    existing = [_condition(ConditionStatus.TRUE), healthy]
+    status = invalid_spec_status(INVALID, existing=existing, now=NOW)
+    conditions = _by_type(status)
+    assert list(conditions) == ["Ready", "Healthy"]
+    assert conditions["Healthy"] == healthy.model_dump(by_alias=True, mode="json")
+    assert conditions["Ready"]["lastTransitionTime"] == "2026-03-14T12:00:00Z"
+    assert set(status) == {"observedGeneration", "conditions"}
+
+
+def test_invalid_spec_held_across_flushes_keeps_its_transition_time() -> None:
+    held = _condition(ConditionStatus.FALSE, reason="InvalidSpec")
+    status = invalid_spec_status(INVALID, existing=[held], now=NOW)
+    assert _by_type(status)["Ready"]["lastTransitionTime"] == T0
+
+
+def test_invalid_spec_message_is_cut_to_the_status_bound() -> None:
+    long = InvalidSpec("Backend", "ns", "b", 1, None, "spec.url: " + "x" * 5000)
+    [ready] = invalid_spec_status(long, existing=[], now=NOW)["conditions"]
+    assert len(ready["message"]) == MESSAGE_MAX

@@ -9,7 +9,7 @@ from typing import Any, cast
 import pytest
 
 from nexus_operator.controller.budget_ledger import BudgetLedger
-from nexus_operator.controller.kube import KubeApi
+from nexus_operator.controller.kube import BACKENDS, POLICIES, KubeApi
 from nexus_operator.controller.observed import ObservedStatuses
 from nexus_operator.controller.registry_sync import DELETED, RegistrySync
 from nexus_operator.routing import Registry
@@ -89,3 +89,65 @@ def test_recreated_backend_counts_only_its_own_selections() -> None:
     sync.on_backend_event("ADDED", _body("Backend", VALID, uid="uid-2", version=3))
     registry.runtime.backend("ns", "x").selected_total = 1
     assert ledger.take_selected(("ns", "x"))[0] == 1
+
+
+BAD_WEIGHTS = {"selection": {"weights": {"priority": 10, "load": 10, "latency": 10}}}
+POLICY_KEY = (POLICIES.plural, "ns", "x")
+
+
+def test_rejected_policy_is_recorded_with_its_generation_uid_and_the_wire_path_of_the_field() -> (
+    None
+):
+    _, sync = _sync()
+    sync.on_policy_event("ADDED", _body("RoutingPolicy", BAD_WEIGHTS, version=4))
+    record = sync.invalid.get(POLICY_KEY)
+    assert record is not None
+    assert (record.kind, record.namespace, record.name) == ("RoutingPolicy", "ns", "x")
+    assert (record.generation, record.uid) == (4, "uid-1")
+    assert record.message == (
+        "spec.selection.weights: `selection.weights` priority + load + latency must sum to 100"
+    )
+
+
+def test_record_message_names_list_items_by_index_in_camel_case() -> None:
+    _, sync = _sync()
+    spec = {**VALID, "models": [{"id": "a"}, {"id": "b", "contextLength": 0}]}
+    sync.on_backend_event("ADDED", _body("Backend", spec))
+    record = sync.invalid.get((BACKENDS.plural, "ns", "x"))
+    assert record is not None
+    assert record.message.startswith("spec.models[1].contextLength: ")
+
+
+def test_later_valid_version_clears_the_record_and_enters_the_registry() -> None:
+    registry, sync = _sync()
+    sync.on_policy_event("ADDED", _body("RoutingPolicy", BAD_WEIGHTS))
+    sync.on_policy_event("MODIFIED", _body("RoutingPolicy", {}, version=2))
+    assert sync.invalid.get(POLICY_KEY) is None
+    assert ("ns", "x") in registry.snapshot.policies
+
+
+def test_deleting_a_rejected_object_clears_its_record() -> None:
+    _, sync = _sync()
+    sync.on_policy_event("ADDED", _body("RoutingPolicy", BAD_WEIGHTS))
+    sync.on_policy_event(DELETED, _body("RoutingPolicy", BAD_WEIGHTS, version=2))
+    assert sync.invalid.get(POLICY_KEY) is None
+
+
+def test_resync_keeps_records_of_listed_objects_and_drops_those_gone() -> None:
+    _, sync = _sync()
+    sync.on_policy_event("ADDED", _body("RoutingPolicy", BAD_WEIGHTS))
+    sync.on_backend_event("ADDED", _body("Backend", INVALID))
+    sync.replace_all([], [_body("RoutingPolicy", BAD_WEIGHTS)])
+    assert sync.invalid.get(POLICY_KEY) is not None
+    assert sync.invalid.get((BACKENDS.plural, "ns", "x")) is None
+
+
+def test_rejection_is_logged_once_per_generation_not_per_status_event(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    _, sync = _sync()
+    with caplog.at_level(logging.WARNING):
+        sync.on_policy_event("ADDED", _body("RoutingPolicy", BAD_WEIGHTS))
+        sync.on_policy_event("MODIFIED", _body("RoutingPolicy", BAD_WEIGHTS))
+        sync.on_policy_event("MODIFIED", _body("RoutingPolicy", BAD_WEIGHTS, version=2))
+    assert caplog.text.count("Invalid RoutingPolicy ns/x") == 2

@@ -84,6 +84,7 @@ class Controller:
             self.registry,
             self.engine,
             ledger=self.ledger,
+            invalid=self.sync.invalid,
             leader=self.leader,
             recorder=self.recorder,
             clock=utcnow,

@@ -17,6 +17,7 @@ import pydantic
 
 from nexus_operator import api
 
+from .invalid_specs import InvalidSpecs, invalid_spec
 from .kube import BACKENDS, POLICIES, Kind, KubeApi
 from .observed import ObjectKey, ObservedStatuses, key_of
 
@@ -42,35 +43,6 @@ class Scope:
         return [kind.path(namespace) for namespace in self.namespaces]
 
 
-def parse_backend(body: Mapping[str, Any]) -> api.Backend | None:
-    return _parse(api.Backend, body)
-
-
-def parse_policy(body: Mapping[str, Any]) -> api.RoutingPolicy | None:
-    return _parse(api.RoutingPolicy, body)
-
-
-def _parse(model: type[Model], body: Mapping[str, Any]) -> Model | None:
-    """Spec and metadata only: status is the operator's own output, never an input to routing.
-
-    None for a spec pydantic rejects; callers then keep the last valid spec they had, so a bad
-    edit never removes a working object from routing (the API server's schema lets through
-    what only pydantic checks, such as cross-field rules).
-    """
-    try:
-        return model.model_validate({"metadata": body["metadata"], "spec": body.get("spec") or {}})
-    except (pydantic.ValidationError, KeyError) as exc:
-        meta = body.get("metadata") or {}
-        logger.warning(
-            "Invalid %s %s/%s, keeping its last valid spec if any: %s",
-            model.__name__,
-            meta.get("namespace"),
-            meta.get("name"),
-            exc,
-        )
-        return None
-
-
 def _unchanged(
     old: api.Backend | api.RoutingPolicy | None, new: api.Backend | api.RoutingPolicy
 ) -> bool:
@@ -84,17 +56,22 @@ def _unchanged(
 
 
 class RegistrySync:
-    """Applies watch events and full lists to the registry and the observed-status store."""
+    """Applies watch events and full lists to the registry and the observed-status store.
+
+    `invalid` holds the current rejection of every object whose spec the models reject.
+    """
 
     def __init__(self, registry: Registry, observed: ObservedStatuses) -> None:
         self._registry = registry
         self._observed = observed
+        self.invalid = InvalidSpecs()
 
     def on_backend_event(self, event_type: str | None, body: Mapping[str, Any]) -> None:
         key = key_of(BACKENDS.plural, body)
         namespace, name = key[1], key[2]
         if event_type == DELETED:
             self._forget(key)
+            self.invalid.clear(key)
             self._registry.delete_backend(namespace, name)
             return
         backend = self._observe_backend(body)
@@ -108,6 +85,7 @@ class RegistrySync:
         namespace, name = key[1], key[2]
         if event_type == DELETED:
             self._forget(key)
+            self.invalid.clear(key)
             self._registry.delete_policy(namespace, name)
             return
         policy = self._observe_policy(body)
@@ -124,6 +102,7 @@ class RegistrySync:
         An object whose spec is now invalid keeps its last valid spec, as on a watch event; one
         that is gone is forgotten, as on a DELETED event.
         """
+        backends, policies = list(backends), list(policies)
         snapshot = self._registry.snapshot
         kept_backends = _with_last_valid(
             ((body, self._observe_backend(body)) for body in backends), snapshot.backends
@@ -135,17 +114,49 @@ class RegistrySync:
             self._forget((BACKENDS.plural, *key))
         for key in snapshot.policies.keys() - kept_policies.keys():
             self._forget((POLICIES.plural, *key))
+        self.invalid.retain(
+            [key_of(BACKENDS.plural, body) for body in backends]
+            + [key_of(POLICIES.plural, body) for body in policies]
+        )
         self._registry.replace_all(kept_backends.values(), kept_policies.values())
         self._registry.synced = True
 
     def _observe_backend(self, body: Mapping[str, Any]) -> api.Backend | None:
         self._record(BACKENDS.plural, body)
-        return parse_backend(body)
+        return self._validated(api.Backend, body, plural=BACKENDS.plural)
 
     def _observe_policy(self, body: Mapping[str, Any]) -> api.RoutingPolicy | None:
         self._record(POLICIES.plural, body)
         self._adopt_spend(key_of(POLICIES.plural, body))
-        return parse_policy(body)
+        return self._validated(api.RoutingPolicy, body, plural=POLICIES.plural)
+
+    def _validated(
+        self, model: type[Model], body: Mapping[str, Any], *, plural: str
+    ) -> Model | None:
+        """Spec and metadata only: status is the operator's own output, never an input to routing.
+
+        None for a spec pydantic rejects; callers then keep the last valid spec they had, so a bad
+        edit never removes a working object from routing (the API server's schema lets through
+        what it stored before a rule tightened). The rejection is kept for status and logged once
+        per generation, not on every status event our own writes cause.
+        """
+        key = key_of(plural, body)
+        spec = body.get("spec") or {}
+        try:
+            parsed = model.model_validate({"metadata": body.get("metadata") or {}, "spec": spec})
+        except pydantic.ValidationError as exc:
+            record = invalid_spec(model.__name__, body, exc)
+            if self.invalid.note(key, record):
+                logger.warning(
+                    "Invalid %s %s/%s, keeping its last valid spec if any: %s",
+                    record.kind,
+                    record.namespace,
+                    record.name,
+                    record.message,
+                )
+            return None
+        self.invalid.clear(key)
+        return parsed
 
     def _record(self, plural: str, body: Mapping[str, Any]) -> None:
         """Observe `body`; an object re-created under the same name first sheds the old one's state."""

@@ -18,7 +18,8 @@ from nexus_operator.api import BudgetState, ConditionStatus, HealthState
 from nexus_operator.api import conditions as c
 
 from .bounds import clip
-from .conditions import DesiredCondition, set_status_conditions
+from .conditions import DesiredCondition, set_status_condition, set_status_conditions
+from .invalid_specs import InvalidSpec
 
 JsonObject = dict[str, Any]
 
@@ -104,6 +105,24 @@ def policy_status(
         "eligibleCount": len(facts.eligible_backends),
         "eligibleBackends": sorted(facts.eligible_backends)[:ELIGIBLE_MAX],
         "exclusions": [_dump(x) for x in facts.exclusions[: EXCLUSIONS_MAX["RoutingPolicy"]]],
+    }
+
+
+def invalid_spec_status(
+    invalid: InvalidSpec, *, existing: Sequence[api.Condition], now: datetime
+) -> JsonObject:
+    """Ready=False naming the rejected field, at the rejected generation.
+
+    Only Ready and observedGeneration: the other conditions and keys stay as last written (their
+    own observedGeneration shows they are older) until a valid version resumes normal status.
+    """
+    desired = DesiredCondition(c.READY, FALSE, c.INVALID_SPEC, clip(invalid.message))
+    conditions = set_status_condition(
+        existing, desired, observed_generation=invalid.generation, now=_stamp(now)
+    )
+    return {
+        "observedGeneration": invalid.generation,
+        "conditions": [_dump(x) for x in conditions],
     }
 
 

@@ -3,11 +3,12 @@
 Per flush, at most one patch per object: this replica's additive deltas (budget spend, decision and
 selection counters; every replica) joined with, on the leader only, the non-additive status
 (conditions, health, exclusions, counts), written under one resourceVersion precondition by the
-ledger. Desired status is diffed against the last status the API server holds (observed from
-watch events and patch responses), so unchanged status is never written and our own status events
-cause no further writes. Health latency and
-probe time alone are refreshed at most every `refresh_interval`, so steady probing does not turn
-into a patch per probe. A failed flush (API server gone) leaves everything pending for the next.
+ledger. An object whose spec the models reject gets from the leader only Ready=False
+(InvalidSpec) instead, whether it still routes with its last valid spec or never had one.
+Desired status is diffed against the last status the API server holds (observed from watch
+events and patch responses), so unchanged status is never written and our own status events
+cause no further writes. Health latency and probe time alone are refreshed at most every
+`refresh_interval`, so steady probing does not turn into a patch per probe. A failed flush (API server gone) leaves everything pending for the next.
 """
 
 from __future__ import annotations
@@ -28,10 +29,17 @@ from . import events
 from .bounds import clip
 from .budget_ledger import BudgetLedger, backend_desired, budget_state, policy_desired
 from .diffing import merge_diff
-from .kube import BACKENDS, POLICIES
+from .invalid_specs import InvalidSpec, InvalidSpecs
+from .kube import BACKENDS, POLICIES, Kind
 from .leader import LeaderElector
 from .observed import ObjectKey
-from .status_assembly import BackendFacts, PolicyFacts, backend_status, policy_status
+from .status_assembly import (
+    BackendFacts,
+    PolicyFacts,
+    backend_status,
+    invalid_spec_status,
+    policy_status,
+)
 
 if TYPE_CHECKING:
     from nexus_operator.routing import Registry, RoutingEngine
@@ -56,6 +64,7 @@ class StatusWriter:
         engine: RoutingEngine,
         *,
         ledger: BudgetLedger,
+        invalid: InvalidSpecs,
         leader: LeaderElector | None,
         recorder: events.EventRecorder | None,
         clock: Clock,
@@ -64,6 +73,7 @@ class StatusWriter:
         self._registry = registry
         self._engine = engine
         self._ledger = ledger
+        self._invalid = invalid
         self._leader = leader
         self._recorder = recorder
         self._clock = clock
@@ -96,17 +106,22 @@ class StatusWriter:
             await self._flush_policy(policy, now)
         for backend in list(snapshot.backends.values()):
             await self._flush_backend(backend, now)
+        if self.leading:
+            await self._flush_never_valid(now)
 
     async def _flush_policy(self, policy: api.RoutingPolicy, now: datetime) -> None:
         namespace, name = policy.metadata.namespace, policy.metadata.name
         key = (POLICIES.plural, namespace, name)
         delta = self._ledger.take_policy(namespace, name)
         try:
-            facts = self._policy_facts(policy, now) if self.leading else None
+            invalid = self._invalid_record(key)
+            facts = self._policy_facts(policy, now) if self.leading and invalid is None else None
 
             def build(status: Mapping[str, Any]) -> JsonObject:
                 desired = policy_desired(status, delta, budget=policy.spec.budget, now=now)
-                if facts is not None:
+                if invalid is not None:
+                    desired |= invalid_spec_status(invalid, existing=_conditions(status), now=now)
+                elif facts is not None:
                     existing = _conditions(status)
                     desired |= policy_status(policy, facts, existing=existing, now=now)
                 return self._coalesced(key, merge_diff(status, desired))
@@ -126,11 +141,16 @@ class StatusWriter:
         namespace, name = backend.metadata.namespace, backend.metadata.name
         key = (BACKENDS.plural, namespace, name)
         selected, last = self._ledger.take_selected((namespace, name))
-        leader_part = self._backend_leader_part(backend) if self.leading else None
+        invalid = self._invalid_record(key)
+        leader_part = (
+            self._backend_leader_part(backend) if self.leading and invalid is None else None
+        )
 
         def build(status: Mapping[str, Any]) -> JsonObject:
             desired = backend_desired(status, selected=selected, last=last)
-            if leader_part is not None:
+            if invalid is not None:
+                desired |= invalid_spec_status(invalid, existing=_conditions(status), now=now)
+            elif leader_part is not None:
                 facts, exclusions = leader_part
                 mine = backend_status(
                     backend, facts, exclusions=exclusions, existing=_conditions(status), now=now
@@ -141,6 +161,27 @@ class StatusWriter:
         written = await self._ledger.write(BACKENDS, namespace, name, build)
         if written is not None and selected > 0:
             self._ledger.settle_selected((namespace, name), selected)
+
+    async def _flush_never_valid(self, now: datetime) -> None:
+        """Rejected objects the registry does not hold: nothing else ever writes their status."""
+        snapshot = self._registry.snapshot
+        for key, invalid in self._invalid.items():
+            plural, namespace, name = key
+            held = snapshot.backends if plural == BACKENDS.plural else snapshot.policies
+            if (namespace, name) not in held:
+                await self._write_invalid(key, invalid, now)
+
+    async def _write_invalid(self, key: ObjectKey, invalid: InvalidSpec, now: datetime) -> None:
+        def build(status: Mapping[str, Any]) -> JsonObject:
+            desired = invalid_spec_status(invalid, existing=_conditions(status), now=now)
+            return self._coalesced(key, merge_diff(status, desired))
+
+        plural, namespace, name = key
+        await self._ledger.write(Kind(plural), namespace, name, build)
+
+    def _invalid_record(self, key: ObjectKey) -> InvalidSpec | None:
+        """The rejection the leader reports instead of normal status; followers write none."""
+        return self._invalid.get(key) if self.leading else None
 
     def _backend_leader_part(
         self, backend: api.Backend
