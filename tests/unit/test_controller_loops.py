@@ -190,7 +190,9 @@ async def test_follower_writes_no_invalid_spec_status() -> None:
     assert "conditions" not in kube.objects[BACKENDS.path("default", "local")]["status"]
 
 
-async def test_rejected_policy_edit_reports_invalid_spec_and_still_adds_spend() -> None:
+async def test_rejected_policy_edit_reports_invalid_spec_and_keeps_the_rest_current() -> None:
+    """The last valid spec still serves, so its status (spend, counts, other conditions) stays
+    current; only Ready says the latest edit was rejected."""
     registry = Registry()
     rp = policy("rp", budget={"monthlyLimitUsd": 10})
     registry.replace_all([], [rp])
@@ -203,7 +205,9 @@ async def test_rejected_policy_edit_reports_invalid_spec_and_still_adds_spend() 
     status = kube.objects[POLICIES.path("default", "rp")]["status"]
     assert _ready(status)["reason"] == "InvalidSpec"
     assert status["budget"]["spentUsd"] == 0.5
-    assert "eligibleCount" not in status
+    assert status["eligibleCount"] == 0
+    types = {c["type"]: c["reason"] for c in status["conditions"]}
+    assert types["NoEligibleBackends"] == "AllBackendsExcluded"
 
 
 async def test_normal_status_resumes_once_the_record_is_cleared() -> None:

@@ -113,8 +113,9 @@ def invalid_spec_status(
 ) -> JsonObject:
     """Ready=False naming the rejected field, at the rejected generation.
 
-    Only Ready and observedGeneration: the other conditions and keys stay as last written (their
-    own observedGeneration shows they are older) until a valid version resumes normal status.
+    Only Ready and observedGeneration. For an object the registry still serves from its last
+    valid spec, the writer lays this over that spec's normal status; for one that was never
+    valid, it is the whole leader-owned status.
     """
     desired = DesiredCondition(c.READY, FALSE, c.INVALID_SPEC, clip(invalid.message))
     conditions = set_status_condition(

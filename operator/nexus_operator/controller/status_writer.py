@@ -115,15 +115,14 @@ class StatusWriter:
         delta = self._ledger.take_policy(namespace, name)
         try:
             invalid = self._invalid_record(key)
-            facts = self._policy_facts(policy, now) if self.leading and invalid is None else None
+            facts = self._policy_facts(policy, now) if self.leading else None
 
             def build(status: Mapping[str, Any]) -> JsonObject:
                 desired = policy_desired(status, delta, budget=policy.spec.budget, now=now)
-                if invalid is not None:
-                    desired |= invalid_spec_status(invalid, existing=_conditions(status), now=now)
-                elif facts is not None:
+                if facts is not None:
                     existing = _conditions(status)
                     desired |= policy_status(policy, facts, existing=existing, now=now)
+                    desired = _flag_invalid(desired, invalid, now=now)
                 return self._coalesced(key, merge_diff(status, desired))
 
             written = await self._ledger.write(POLICIES, namespace, name, build)
@@ -142,20 +141,16 @@ class StatusWriter:
         key = (BACKENDS.plural, namespace, name)
         selected, last = self._ledger.take_selected((namespace, name))
         invalid = self._invalid_record(key)
-        leader_part = (
-            self._backend_leader_part(backend) if self.leading and invalid is None else None
-        )
+        leader_part = self._backend_leader_part(backend) if self.leading else None
 
         def build(status: Mapping[str, Any]) -> JsonObject:
             desired = backend_desired(status, selected=selected, last=last)
-            if invalid is not None:
-                desired |= invalid_spec_status(invalid, existing=_conditions(status), now=now)
-            elif leader_part is not None:
+            if leader_part is not None:
                 facts, exclusions = leader_part
                 mine = backend_status(
                     backend, facts, exclusions=exclusions, existing=_conditions(status), now=now
                 )
-                desired = _merge(desired, mine)
+                desired = _flag_invalid(_merge(desired, mine), invalid, now=now)
             return self._coalesced(key, merge_diff(status, desired))
 
         written = await self._ledger.write(BACKENDS, namespace, name, build)
@@ -260,6 +255,14 @@ class StatusWriter:
         ref = events.ObjectRef("RoutingPolicy", key[0], key[1], policy.metadata.uid)
         message = f"Budget is {state.value}: spent ${spent:.2f} this month."
         self._recorder.emit(ref, type_=type_, reason=reason, message=message)
+
+
+def _flag_invalid(desired: JsonObject, invalid: InvalidSpec | None, *, now: datetime) -> JsonObject:
+    """The status of the last valid spec (it still serves), with Ready=False naming the rejected
+    field on top, so health, exclusions and counters stay current while the spec is fixed."""
+    if invalid is None:
+        return desired
+    return desired | invalid_spec_status(invalid, existing=_conditions(desired), now=now)
 
 
 def _conditions(status: Mapping[str, Any]) -> list[api.Condition]:
