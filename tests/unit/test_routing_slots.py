@@ -1,0 +1,71 @@
+"""In-flight slots: one usage report releases exactly its own Route's slot, never another's."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from routing_factories import NOW, backend, engine, policy
+
+from nexus_operator.routing import RequestRequirements, RoutingEngine, UsageReport
+
+
+def route(eng: RoutingEngine, request_id: str | None) -> None:
+    eng.route(RequestRequirements(model="llama3:8b", request_id=request_id))
+
+
+def report(eng: RoutingEngine, request_id: str | None, *, cost_usd: float | None = None) -> None:
+    eng.report_usage(
+        UsageReport(backend="a", model="llama3:8b", request_id=request_id, cost_usd=cost_usd)
+    )
+
+
+def in_flight(eng: RoutingEngine) -> int:
+    return eng.registry.runtime.backend("default", "a").in_flight
+
+
+def test_a_duplicate_report_does_not_free_another_requests_slot() -> None:
+    eng = engine([backend("a")], [policy("p")])
+    route(eng, "a")
+    route(eng, "b")
+    report(eng, "a")
+    report(eng, "a")
+    assert in_flight(eng) == 1
+
+
+def test_a_report_with_an_unknown_id_frees_no_slot_but_still_counts_spend() -> None:
+    eng = engine([backend("a")], [policy("p")])
+    route(eng, "a")
+    report(eng, "never-routed", cost_usd=0.5)
+    assert in_flight(eng) == 1
+    assert eng.registry.runtime.policy("default", "p").spent_usd == 0.5
+
+
+def test_a_reused_request_id_keeps_both_slots_and_each_report_frees_one() -> None:
+    eng = engine([backend("a")], [policy("p")])
+    route(eng, "c")
+    route(eng, "c")
+    assert in_flight(eng) == 2
+    report(eng, "c")
+    assert in_flight(eng) == 1
+    report(eng, "c")
+    report(eng, "c")
+    assert in_flight(eng) == 0
+
+
+def test_a_report_without_an_id_frees_a_slot_taken_without_one_first() -> None:
+    eng = engine([backend("a")], [policy("p")])
+    route(eng, "a")
+    route(eng, None)
+    report(eng, None)
+    assert in_flight(eng) == 1
+    report(eng, "a")
+    assert in_flight(eng) == 0
+
+
+def test_an_expired_slot_is_not_released_again_by_its_late_report() -> None:
+    eng = engine([backend("a")], [policy("p")])
+    route(eng, "old")
+    assert eng.expire_slots(NOW + timedelta(seconds=300)) == 1
+    route(eng, "new")
+    report(eng, "old")
+    assert in_flight(eng) == 1
