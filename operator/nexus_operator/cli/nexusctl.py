@@ -13,11 +13,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
 
 import grpc
 import yaml
@@ -45,52 +45,105 @@ _PRIVACY = {"restricted": pb.PRIVACY_RESTRICTED, "unrestricted": pb.PRIVACY_UNRE
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """Connection flags work before or after the subcommand, as kubectl users expect.
+
+    The subcommands share a parent parser whose flags default to SUPPRESS, so a flag given after
+    the subcommand overrides the top-level value and an absent one leaves it alone.
+    """
     parser = argparse.ArgumentParser(
         prog="nexusctl", description="Talk to the nexus-operator gRPC routing endpoint."
     )
-    _add_connection_arguments(parser)
+    _add_connection_arguments(parser, defaults=True)
+    connection = argparse.ArgumentParser(add_help=False)
+    _add_connection_arguments(connection, defaults=False)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name, help_text in (
         ("route", "Ask for a routing decision."),
         ("explain", "Show how a decision is made, with no side effects."),
     ):
-        command = sub.add_parser(name, help=help_text, description=help_text)
+        command = sub.add_parser(name, help=help_text, description=help_text, parents=[connection])
         _add_request_arguments(command)
     usage = sub.add_parser(
         "usage",
         help="Report what a routed request cost.",
         description="Report what a routed request cost.",
+        parents=[connection],
     )
     _add_usage_arguments(usage)
-    get = sub.add_parser("get", help="List backends and policies with health and exclusions.")
+    get = sub.add_parser(
+        "get",
+        help="List backends and policies with health and exclusions.",
+        parents=[connection],
+    )
     get.add_argument("kind", nargs="?", choices=["all", "backends", "policies"], default="all")
     get.add_argument("-n", "--namespace", default="", help="Only this namespace (default all).")
     return parser
 
 
-def _add_connection_arguments(parser: argparse.ArgumentParser) -> None:
+def _add_connection_arguments(parser: argparse.ArgumentParser, *, defaults: bool) -> None:
+    """The connection flags; with defaults=False every default is SUPPRESS (see build_parser)."""
+
+    def default(value: object) -> object:
+        return value if defaults else argparse.SUPPRESS
+
     parser.add_argument(
         "--address",
-        default=os.environ.get("NEXUS_ADDRESS", DEFAULT_ADDRESS),
+        default=default(os.environ.get("NEXUS_ADDRESS", DEFAULT_ADDRESS)),
         help=f"host:port of the endpoint (env NEXUS_ADDRESS, default {DEFAULT_ADDRESS}).",
     )
     parser.add_argument(
-        "-o", "--output", choices=["table", "json", "yaml"], default="table", help="Output format."
+        "-o",
+        "--output",
+        choices=["table", "json", "yaml"],
+        default=default("table"),
+        help="Output format.",
     )
     parser.add_argument(
-        "--timeout", type=float, default=5.0, help="Deadline per call in seconds (default 5)."
+        "--timeout",
+        type=positive_seconds,
+        default=default(5.0),
+        help="Deadline per call in seconds, > 0 (default 5).",
     )
     parser.add_argument(
-        "--tls", action="store_true", help="Use TLS (implied by the other TLS flags)."
+        "--tls",
+        action="store_true",
+        default=default(False),
+        help="Use TLS (implied by the other TLS flags).",
     )
     parser.add_argument(
         "--ca-file",
         type=Path,
+        default=default(None),
         help="PEM CA that signs the server certificate (default: system roots).",
     )
-    parser.add_argument("--cert-file", type=Path, help="PEM client certificate for mutual TLS.")
-    parser.add_argument("--key-file", type=Path, help="PEM private key of --cert-file.")
-    parser.add_argument("--server-name", help="Expected server name in its certificate (TLS).")
+    parser.add_argument(
+        "--cert-file",
+        type=Path,
+        default=default(None),
+        help="PEM client certificate for mutual TLS (needs --key-file).",
+    )
+    parser.add_argument(
+        "--key-file",
+        type=Path,
+        default=default(None),
+        help="PEM private key of --cert-file (needs --cert-file).",
+    )
+    parser.add_argument(
+        "--server-name",
+        default=default(None),
+        help="Expected server name in its certificate (TLS).",
+    )
+
+
+def positive_seconds(text: str) -> float:
+    """A deadline: zero, negative or non-finite values would fail every call with DEADLINE_EXCEEDED."""
+    try:
+        seconds = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not (math.isfinite(seconds) and seconds > 0):
+        raise argparse.ArgumentTypeError(f"must be a positive finite number of seconds, not {text}")
+    return seconds
 
 
 def _add_request_arguments(parser: argparse.ArgumentParser) -> None:
@@ -152,7 +205,7 @@ def route_request(args: argparse.Namespace) -> pb.RouteRequest:
     if args.prompt is not None:
         request.messages.add(role="user", text=args.prompt)
     if args.messages_file is not None:
-        request.messages.extend(chat_messages(json.loads(args.messages_file.read_text())))
+        request.messages.extend(chat_messages(read_messages_file(args.messages_file)))
     if args.max_output_tokens is not None:
         request.max_output_tokens = args.max_output_tokens
     if args.min_tier is not None:
@@ -160,26 +213,87 @@ def route_request(args: argparse.Namespace) -> pb.RouteRequest:
     return request
 
 
-def chat_messages(messages: list[dict[str, Any]]) -> list[pb.ChatMessage]:
-    """OpenAI chat messages (content a string or a list of parts) as proto messages."""
-    converted = []
-    for message in messages:
-        content = message.get("content", "")
-        if isinstance(content, str):
-            converted.append(pb.ChatMessage(role=message.get("role", ""), text=content))
-            continue
-        parts = [
-            pb.ContentPart(
-                type=part.get("type", ""),
-                text=part.get("text", ""),
-                image_url=pb.ImageUrl(url=(part.get("image_url") or {}).get("url", "")),
-            )
-            for part in content
-        ]
-        converted.append(
-            pb.ChatMessage(role=message.get("role", ""), parts=pb.ContentParts(parts=parts))
+class MessagesFileError(ValueError):
+    """A --messages-file that is not a list of OpenAI chat messages; names the JSON path at fault."""
+
+    def __init__(self, path: str, problem: str) -> None:
+        super().__init__(f"messages-file: {path}: {problem}")
+
+
+def read_messages_file(path: Path) -> list[pb.ChatMessage]:
+    """The file's chat messages, or MessagesFileError instead of a traceback for any other shape."""
+    try:
+        document = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise MessagesFileError("messages", f"not valid JSON: {exc}") from None
+    return chat_messages(document)
+
+
+def chat_messages(messages: object) -> list[pb.ChatMessage]:
+    """OpenAI chat messages (content a string, a list of parts or null) as proto messages."""
+    if not isinstance(messages, list):
+        raise MessagesFileError(
+            "messages", f"must be a list of chat messages, not {_kind(messages)}"
         )
-    return converted
+    return [_chat_message(message, path=f"messages[{i}]") for i, message in enumerate(messages)]
+
+
+def _chat_message(message: object, *, path: str) -> pb.ChatMessage:
+    if not isinstance(message, dict):
+        raise MessagesFileError(path, f"must be an object, not {_kind(message)}")
+    role = _optional_string(message, "role", path=path)
+    content = message.get("content")
+    if content is None or isinstance(content, str):
+        return pb.ChatMessage(role=role, text=content or "")
+    if not isinstance(content, list):
+        raise MessagesFileError(
+            f"{path}.content", f"must be a string or a list of parts, not {_kind(content)}"
+        )
+    parts = [_content_part(part, path=f"{path}.content[{i}]") for i, part in enumerate(content)]
+    return pb.ChatMessage(role=role, parts=pb.ContentParts(parts=parts))
+
+
+def _content_part(part: object, *, path: str) -> pb.ContentPart:
+    if not isinstance(part, dict):
+        raise MessagesFileError(path, f"must be an object, not {_kind(part)}")
+    image_url = part.get("image_url")
+    if image_url is None:
+        url = ""
+    elif isinstance(image_url, dict):
+        url = _optional_string(image_url, "url", path=f"{path}.image_url")
+    else:
+        raise MessagesFileError(
+            f"{path}.image_url", f'must be an object like {{"url": "..."}}, not {_kind(image_url)}'
+        )
+    return pb.ContentPart(
+        type=_optional_string(part, "type", path=path),
+        text=_optional_string(part, "text", path=path),
+        image_url=pb.ImageUrl(url=url),
+    )
+
+
+def _optional_string(obj: dict[str, object], key: str, *, path: str) -> str:
+    value = obj.get(key)
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise MessagesFileError(f"{path}.{key}", f"must be a string, not {_kind(value)}")
+    return value
+
+
+def _kind(value: object) -> str:
+    """The JSON name of a decoded value's type, as a user who wrote the file would call it."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list):
+        return "a list"
+    return "an object"
 
 
 def usage_report(args: argparse.Namespace) -> pb.UsageReport:
@@ -245,17 +359,35 @@ def _call(
     return inventory, lambda: inventory_view(inventory, kinds=kinds), 0
 
 
-def render(message: Message, table: Callable[[], str], output: str) -> str:
+def render(
+    message: Message,
+    table: Callable[[], str],
+    output: str,
+    *,
+    fields: Sequence[str] | None = None,
+) -> str:
+    """The table view, or the message as json/yaml limited to `fields` (all when None)."""
     if output == "table":
         return table()
     data = MessageToDict(message, always_print_fields_with_no_presence=True)
+    if fields is not None:
+        data = {key: value for key, value in data.items() if key in fields}
     if output == "json":
         return json.dumps(data, indent=2)
     return yaml.safe_dump(data, sort_keys=False).rstrip()
 
 
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    """Parsed flags; a lone --cert-file or --key-file is a usage error, since gRPC aborts on it."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if (args.cert_file is None) != (args.key_file is None):
+        parser.error("--cert-file and --key-file must be given together")
+    return args
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = parse_args(argv)
     try:
         with open_channel(args) as channel:
             response, table, code = _call(args, router_pb2_grpc.RouterStub(channel))
@@ -266,7 +398,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (OSError, ValueError) as exc:
         print(f"nexusctl: {exc}", file=sys.stderr)
         return 2
-    print(render(response, table, args.output))
+    fields = None if args.command != "get" or args.kind == "all" else [args.kind]
+    print(render(response, table, args.output, fields=fields))
     return code
 
 
