@@ -96,3 +96,11 @@ grpc:
   port: {{ .Values.grpc.port }}
 {{- end }}
 {{- end }}
+
+{{/*
+The name the gRPC server certificate is issued for: tls.serverName, else the Service's
+in-cluster DNS name. The helm test and the NOTES' client commands verify it.
+*/}}
+{{- define "nexus-operator.tlsServerName" -}}
+{{- default (printf "%s.%s.svc" (include "nexus-operator.fullname" .) .Release.Namespace) .Values.tls.serverName }}
+{{- end }}

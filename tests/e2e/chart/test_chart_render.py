@@ -4,6 +4,7 @@ lint, schema guards, least-privilege RBAC rules, hardened pods, and generated fi
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
@@ -16,6 +17,7 @@ from chartkit import (
     SIDECAR_VALUES,
     HelmTemplate,
     Manifest,
+    documents,
     of_kind,
     one,
 )
@@ -25,6 +27,8 @@ from nexus_operator.localcluster import repo_root
 pytestmark = pytest.mark.e2e
 
 RunHelm = Callable[..., subprocess.CompletedProcess[str]]
+TLS_ONLY = ("--set=tls.enabled=true", "--set=tls.secretName=nexus-grpc-tls")
+SERVICE_NAME = "nexus-nexus-operator.nexus-system.svc"
 
 
 @pytest.mark.parametrize(
@@ -34,6 +38,7 @@ RunHelm = Callable[..., subprocess.CompletedProcess[str]]
         pytest.param((f"--values={SIDECAR_VALUES}",), id="router-sidecar-example"),
         pytest.param((*EVERYTHING_ON, "--set=serviceMonitor.enabled=true"), id="everything-on"),
         pytest.param(("--set=watchNamespaces={team-a,team-b}",), id="namespaced"),
+        pytest.param((*TLS_ONLY, "--set=tls.serverName=nexus.example.com"), id="tls-server-name"),
     ],
 )
 def test_helm_lint_strict_reports_no_warnings(run_helm: RunHelm, values: tuple[str, ...]) -> None:
@@ -185,6 +190,104 @@ def test_helm_test_hook_checks_grpc_health_of_the_service(helm_template: HelmTem
     container = one(hooks, "Pod")["spec"]["containers"][0]
     assert "grpc_health.v1" in container["command"][2]
     assert container["command"][3] == "nexus-nexus-operator.nexus-system.svc:50051"
+
+
+def helm_test_pod(manifests: list[Manifest]) -> Manifest:
+    hooks = [
+        p
+        for p in of_kind(manifests, "Pod")
+        if p["metadata"]["annotations"]["helm.sh/hook"] == "test"
+    ]
+    return one(hooks, "Pod")
+
+
+def test_helm_test_hook_over_mutual_tls_trusts_the_secret_ca_and_presents_its_certificate(
+    helm_template: HelmTemplate,
+) -> None:
+    pod = helm_test_pod(helm_template(*EVERYTHING_ON))["spec"]
+    container = pod["containers"][0]
+    assert {"name": "tls", "secret": {"secretName": "nexus-grpc-tls"}} in pod["volumes"]
+    assert {"name": "tls", "mountPath": "/etc/nexus-operator/tls", "readOnly": True} in container[
+        "volumeMounts"
+    ]
+    script = container["command"][2]
+    for fragment in (
+        'root_certificates=read("ca.crt")',
+        'private_key=read("tls.key")',
+        'certificate_chain=read("tls.crt")',
+        '"grpc.ssl_target_name_override", sys.argv[2]',
+    ):
+        assert fragment in script
+    assert container["command"][3:] == [f"{SERVICE_NAME}:50051", SERVICE_NAME]
+
+
+def test_helm_test_hook_over_server_tls_checks_the_configured_server_name_without_client_cert(
+    helm_template: HelmTemplate,
+) -> None:
+    manifests = helm_template(*TLS_ONLY, "--set=tls.serverName=nexus.example.com")
+    container = helm_test_pod(manifests)["spec"]["containers"][0]
+    assert 'root_certificates=read("ca.crt")' in container["command"][2]
+    assert "tls.key" not in container["command"][2]
+    assert container["command"][4] == "nexus.example.com"
+
+
+@pytest.fixture(scope="module")
+def render_notes(run_helm: RunHelm, tmp_path_factory: pytest.TempPathFactory) -> Callable[..., str]:
+    """NOTES.txt as `helm install` would print it, offline: a copy of the chart renders it into a
+    ConfigMap (helm template never prints NOTES, and helm install needs a cluster)."""
+    chart = tmp_path_factory.mktemp("notes") / "nexus-operator"
+    shutil.copytree(CHART, chart)
+    notes = (chart / "templates" / "NOTES.txt").read_text()
+    (chart / "templates" / "NOTES.txt").unlink()
+    (chart / "templates" / "_notes_probe.tpl").write_text(
+        '{{- define "notes-probe" -}}\n' + notes + "{{- end }}\n"
+    )
+    (chart / "templates" / "notes-probe.yaml").write_text(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: notes\n"
+        'data:\n  notes: {{ include "notes-probe" . | toJson }}\n'
+    )
+
+    def render(*args: str) -> str:
+        result = run_helm(
+            "template",
+            "nexus",
+            str(chart),
+            "--namespace=nexus-system",
+            "--show-only=templates/notes-probe.yaml",
+            *args,
+        )
+        assert result.returncode == 0, result.stderr
+        return str(documents(result.stdout)[0]["data"]["notes"])
+
+    return render
+
+
+def test_notes_show_plaintext_commands_without_tls(render_notes: Callable[..., str]) -> None:
+    notes = render_notes()
+    assert "grpcurl -plaintext -d" in notes
+    assert "nexusctl --address 127.0.0.1:50051 route llama3.2" in notes
+    assert "--tls" not in notes
+
+
+def test_notes_show_tls_commands_that_verify_the_server_name(
+    render_notes: Callable[..., str],
+) -> None:
+    notes = render_notes(*TLS_ONLY)
+    tls = f"--tls --ca-file ca.crt --server-name {SERVICE_NAME}"
+    assert f"nexusctl --address 127.0.0.1:50051 {tls} route llama3.2" in notes
+    assert f"grpcurl -cacert ca.crt -servername {SERVICE_NAME} -d" in notes
+    assert "get secret nexus-grpc-tls -o jsonpath='{.data.ca\\.crt}'" in notes
+    assert "-plaintext" not in notes
+    assert "--cert-file" not in notes
+
+
+def test_notes_with_mutual_tls_add_a_client_certificate(render_notes: Callable[..., str]) -> None:
+    notes = render_notes(*TLS_ONLY, "--set=tls.clientCA=true")
+    assert (
+        f"--server-name {SERVICE_NAME} --cert-file client.crt --key-file client.key route" in notes
+    )
+    assert f"-servername {SERVICE_NAME} -cert client.crt -key client.key -d" in notes
+    assert "-plaintext" not in notes
 
 
 def test_optional_resources_render_only_when_enabled(helm_template: HelmTemplate) -> None:
