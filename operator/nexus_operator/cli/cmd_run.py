@@ -79,14 +79,22 @@ def serving_hooks(args: argparse.Namespace) -> Hooks:
     """Start gRPC and metrics after the controller is up; drain gRPC before it stops."""
 
     async def started(controller: Controller, memo: kopf.Memo) -> None:
+        """A failure after gRPC is up stops it again: the controller behind it is being stopped,
+        and kopf's retry must be able to bind the same address."""
         server = GrpcServer(controller.engine, address=args.grpc_address, tls=tls_config(args))
-        memo["grpc"] = server
         port = await server.start()
-        metrics_port = start_metrics_server(args.metrics_port) if args.metrics_port >= 0 else None
+        try:
+            metrics_port = (
+                start_metrics_server(args.metrics_port) if args.metrics_port >= 0 else None
+            )
+        except BaseException:
+            await server.stop(0)
+            raise
+        memo["grpc"] = server
         logger.info("Serving gRPC on port %d, metrics on port %s", port, metrics_port)
 
     async def stopping(_controller: Controller, memo: kopf.Memo) -> None:
-        server: GrpcServer | None = memo.get("grpc")
+        server: GrpcServer | None = memo.pop("grpc", None)
         if server is not None:
             await server.stop(DRAIN_GRACE_S)
 

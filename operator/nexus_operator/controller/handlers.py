@@ -60,7 +60,8 @@ def build_registry(config: ControllerConfig, hooks: Hooks = Hooks()) -> kopf.Ope
         return connection_info(configuration)
 
     async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
-        """A failed start stops what it began: kopf retries startup with a new Controller."""
+        """A failed start stops what it began (the caller's hooks first, as on cleanup): kopf
+        retries startup with a new Controller, which must find nothing left serving."""
         configure(settings)
         controller = Controller(config, KubeApi(configuration))
         memo["controller"] = controller
@@ -70,7 +71,11 @@ def build_registry(config: ControllerConfig, hooks: Hooks = Hooks()) -> kopf.Ope
                 await hooks.started(controller, memo)
         except BaseException:
             memo["controller"] = None
-            await controller.stop()
+            try:
+                if hooks.stopping is not None:
+                    await hooks.stopping(controller, memo)
+            finally:
+                await controller.stop()
             raise
 
     async def cleanup(memo: kopf.Memo, **_: Any) -> None:
