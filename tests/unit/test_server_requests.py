@@ -98,3 +98,20 @@ def test_usage_report_with_an_invalid_backend_name_is_refused() -> None:
     with pytest.raises(InvalidArgument) as caught:
         usage_report(pb.UsageReport(backend="Not/A/Name", model="m"))
     assert caught.value.field == "backend"
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("cost_usd", 1e308), ("cost_usd", 1e6 + 1), ("latency_ms", 1e308), ("ttft_ms", 3.6e6 + 1)],
+)
+def test_usage_report_with_an_implausibly_large_amount_is_refused(field: str, value: float) -> None:
+    with pytest.raises(InvalidArgument) as caught:
+        usage_report(pb.UsageReport(backend="b", model="m", **{field: value}))
+    assert caught.value.field == field
+
+
+def test_usage_report_accepts_amounts_at_their_bounds() -> None:
+    report = usage_report(
+        pb.UsageReport(backend="b", model="m", cost_usd=1e6, latency_ms=3.6e6, ttft_ms=3.6e6)
+    )
+    assert (report.cost_usd, report.latency_ms, report.ttft_ms) == (1e6, 3.6e6, 3.6e6)

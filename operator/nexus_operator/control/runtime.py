@@ -7,6 +7,7 @@ so the Health and Quality stages touch only those instead of every candidate.
 
 from __future__ import annotations
 
+import math
 from collections import deque
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -249,6 +250,9 @@ class PolicyRuntime:
         return self.spent_usd if period_of(now) == self.period else 0.0
 
     def add_spend(self, usd: float, now: datetime) -> None:
+        """A non-finite amount is dropped: inf or nan would stick in the total until the month ends."""
+        if not math.isfinite(usd):
+            return
         self._roll(now)
         self.spent_usd += usd
         self.unflushed_usd += usd

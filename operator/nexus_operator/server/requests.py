@@ -23,9 +23,18 @@ ROLE_MAX = 64
 MESSAGES_MAX = 4096
 PARTS_MAX = 1024
 TOKENS_MAX = 100_000_000
+COST_USD_MAX = 1_000_000.0
+DURATION_MS_MAX = 3_600_000.0
 DEFAULT_NAMESPACE = "default"
 
 AmountField = Literal["cost_usd", "latency_ms", "ttft_ms"]
+# Per-report ceilings: anything above is a client bug, and accepting it would pin a policy's
+# monthly spend (or a backend's latency EMA) at an absurd value until the period rolls over.
+_AMOUNT_MAX: dict[AmountField, float] = {
+    "cost_usd": COST_USD_MAX,
+    "latency_ms": DURATION_MS_MAX,
+    "ttft_ms": DURATION_MS_MAX,
+}
 
 _DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
 _DNS_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9.]*[a-z0-9])?")
@@ -151,8 +160,9 @@ def _optional_amount(report: pb.UsageReport, field: AmountField) -> float | None
     if not report.HasField(field):
         return None
     value: float = getattr(report, field)
-    if not (math.isfinite(value) and value >= 0):
-        raise InvalidArgument(field, "must be a finite number >= 0")
+    ceiling = _AMOUNT_MAX[field]
+    if not (math.isfinite(value) and 0 <= value <= ceiling):
+        raise InvalidArgument(field, f"must be a number between 0 and {ceiling:g}")
     return value
 
 
