@@ -12,6 +12,7 @@ import kopf
 import pytest
 
 from nexus_operator.cli import cmd_run
+from nexus_operator.cli.serving_options import StartupError
 from nexus_operator.controller import handlers
 from nexus_operator.controller.lifecycle import ControllerConfig
 from nexus_operator.routing import Registry, RoutingEngine
@@ -64,7 +65,7 @@ async def test_a_metrics_port_in_use_stops_the_grpc_server_started_before_it(
     hooks = cmd_run.serving_hooks(args)
     assert hooks.started is not None
     memo = kopf.Memo()
-    with pytest.raises(OSError, match="in use"):
+    with pytest.raises(StartupError, match="--metrics-port"):
         await hooks.started(FakeController(RoutingEngine(Registry())), memo)  # type: ignore[arg-type]
     [grpc_port] = RecordingServer.ports
     assert not _accepts(grpc_port)

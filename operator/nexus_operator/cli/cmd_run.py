@@ -11,13 +11,20 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import sys
 
 import kopf
 
 from ..controller.handlers import Hooks, build_registry
 from ..controller.lifecycle import ROLE_OPERATOR, ROLE_ROUTER, Controller, ControllerConfig
-from ..server import GrpcServer, start_metrics_server
-from .serving_options import add_serving_arguments, tls_config
+from ..server import GrpcServer
+from .serving_options import (
+    StartupError,
+    add_log_level_argument,
+    add_serving_arguments,
+    start_metrics,
+    tls_config,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -60,7 +67,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="Namespace of the leader-election Lease (default $POD_NAMESPACE or 'default').",
     )
     parser.add_argument("--lease-name", default="nexus-operator", help="Name of the Lease.")
-    parser.add_argument("--log-level", default="INFO", help="Python log level (default INFO).")
+    add_log_level_argument(parser)
 
 
 def controller_config(args: argparse.Namespace) -> ControllerConfig:
@@ -84,9 +91,7 @@ def serving_hooks(args: argparse.Namespace) -> Hooks:
         server = GrpcServer(controller.engine, address=args.grpc_address, tls=tls_config(args))
         port = await server.start()
         try:
-            metrics_port = (
-                start_metrics_server(args.metrics_port) if args.metrics_port >= 0 else None
-            )
+            metrics_port = start_metrics(args)
         except BaseException:
             await server.stop(0)
             raise
@@ -103,9 +108,13 @@ def serving_hooks(args: argparse.Namespace) -> Hooks:
 
 def main(args: argparse.Namespace) -> int:
     logging.basicConfig(
-        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+        level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    tls_config(args)  # reject incomplete TLS flags before connecting anywhere
+    try:
+        tls_config(args)  # reject unusable TLS flags before connecting anywhere
+    except StartupError as exc:
+        print(f"nexus-operator run: {exc}", file=sys.stderr)
+        return 2
     namespaces = tuple(args.namespace)
     kopf.run(
         registry=build_registry(controller_config(args), serving_hooks(args)),

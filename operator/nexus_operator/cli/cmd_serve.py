@@ -20,9 +20,16 @@ from pathlib import Path
 
 from ..controller.probing import HealthProber
 from ..routing import Registry, RoutingEngine
-from ..server import GrpcServer, start_metrics_server
+from ..server import GrpcServer
 from .manifests import DirectoryWatcher, ManifestError, Manifests
-from .serving_options import add_serving_arguments, tls_config
+from .serving_options import (
+    StartupError,
+    add_log_level_argument,
+    add_serving_arguments,
+    positive_int,
+    start_metrics,
+    tls_config,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -43,15 +50,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="Mark every backend Healthy instead of probing it.",
     )
     parser.add_argument(
-        "--max-concurrent-rpcs", type=int, default=1000, help="Concurrent RPC cap (default 1000)."
+        "--max-concurrent-rpcs",
+        type=positive_int,
+        default=1000,
+        help="Concurrent RPC cap (default 1000).",
     )
-    parser.add_argument("--log-level", default="INFO", help="Python log level (default INFO).")
+    add_log_level_argument(parser)
     add_serving_arguments(parser, default_grpc_address="127.0.0.1:50051")
 
 
 def main(args: argparse.Namespace) -> int:
     logging.basicConfig(
-        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+        level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     if not args.from_dir.is_dir():
         print(f"--from-dir {args.from_dir}: not a directory", file=sys.stderr)
@@ -60,6 +70,9 @@ def main(args: argparse.Namespace) -> int:
         return asyncio.run(_serve(args))
     except ManifestError as exc:
         print(exc, file=sys.stderr)
+        return 2
+    except (StartupError, OSError) as exc:
+        print(f"nexus-operator serve: {exc}", file=sys.stderr)
         return 2
 
 
@@ -81,7 +94,11 @@ async def _serve(args: argparse.Namespace) -> int:
         max_concurrent_rpcs=args.max_concurrent_rpcs,
     )
     port = await server.start()
-    metrics_port = start_metrics_server(args.metrics_port) if args.metrics_port >= 0 else None
+    try:
+        metrics_port = start_metrics(args)
+    except BaseException:
+        await server.stop(0)
+        raise
     print(f"serving gRPC on port {port}, metrics on port {metrics_port}", flush=True)
     async with _background(watcher, engine, registry, probe=not args.assume_healthy):
         await stop.wait()

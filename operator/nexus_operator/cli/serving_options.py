@@ -3,9 +3,16 @@
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 
-from ..server import TlsConfig
+from ..server import TlsConfig, start_metrics_server
+
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+
+class StartupError(Exception):
+    """A flag that cannot work as given; the subcommand prints it as one line and exits 2."""
 
 
 def add_serving_arguments(parser: argparse.ArgumentParser, *, default_grpc_address: str) -> None:
@@ -38,14 +45,53 @@ def add_serving_arguments(parser: argparse.ArgumentParser, *, default_grpc_addre
     )
 
 
+def add_log_level_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--log-level",
+        type=str.upper,
+        choices=LOG_LEVELS,
+        default="INFO",
+        help="Python log level (default INFO).",
+    )
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1 (a cap of 0 would refuse every RPC)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, not {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, not {value}")
+    return value
+
+
 def tls_config(args: argparse.Namespace) -> TlsConfig | None:
-    """The TLS settings from the flags; raises SystemExit with a message when incomplete."""
+    """The TLS settings from the flags; StartupError when incomplete or a file is unreadable,
+    caught here rather than as a traceback from deep inside the gRPC bind."""
     if args.tls_cert is None and args.tls_key is None:
         if args.tls_client_ca is not None:
-            raise SystemExit("--tls-client-ca needs --tls-cert and --tls-key")
+            raise StartupError("--tls-client-ca needs --tls-cert and --tls-key")
         return None
     if args.tls_cert is None or args.tls_key is None:
-        raise SystemExit("--tls-cert and --tls-key go together")
+        raise StartupError("--tls-cert and --tls-key go together")
+    for flag, path in (
+        ("--tls-cert", args.tls_cert),
+        ("--tls-key", args.tls_key),
+        ("--tls-client-ca", args.tls_client_ca),
+    ):
+        if path is not None and not (path.is_file() and os.access(path, os.R_OK)):
+            raise StartupError(f"{flag} {path}: not a readable file")
     return TlsConfig(
         cert_file=args.tls_cert, key_file=args.tls_key, client_ca_file=args.tls_client_ca
     )
+
+
+def start_metrics(args: argparse.Namespace) -> int | None:
+    """Start /metrics per --metrics-port (-1: off); a busy port is a StartupError naming it."""
+    if args.metrics_port < 0:
+        return None
+    try:
+        return start_metrics_server(args.metrics_port)
+    except OSError as exc:
+        raise StartupError(f"--metrics-port {args.metrics_port}: {exc.strerror or exc}") from exc

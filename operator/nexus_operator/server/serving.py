@@ -115,13 +115,17 @@ class GrpcServer:
             self._metrics_registry.unregister(self.metrics)
 
     def _bind(self, server: grpc.aio.Server) -> int:
-        if self._tls is None:
-            port = int(server.add_insecure_port(self._address))
-        else:
-            port = int(server.add_secure_port(self._address, self._tls.server_credentials()))
-        if port == 0:
-            raise OSError(f"cannot bind the gRPC endpoint to {self._address}")
-        return port
+        """grpcio reports a busy port and an unparseable address alike, as a RuntimeError;
+        re-raise it as an OSError that names the address."""
+        try:
+            if self._tls is None:
+                return int(server.add_insecure_port(self._address))
+            return int(server.add_secure_port(self._address, self._tls.server_credentials()))
+        except RuntimeError as exc:
+            raise OSError(
+                f"cannot bind the gRPC endpoint to {self._address!r} "
+                "(port in use, or not host:port)"
+            ) from exc
 
     async def _housekeeping(self) -> None:
         """Flip health once the registry is synced (the operator sets a flag, not an event) and
