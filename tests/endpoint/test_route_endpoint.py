@@ -13,7 +13,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 
 from nexus_operator.control import ReconcileErrorPolicy, RoutingIntent
 from nexus_operator.routing import Registry, RoutingEngine
-from nexus_operator.server import SERVICE_NAME, GrpcServer
+from nexus_operator.server import SERVICE_NAME, GrpcServer, service
 from nexus_operator.server.proto import router_pb2 as pb
 from nexus_operator.server.proto import router_pb2_grpc
 
@@ -351,3 +351,27 @@ async def test_policies_with_async_plugins_are_routed_through_the_async_path() -
         "plugged",
     )
     assert "async-noop" in [t.reconciler for t in explained.trace]
+
+
+async def test_inventory_of_an_invalid_namespace_is_invalid_argument_naming_it(
+    served: tuple[GrpcServer, router_pb2_grpc.RouterStub],
+) -> None:
+    _, stub = served
+    details = await _invalid_argument_details(
+        stub.GetInventory(pb.InventoryRequest(namespace="BAD!!"), timeout=5)
+    )
+    assert details.startswith("namespace: ")
+
+
+async def test_a_failing_inventory_is_internal_not_an_unhandled_error(
+    served: tuple[GrpcServer, router_pb2_grpc.RouterStub], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(*_: object, **__: object) -> pb.Inventory:
+        raise RuntimeError("inventory exploded")
+
+    monkeypatch.setattr(service, "inventory", broken)
+    _, stub = served
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await stub.GetInventory(pb.InventoryRequest(), timeout=5)
+    assert caught.value.code() == grpc.StatusCode.INTERNAL
+    assert "inventory exploded" not in (caught.value.details() or "")

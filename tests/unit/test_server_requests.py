@@ -6,7 +6,12 @@ import pytest
 
 from nexus_operator.api import Privacy
 from nexus_operator.server.proto import router_pb2 as pb
-from nexus_operator.server.requests import InvalidArgument, route_requirements, usage_report
+from nexus_operator.server.requests import (
+    InvalidArgument,
+    inventory_namespace,
+    route_requirements,
+    usage_report,
+)
 
 
 def _parts(*parts: pb.ContentPart) -> pb.ChatMessage:
@@ -115,3 +120,11 @@ def test_usage_report_accepts_amounts_at_their_bounds() -> None:
         pb.UsageReport(backend="b", model="m", cost_usd=1e6, latency_ms=3.6e6, ttft_ms=3.6e6)
     )
     assert (report.cost_usd, report.latency_ms, report.ttft_ms) == (1e6, 3.6e6, 3.6e6)
+
+
+def test_inventory_without_a_namespace_lists_all_and_a_malformed_one_is_refused() -> None:
+    assert inventory_namespace(pb.InventoryRequest()) is None
+    assert inventory_namespace(pb.InventoryRequest(namespace="team-a")) == "team-a"
+    with pytest.raises(InvalidArgument) as caught:
+        inventory_namespace(pb.InventoryRequest(namespace="BAD!!"))
+    assert caught.value.field == "namespace"

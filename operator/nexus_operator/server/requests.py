@@ -99,6 +99,11 @@ def _model(value: str, *, field: str) -> str:
     return value
 
 
+def inventory_namespace(request: pb.InventoryRequest) -> str | None:
+    """The namespace to list, None for all; a malformed one is refused like Route's."""
+    return _namespace(request.namespace, field="namespace") if request.namespace else None
+
+
 def _namespace(value: str, *, field: str) -> str:
     if not value:
         return DEFAULT_NAMESPACE

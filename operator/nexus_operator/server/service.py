@@ -18,7 +18,7 @@ from .inventory import inventory
 from .metrics import RoutingMetrics
 from .proto import router_pb2 as pb
 from .proto import router_pb2_grpc
-from .requests import InvalidArgument, route_requirements, usage_report
+from .requests import InvalidArgument, inventory_namespace, route_requirements, usage_report
 from .responses import explanation, route_response
 
 logger = logging.getLogger(__name__)
@@ -77,7 +77,20 @@ class RouterService(router_pb2_grpc.RouterServicer):
     async def GetInventory(
         self, request: pb.InventoryRequest, context: grpc.aio.ServicerContext
     ) -> pb.Inventory:
-        return inventory(self._engine, namespace=request.namespace or None)
+        try:
+            namespace = inventory_namespace(request)
+        except InvalidArgument as exc:
+            await self._abort(context, "GetInventory", grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        try:
+            return inventory(self._engine, namespace=namespace)
+        except Exception:
+            logger.exception("GetInventory failed for namespace %r", namespace)
+            await self._abort(
+                context,
+                "GetInventory",
+                grpc.StatusCode.INTERNAL,
+                "GetInventory failed; see the operator log",
+            )
 
     async def _requirements(
         self, method: str, request: pb.RouteRequest, context: grpc.aio.ServicerContext
