@@ -4,6 +4,10 @@
 fails loudly with the build command: integration tests are never skipped), points
 KUBECONFIG at it for subprocesses, and attaches the component log tails to every
 failing test that used it.
+
+With NEXUS_E2E_KUBECONFIG set, `cluster` is that cluster instead (kind, k3d, a cloud
+cluster): nothing is started, and only the tests that need the local processes (stopping
+the API server, the pinned build's version; fixture `local_control_plane`) are skipped.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from nexus_operator.localcluster import (
 )
 
 LOG_TAIL_LINES = 60
+EXTERNAL_KUBECONFIG = "NEXUS_E2E_KUBECONFIG"
 _PLANE = pytest.StashKey[LocalControlPlane]()
 _TIMINGS = pytest.StashKey[dict[str, float]]()
 
@@ -46,6 +51,10 @@ def cluster(
     bin_dir: Path, tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
 ) -> Iterator[Cluster]:
     """A real etcd + kube-apiserver for the whole session; KUBECONFIG points at it."""
+    external = os.environ.get(EXTERNAL_KUBECONFIG)
+    if external:
+        yield from _external_cluster(Path(external), bin_dir, tmp_path_factory)
+        return
     workdir = tmp_path_factory.mktemp("controlplane")
     plane = LocalControlPlane(bin_dir, workdir)
     try:
@@ -58,11 +67,32 @@ def cluster(
     previous = os.environ.get("KUBECONFIG")
     os.environ["KUBECONFIG"] = str(plane.kubeconfig)
     try:
-        yield Cluster(plane)
+        yield Cluster.local(plane)
     finally:
         _restore_env("KUBECONFIG", previous)
         del request.config.stash[_PLANE]
         plane.stop()
+
+
+def _external_cluster(
+    kubeconfig: Path, bin_dir: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Cluster]:
+    previous = os.environ.get("KUBECONFIG")
+    os.environ["KUBECONFIG"] = str(kubeconfig)
+    try:
+        state_dir = tmp_path_factory.mktemp("clients")
+        yield Cluster.external(kubeconfig, bin_dir=bin_dir, state_dir=state_dir)
+    finally:
+        _restore_env("KUBECONFIG", previous)
+
+
+@pytest.fixture
+def local_control_plane(cluster: Cluster) -> LocalControlPlane:
+    """The local control plane's processes: for tests that stop and restart the API server or
+    check the pinned build, which a cluster given by NEXUS_E2E_KUBECONFIG does not offer."""
+    if cluster.control_plane is None:
+        pytest.skip(f"needs the local control plane; {EXTERNAL_KUBECONFIG} points elsewhere")
+    return cluster.control_plane
 
 
 @pytest.fixture

@@ -18,7 +18,7 @@ import urllib3
 from kubernetes import client, watch
 from kubernetes.client.rest import ApiException
 
-from nexus_operator.localcluster import Cluster
+from nexus_operator.localcluster import Cluster, LocalControlPlane
 
 pytestmark = pytest.mark.integration
 
@@ -298,18 +298,18 @@ def _status_of(call: Any) -> int:
 
 
 def test_objects_survive_an_api_server_restart(
-    cluster: Cluster, widgets: client.CustomObjectsApi, namespace: str
+    local_control_plane: LocalControlPlane, widgets: client.CustomObjectsApi, namespace: str
 ) -> None:
     create_widget(widgets, namespace, widget("durable", min_replicas=1, max_replicas=2))
 
-    cluster.control_plane.stop_apiserver()
+    local_control_plane.stop_apiserver()
     try:
         with pytest.raises(urllib3.exceptions.MaxRetryError):
             widgets.get_namespaced_custom_object(
                 GROUP, VERSION, namespace, PLURAL, "durable", _request_timeout=2
             )
     finally:
-        cluster.control_plane.start_apiserver()
+        local_control_plane.start_apiserver()
     stored = widgets.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, "durable")
 
     assert stored["spec"] == {"minReplicas": 1, "maxReplicas": 2}

@@ -12,14 +12,14 @@ from operator_support import (
     wait_for,
 )
 
-from nexus_operator.localcluster import Cluster
+from nexus_operator.localcluster import Cluster, LocalControlPlane
 from nexus_operator.routing import Outcome, UsageReport
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("nexus_crds")]
 
 
 def test_decisions_survive_an_api_outage_and_pending_status_is_written_after(
-    cluster: Cluster, namespace: str
+    cluster: Cluster, local_control_plane: LocalControlPlane, namespace: str
 ) -> None:
     usage = UsageReport(
         backend="local",
@@ -35,7 +35,7 @@ def test_decisions_survive_an_api_outage_and_pending_status_is_written_after(
         request_id=None,
     )
     config = operator_config(cluster.kubeconfig, namespace, flush_interval_s=0.3)
-    plane = cluster.control_plane
+    plane = local_control_plane
     with cluster.api_client() as api, running_operator(config) as operator:
         objects = Objects(api, namespace)
         objects.create(

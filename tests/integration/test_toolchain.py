@@ -79,6 +79,7 @@ def test_helm_renders_offline_for_the_kubernetes_minor_it_was_built_against(
     assert f'kubeVersion: "v1.{pinned("HELM_K8S_MINOR")}.0"' in rendered
 
 
+@pytest.mark.usefixtures("local_control_plane")  # the pinned version is our build's
 def test_server_reports_pinned_version_within_kubectl_skew(cluster: Cluster) -> None:
     versions = json.loads(cluster.kubectl("version", "-o", "json").stdout)
 
@@ -87,6 +88,7 @@ def test_server_reports_pinned_version_within_kubectl_skew(cluster: Cluster) -> 
     assert abs(int(kubectl["minor"]) - int(server["minor"])) <= 1
 
 
+@pytest.mark.usefixtures("local_control_plane")  # the pinned version is our build's
 def test_helm_installs_a_chart_seeing_the_live_server_version(
     cluster: Cluster, namespace: str, tmp_path: Path
 ) -> None:
