@@ -40,6 +40,7 @@ lint: venv ## ruff, ruff format --check, mypy --strict and the import-layer cont
 	$(VENV)/bin/ruff check operator tests benchmarks
 	$(VENV)/bin/ruff format --check operator tests benchmarks
 	$(VENV)/bin/mypy
+	$(VENV)/bin/mypy benchmarks
 	$(VENV)/bin/lint-imports
 
 proto: venv ## Regenerate the gRPC stubs in operator/nexus_operator/server/proto from proto/

@@ -13,7 +13,6 @@ Prints the figures and writes benchmarks/results/operator.json.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import signal
@@ -23,7 +22,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
@@ -31,13 +29,13 @@ from pathlib import Path
 from typing import Any
 
 import grpc
-import psutil
+import psutil  # type: ignore[import-untyped]
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from kubernetes import client
 
 from nexus_operator.api import GROUP, VERSION
 from nexus_operator.localcluster import Cluster, LocalControlPlane, find_bin_dir
-from nexus_operator.localcluster.standins import InferenceStandIn
+from nexus_operator.localcluster.standins import StandIns
 from nexus_operator.server.proto import router_pb2, router_pb2_grpc
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -55,16 +53,8 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def start_standin() -> InferenceStandIn:
-    loop = asyncio.new_event_loop()
-    threading.Thread(target=loop.run_forever, daemon=True).start()
-    server = InferenceStandIn("ollama", ["llama3:8b"])
-    asyncio.run_coroutine_threadsafe(server.start(), loop).result(10)
-    return server
-
-
 def backend(name: str, url: str, model: str, *, probed: bool) -> dict[str, Any]:
-    spec = {"type": "ollama", "url": url, "models": [{"id": model}]}
+    spec: dict[str, Any] = {"type": "ollama", "url": url, "models": [{"id": model}]}
     spec["healthCheck"] = {"enabled": probed}
     return {
         "apiVersion": f"{GROUP}/{VERSION}",
@@ -161,17 +151,17 @@ def load(stub: router_pb2_grpc.RouterStub) -> int:
     return count
 
 
-def percentile(samples: list[float], q: float) -> float:
+def percentile(samples: list[float], q: int) -> float:
     return (
         statistics.quantiles(samples, n=100, method="inclusive")[q - 1] if q < 100 else max(samples)
     )
 
 
 def measure(plane: LocalControlPlane) -> dict[str, float]:
-    cluster = Cluster(plane)
+    cluster = Cluster.local(plane)
     cluster.kubectl("apply", "-f", str(ROOT / "crds"))
     cluster.kubectl("wait", "--for=condition=Established", "--timeout=60s", "crd", "--all")
-    objects = populate(cluster, start_standin().url)
+    objects = populate(cluster, StandIns().start("ollama", ("llama3:8b",)).url)
     grpc_port = free_port()
     started = time.perf_counter()
     process = launch(plane.kubeconfig, grpc_port)

@@ -19,6 +19,24 @@ class NoopRouter(router_pb2_grpc.RouterServicer):
     ) -> router_pb2.RouteResponse:
         return router_pb2.RouteResponse(model=request.model)
 
+    async def Explain(
+        self, request: router_pb2.RouteRequest, context: grpc.aio.ServicerContext
+    ) -> router_pb2.Explanation:
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "the no-op server only routes")
+        raise AssertionError("unreachable")
+
+    async def ReportUsage(
+        self, request: router_pb2.UsageReport, context: grpc.aio.ServicerContext
+    ) -> router_pb2.Ack:
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "the no-op server only routes")
+        raise AssertionError("unreachable")
+
+    async def GetInventory(
+        self, request: router_pb2.InventoryRequest, context: grpc.aio.ServicerContext
+    ) -> router_pb2.Inventory:
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "the no-op server only routes")
+        raise AssertionError("unreachable")
+
 
 async def serve() -> None:
     server = grpc.aio.server()

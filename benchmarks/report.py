@@ -10,6 +10,7 @@ import json
 import os
 import platform
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -113,7 +114,7 @@ def render() -> str:
         f"Machine: {_machine()}.",
         "",
     ]
-    sections = [
+    sections: list[tuple[str, Callable[[Any], list[str]]]] = [
         ("pipeline", _pipeline_section),
         ("grpc", _grpc_section),
         ("operator", _operator_section),
