@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
 from .decision import Exclusion
-from .views import BackendKey, Candidate
+from .views import BackendKey, Candidate, token_cost
 
 
 @runtime_checkable
@@ -48,7 +48,7 @@ class PriceBounds:
         )
 
     def cost(self, input_tokens: int, output_tokens: int) -> float:
-        return input_tokens / 1000 * self.input_per1k + output_tokens / 1000 * self.output_per1k
+        return token_cost(input_tokens, output_tokens, self.input_per1k, self.output_per1k)
 
 
 @dataclass(frozen=True, slots=True)

@@ -52,7 +52,14 @@ class ModelView:
 
     def cost(self, input_tokens: int, output_tokens: int) -> float:
         """USD for the given token counts; unpriced models cost 0."""
-        return input_tokens / 1000 * self.input_per1k + output_tokens / 1000 * self.output_per1k
+        return token_cost(input_tokens, output_tokens, self.input_per1k, self.output_per1k)
+
+
+def token_cost(
+    input_tokens: int, output_tokens: int, input_per1k: float, output_per1k: float
+) -> float:
+    """SPEC's estimate: input and output tokens, each priced per 1,000 (USD)."""
+    return input_tokens / 1000 * input_per1k + output_tokens / 1000 * output_per1k
 
 
 @dataclass(frozen=True, slots=True)
