@@ -42,7 +42,7 @@ from .status_assembly import (
 )
 
 if TYPE_CHECKING:
-    from nexus_operator.routing import Registry, RoutingEngine
+    from nexus_operator.routing import Registry, RoutingEngine, StaticExclusion
 
 logger = logging.getLogger(__name__)
 
@@ -192,13 +192,7 @@ class StatusWriter:
             in_flight=cell.in_flight,
         )
         exclusions = [
-            api.BackendExclusion(
-                policy=x.policy,
-                reconciler=x.reconciler,
-                reason_code=x.reason_code,
-                reason=clip(x.reason),
-                suggested_action=clip(x.suggested_action),
-            )
+            api.BackendExclusion(policy=x.policy, **_reason_fields(x))
             for x in self._engine.backend_exclusions(namespace, name)
         ]
         return facts, exclusions
@@ -211,13 +205,7 @@ class StatusWriter:
             matched_backends=len(report.matched_backends),
             eligible_backends=report.eligible_backends,
             exclusions=[
-                api.PolicyExclusion(
-                    backend=x.backend,
-                    reconciler=x.reconciler,
-                    reason_code=x.reason_code,
-                    reason=clip(x.reason),
-                    suggested_action=clip(x.suggested_action),
-                )
+                api.PolicyExclusion(backend=x.backend, **_reason_fields(x))
                 for x in report.exclusions
             ],
             shadowed_by=report.shadowed_by,
@@ -255,6 +243,16 @@ class StatusWriter:
         ref = events.ObjectRef("RoutingPolicy", key[0], key[1], policy.metadata.uid)
         message = f"Budget is {state.value}: spent ${spent:.2f} this month."
         self._recorder.emit(ref, type_=type_, reason=reason, message=message)
+
+
+def _reason_fields(exclusion: StaticExclusion) -> dict[str, str]:
+    """The api.ExclusionReason part of a static exclusion, clipped to the schema's bounds."""
+    return {
+        "reconciler": exclusion.reconciler,
+        "reason_code": exclusion.reason_code,
+        "reason": clip(exclusion.reason),
+        "suggested_action": clip(exclusion.suggested_action),
+    }
 
 
 def _flag_invalid(desired: JsonObject, invalid: InvalidSpec | None, *, now: datetime) -> JsonObject:
