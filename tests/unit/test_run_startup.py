@@ -11,7 +11,7 @@ from typing import Any, ClassVar
 import kopf
 import pytest
 
-from nexus_operator.cli import cmd_run
+from nexus_operator.cli import cmd_run, serving_options
 from nexus_operator.cli.serving_options import StartupError
 from nexus_operator.controller import handlers
 from nexus_operator.controller.lifecycle import ControllerConfig
@@ -53,7 +53,7 @@ def _accepts(port: int) -> bool:
 async def test_a_metrics_port_in_use_stops_the_grpc_server_started_before_it(
     monkeypatch: pytest.MonkeyPatch, taken_port: int
 ) -> None:
-    monkeypatch.setattr(cmd_run, "GrpcServer", RecordingServer)
+    monkeypatch.setattr(serving_options, "GrpcServer", RecordingServer)
     RecordingServer.ports.clear()
     args = argparse.Namespace(
         grpc_address="127.0.0.1:0",

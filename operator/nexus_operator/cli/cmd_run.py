@@ -22,7 +22,7 @@ from .serving_options import (
     StartupError,
     add_log_level_argument,
     add_serving_arguments,
-    start_metrics,
+    start_serving,
     tls_config,
 )
 
@@ -88,13 +88,7 @@ def serving_hooks(args: argparse.Namespace) -> Hooks:
     async def started(controller: Controller, memo: kopf.Memo) -> None:
         """A failure after gRPC is up stops it again: the controller behind it is being stopped,
         and kopf's retry must be able to bind the same address."""
-        server = GrpcServer(controller.engine, address=args.grpc_address, tls=tls_config(args))
-        port = await server.start()
-        try:
-            metrics_port = start_metrics(args)
-        except BaseException:
-            await server.stop(0)
-            raise
+        server, port, metrics_port = await start_serving(controller.engine, args)
         memo["grpc"] = server
         logger.info("Serving gRPC on port %d, metrics on port %s", port, metrics_port)
 

@@ -20,15 +20,13 @@ from pathlib import Path
 
 from ..controller.probing import HealthProber
 from ..routing import Registry, RoutingEngine
-from ..server import GrpcServer
 from .manifests import DirectoryWatcher, ManifestError, Manifests
 from .serving_options import (
     StartupError,
     add_log_level_argument,
     add_serving_arguments,
     positive_int,
-    start_metrics,
-    tls_config,
+    start_serving,
 )
 
 logger = logging.getLogger(__name__)
@@ -87,18 +85,9 @@ async def _serve(args: argparse.Namespace) -> int:
     _apply(registry, watcher.load(), assume_healthy=args.assume_healthy)
     registry.synced = True
     engine = RoutingEngine(registry)
-    server = GrpcServer(
-        engine,
-        address=args.grpc_address,
-        tls=tls_config(args),
-        max_concurrent_rpcs=args.max_concurrent_rpcs,
+    server, port, metrics_port = await start_serving(
+        engine, args, max_concurrent_rpcs=args.max_concurrent_rpcs
     )
-    port = await server.start()
-    try:
-        metrics_port = start_metrics(args)
-    except BaseException:
-        await server.stop(0)
-        raise
     print(f"serving gRPC on port {port}, metrics on port {metrics_port}", flush=True)
     async with _background(watcher, engine, registry, probe=not args.assume_healthy):
         await stop.wait()

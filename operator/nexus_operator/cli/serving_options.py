@@ -6,7 +6,8 @@ import argparse
 import os
 from pathlib import Path
 
-from ..server import TlsConfig, start_metrics_server
+from ..routing import RoutingEngine
+from ..server import GrpcServer, TlsConfig, start_metrics_server
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
@@ -95,3 +96,20 @@ def start_metrics(args: argparse.Namespace) -> int | None:
         return start_metrics_server(args.metrics_port)
     except OSError as exc:
         raise StartupError(f"--metrics-port {args.metrics_port}: {exc.strerror or exc}") from exc
+
+
+async def start_serving(
+    engine: RoutingEngine, args: argparse.Namespace, **server_options: int
+) -> tuple[GrpcServer, int, int | None]:
+    """The gRPC server, then /metrics: (server, gRPC port, metrics port or None).
+
+    If /metrics cannot start, the gRPC server is stopped again, so nothing keeps serving
+    half-started and a retry (kopf's, for `run`) can bind the same address."""
+    server = GrpcServer(engine, address=args.grpc_address, tls=tls_config(args), **server_options)
+    port = await server.start()
+    try:
+        metrics_port = start_metrics(args)
+    except BaseException:
+        await server.stop(0)
+        raise
+    return server, port, metrics_port
