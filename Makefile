@@ -13,10 +13,10 @@ PYTEST_ARGS ?=
 help: ## Show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml testkit/pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PY) -m pip install --quiet -e '.[dev]' -e ./testkit
 	@touch $(STAMP)
 
 venv: $(STAMP) ## Create .venv and install the package with its dev dependencies
@@ -37,20 +37,20 @@ test-e2e: venv tools ## Run the end-to-end tests (helm chart, gRPC endpoint, the
 	NEXUS_BIN_DIR="$$(tools/build.sh 2>/dev/null | tail -1)" $(PY) -m pytest tests/e2e tests/endpoint $(PYTEST_ARGS)
 
 lint: venv ## ruff, ruff format --check, mypy --strict and the import-layer contracts
-	$(VENV)/bin/ruff check operator tests benchmarks
-	$(VENV)/bin/ruff format --check operator tests benchmarks
+	$(VENV)/bin/ruff check operator testkit tests benchmarks
+	$(VENV)/bin/ruff format --check operator testkit tests benchmarks
 	$(VENV)/bin/mypy
 	$(VENV)/bin/mypy benchmarks
 	$(VENV)/bin/lint-imports
 
-proto: venv ## Regenerate the gRPC stubs in operator/nexus_operator/server/proto from proto/
+proto: venv ## Regenerate the gRPC stubs in operator/nexus_operator/serving/proto from proto/
 	$(PY) tools/protogen.py
 
 manifests: venv ## Regenerate crds/ and docs/crd-reference.md from the API models
 	$(VENV)/bin/nexus-operator crds --output-dir crds --reference docs/crd-reference.md
 
 run: venv tools ## Start the local control plane, install CRDs and examples, run the operator with gRPC on localhost
-	NEXUS_BIN_DIR="$$(tools/build.sh 2>/dev/null | tail -1)" $(PY) -m nexus_operator.cli.demo
+	NEXUS_BIN_DIR="$$(tools/build.sh 2>/dev/null | tail -1)" $(PY) -m nexus_testkit.demo
 
 clean: ## Remove the venv and caches in the work tree (not the ~/.cache binaries)
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -18,7 +18,7 @@ from typing import Any
 
 import yaml
 
-from nexus_operator.localcluster import find_bin_dir
+from nexus_testkit.localcluster import find_bin_dir
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results" / "grpc.json"

@@ -34,9 +34,9 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from kubernetes import client
 
 from nexus_operator.api import GROUP, VERSION
-from nexus_operator.localcluster import Cluster, LocalControlPlane, find_bin_dir
-from nexus_operator.localcluster.standins import StandIns
-from nexus_operator.server.proto import router_pb2, router_pb2_grpc
+from nexus_operator.serving.proto import router_pb2, router_pb2_grpc
+from nexus_testkit.localcluster import Cluster, LocalControlPlane, find_bin_dir
+from nexus_testkit.localcluster.standins import StandIns
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results" / "operator.json"

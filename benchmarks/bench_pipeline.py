@@ -23,7 +23,7 @@ from pathlib import Path
 from time import perf_counter_ns
 
 from nexus_operator import api
-from nexus_operator.control import Candidate, RoutingIntent, build_pipeline
+from nexus_operator.pipeline import Candidate, RoutingIntent, build_pipeline
 from nexus_operator.routing import Registry, RequestRequirements, RoutingEngine, UsageReport
 
 RESULTS = Path(__file__).resolve().parent / "results"

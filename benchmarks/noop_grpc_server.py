@@ -10,7 +10,7 @@ import asyncio
 
 import grpc
 
-from nexus_operator.server.proto import router_pb2, router_pb2_grpc
+from nexus_operator.serving.proto import router_pb2, router_pb2_grpc
 
 
 class NoopRouter(router_pb2_grpc.RouterServicer):

@@ -22,7 +22,7 @@ import pytest
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
-from nexus_operator.localcluster import (
+from nexus_testkit.localcluster import (
     BinariesMissingError,
     Cluster,
     ComponentFailedError,

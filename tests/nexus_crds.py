@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from nexus_operator.api import GROUP, VERSION, crdgen
-from nexus_operator.localcluster import Cluster
+from nexus_testkit.localcluster import Cluster
 
 CRDS_DIR = Path(__file__).resolve().parents[1] / "crds"
 PLURALS = {kind.kind: kind.plural for kind in crdgen.KINDS}

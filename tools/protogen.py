@@ -2,7 +2,7 @@
 
 protoc derives absolute imports from the proto path (`from nexus.routing.v1 import router_pb2`),
 which do not resolve inside our package (grpc#29390), so the stubs are generated into a scratch
-directory and copied flat into nexus_operator/server/proto with package-relative imports.
+directory and copied flat into nexus_operator/serving/proto with package-relative imports.
 tests/unit/test_proto_generated.py runs this with --out and fails when the checked-in copy differs.
 """
 
@@ -18,7 +18,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 PROTO_ROOT = ROOT / "proto"
 PROTO = Path("nexus/routing/v1/router.proto")
-DEFAULT_OUT = ROOT / "operator/nexus_operator/server/proto"
+DEFAULT_OUT = ROOT / "operator/nexus_operator/serving/proto"
 GENERATED = ("router_pb2.py", "router_pb2.pyi", "router_pb2_grpc.py", "router_pb2_grpc.pyi")
 ABSOLUTE_IMPORT = "from nexus.routing.v1 import router_pb2"
 RELATIVE_IMPORT = "from . import router_pb2"

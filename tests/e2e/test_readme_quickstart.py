@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from nexus_operator.localcluster import kubectl_path, repo_root
+from nexus_testkit.localcluster import kubectl_path, repo_root
 
 pytestmark = pytest.mark.e2e
 

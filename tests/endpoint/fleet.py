@@ -18,7 +18,7 @@ from prometheus_client import CollectorRegistry
 
 from nexus_operator.api import Backend, RoutingPolicy
 from nexus_operator.routing import Registry, RoutingEngine
-from nexus_operator.server import GrpcServer, TlsConfig
+from nexus_operator.serving import GrpcServer, TlsConfig
 
 API_VERSION = "nexus.routing.dev/v1alpha1"
 BUDGET_LIMIT_USD = 10.0

@@ -14,8 +14,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from nexus_operator.server.proto import router_pb2 as pb
-from nexus_operator.server.proto import router_pb2_grpc
+from nexus_operator.serving.proto import router_pb2 as pb
+from nexus_operator.serving.proto import router_pb2_grpc
 
 from .fleet import default_fleet, live_server, registry_of
 

@@ -11,11 +11,11 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from prometheus_client import CollectorRegistry, generate_latest
 
-from nexus_operator.control import ReconcileErrorPolicy, RoutingIntent
+from nexus_operator.pipeline import ReconcileErrorPolicy, RoutingIntent
 from nexus_operator.routing import Registry, RoutingEngine
-from nexus_operator.server import SERVICE_NAME, GrpcServer, service
-from nexus_operator.server.proto import router_pb2 as pb
-from nexus_operator.server.proto import router_pb2_grpc
+from nexus_operator.serving import SERVICE_NAME, GrpcServer, service
+from nexus_operator.serving.proto import router_pb2 as pb
+from nexus_operator.serving.proto import router_pb2_grpc
 
 from .fleet import BUDGET_LIMIT_USD, default_fleet, live_server, policy, registry_of
 

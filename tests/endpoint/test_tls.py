@@ -7,10 +7,10 @@ from pathlib import Path
 import grpc
 import pytest
 
-from nexus_operator.localcluster import Pki, create_pki, issue_client_cert
-from nexus_operator.server import TlsConfig
-from nexus_operator.server.proto import router_pb2 as pb
-from nexus_operator.server.proto import router_pb2_grpc
+from nexus_operator.serving import TlsConfig
+from nexus_operator.serving.proto import router_pb2 as pb
+from nexus_operator.serving.proto import router_pb2_grpc
+from nexus_testkit.localcluster import Pki, create_pki, issue_client_cert
 
 from .fleet import default_fleet, live_server, registry_of
 

@@ -7,8 +7,8 @@ from collections.abc import Iterator
 import pytest
 
 from nexus_crds import install_crds
-from nexus_operator.localcluster import Cluster
-from nexus_operator.localcluster.standins import StandIns
+from nexus_testkit.localcluster import Cluster
+from nexus_testkit.localcluster.standins import StandIns
 
 
 @pytest.fixture(scope="session")

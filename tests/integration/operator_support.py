@@ -20,8 +20,8 @@ import kopf
 from kubernetes import client
 
 from nexus_operator.api import GROUP, VERSION
-from nexus_operator.controller.handlers import Hooks, build_registry
-from nexus_operator.controller.lifecycle import Controller, ControllerConfig
+from nexus_operator.operator.handlers import Hooks, build_registry
+from nexus_operator.operator.replica import Controller, ControllerConfig
 from nexus_operator.routing import Decision, RequestRequirements
 
 T = TypeVar("T")

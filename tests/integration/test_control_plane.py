@@ -18,7 +18,7 @@ import urllib3
 from kubernetes import client, watch
 from kubernetes.client.rest import ApiException
 
-from nexus_operator.localcluster import Cluster, LocalControlPlane
+from nexus_testkit.localcluster import Cluster, LocalControlPlane
 
 pytestmark = pytest.mark.integration
 

@@ -20,7 +20,7 @@ from nexus_operator.api import (
     RoutingPolicySpec,
     RoutingPolicyStatus,
 )
-from nexus_operator.localcluster import Cluster
+from nexus_testkit.localcluster import Cluster
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("nexus_crds")]
 

@@ -13,7 +13,7 @@ from kubernetes.client.rest import ApiException
 
 from invalid_manifests import BACKEND_BASE, CLOUD_BASE, INVALID_SPECS, POLICY_BASE, InvalidSpec
 from nexus_crds import GROUP, PLURALS, VERSION, install_crds
-from nexus_operator.localcluster import Cluster
+from nexus_testkit.localcluster import Cluster
 
 pytestmark = pytest.mark.integration
 

@@ -20,8 +20,8 @@ from operator_support import Objects, condition, operator_config, running_operat
 
 from nexus_crds import CRDS_DIR, install_crds
 from nexus_operator.api.policy import WEIGHTS_RULE
-from nexus_operator.controller.kube import POLICIES
-from nexus_operator.localcluster import Cluster
+from nexus_operator.operator.kube import POLICIES
+from nexus_testkit.localcluster import Cluster
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("nexus_crds")]
 

@@ -12,8 +12,8 @@ from operator_support import (
     wait_for,
 )
 
-from nexus_operator.localcluster import Cluster, LocalControlPlane
 from nexus_operator.routing import Outcome, UsageReport
+from nexus_testkit.localcluster import Cluster, LocalControlPlane
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("nexus_crds")]
 

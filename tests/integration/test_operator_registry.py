@@ -16,9 +16,9 @@ from operator_support import (
     wait_for,
 )
 
-from nexus_operator.localcluster import Cluster
-from nexus_operator.localcluster.standins import StandIns
 from nexus_operator.routing import Outcome
+from nexus_testkit.localcluster import Cluster
+from nexus_testkit.localcluster.standins import StandIns
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("nexus_crds")]
 

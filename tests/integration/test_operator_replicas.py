@@ -16,9 +16,9 @@ from operator_support import (
     wait_for,
 )
 
-from nexus_operator.controller.lifecycle import ControllerConfig
-from nexus_operator.localcluster import Cluster
+from nexus_operator.operator.replica import ControllerConfig
 from nexus_operator.routing import UsageReport
+from nexus_testkit.localcluster import Cluster
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("nexus_crds")]
 

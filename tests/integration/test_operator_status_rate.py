@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 from operator_support import Objects, backend_spec, operator_config, running_operator, wait_for
 
-from nexus_operator.controller.lifecycle import Controller
-from nexus_operator.localcluster import Cluster
+from nexus_operator.operator.replica import Controller
 from nexus_operator.routing import Outcome, RequestRequirements
+from nexus_testkit.localcluster import Cluster
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("nexus_crds")]
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from nexus_operator.localcluster import Cluster, repo_root
+from nexus_testkit.localcluster import Cluster, repo_root
 
 pytestmark = pytest.mark.integration
 

@@ -15,7 +15,7 @@ from prometheus_client import CollectorRegistry
 from routing_factories import backend, engine, policy
 
 from nexus_operator.cli import nexusctl
-from nexus_operator.server import GrpcServer
+from nexus_operator.serving import GrpcServer
 
 CLOSED_ADDRESS = "127.0.0.1:1"
 NEXUSCTL = (sys.executable, "-m", "nexus_operator.cli.nexusctl")

@@ -9,15 +9,15 @@ import pytest
 
 from nexus_operator import api
 from nexus_operator.api import BudgetState
-from nexus_operator.control.runtime import RoutedRecord
-from nexus_operator.controller.budget_ledger import (
+from nexus_operator.operator.budget_ledger import (
     PolicyDelta,
     backend_desired,
     budget_state,
     next_reset,
     policy_desired,
 )
-from nexus_operator.controller.diffing import merge_diff
+from nexus_operator.operator.diffing import merge_diff
+from nexus_operator.pipeline.runtime import RoutedRecord
 
 MARCH = datetime(2026, 3, 14, 12, 0, tzinfo=UTC)
 APRIL = datetime(2026, 4, 1, 0, 0, 1, tzinfo=UTC)

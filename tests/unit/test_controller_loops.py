@@ -19,10 +19,10 @@ from routing_factories import NOW, backend, policy
 
 from nexus_operator import api
 from nexus_operator.api.base import MESSAGE_MAX
-from nexus_operator.controller import handlers
-from nexus_operator.controller.budget_ledger import BudgetLedger
-from nexus_operator.controller.invalid_specs import InvalidSpec, InvalidSpecs
-from nexus_operator.controller.kube import (
+from nexus_operator.operator import handlers
+from nexus_operator.operator.budget_ledger import BudgetLedger
+from nexus_operator.operator.invalid_specs import InvalidSpec, InvalidSpecs
+from nexus_operator.operator.kube import (
     BACKENDS,
     POLICIES,
     ConflictError,
@@ -30,11 +30,11 @@ from nexus_operator.controller.kube import (
     NotFoundError,
     UnavailableError,
 )
-from nexus_operator.controller.leader import LeaderElector, LeaseSettings
-from nexus_operator.controller.lifecycle import Controller, ControllerConfig
-from nexus_operator.controller.observed import ObservedStatuses
-from nexus_operator.controller.probing import HealthProber, ProbeTarget
-from nexus_operator.controller.status_writer import StatusWriter, WriterSettings
+from nexus_operator.operator.leader import LeaderElector, LeaseSettings
+from nexus_operator.operator.observed import ObservedStatuses
+from nexus_operator.operator.probing import HealthProber, ProbeTarget
+from nexus_operator.operator.replica import Controller, ControllerConfig
+from nexus_operator.operator.status_writer import StatusWriter, WriterSettings
 from nexus_operator.routing import Registry, RoutingEngine
 
 JsonObject = dict[str, Any]

@@ -7,10 +7,10 @@ from datetime import UTC, datetime
 from nexus_operator import api
 from nexus_operator.api import ConditionStatus, HealthState
 from nexus_operator.api.base import MESSAGE_MAX
-from nexus_operator.controller.conditions import DesiredCondition, set_status_condition
-from nexus_operator.controller.diffing import merge_diff
-from nexus_operator.controller.invalid_specs import InvalidSpec
-from nexus_operator.controller.status_assembly import (
+from nexus_operator.operator.condition_list import DesiredCondition, set_status_condition
+from nexus_operator.operator.diffing import merge_diff
+from nexus_operator.operator.invalid_specs import InvalidSpec
+from nexus_operator.operator.status_assembly import (
     BackendFacts,
     PolicyFacts,
     backend_status,

@@ -8,10 +8,10 @@ from typing import Any, cast
 
 import pytest
 
-from nexus_operator.controller.budget_ledger import BudgetLedger
-from nexus_operator.controller.kube import BACKENDS, POLICIES, KubeApi
-from nexus_operator.controller.observed import ObservedStatuses
-from nexus_operator.controller.registry_sync import DELETED, RegistrySync
+from nexus_operator.operator.budget_ledger import BudgetLedger
+from nexus_operator.operator.kube import BACKENDS, POLICIES, KubeApi
+from nexus_operator.operator.observed import ObservedStatuses
+from nexus_operator.operator.registry_sync import DELETED, RegistrySync
 from nexus_operator.routing import Registry
 
 NOW = datetime(2026, 3, 14, 12, 0, tzinfo=UTC)

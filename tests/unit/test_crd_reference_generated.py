@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from nexus_operator.api.reference import render_reference
-from nexus_operator.localcluster import repo_root
+from nexus_testkit.localcluster import repo_root
 
 
 def test_checked_in_crd_reference_matches_the_models() -> None:

@@ -8,7 +8,7 @@ from typing import Any
 from routing_factories import NOW, backend, codes, engine, model, policy
 
 from nexus_operator.api import BudgetState
-from nexus_operator.control import reasons
+from nexus_operator.pipeline import reasons
 from nexus_operator.routing import RequestRequirements, RoutingEngine
 
 

@@ -8,7 +8,7 @@ from typing import Any, ClassVar
 
 from routing_factories import backend, engine, policy
 
-from nexus_operator.control import ReconcileErrorPolicy, RoutingIntent
+from nexus_operator.pipeline import ReconcileErrorPolicy, RoutingIntent
 from nexus_operator.routing import RequestRequirements
 
 REQ = RequestRequirements(model="llama3:8b")

@@ -9,7 +9,7 @@ from typing import Any, ClassVar
 from routing_factories import NOW, backend, codes, engine, policy
 
 from nexus_operator.api import Privacy
-from nexus_operator.control import ReconcileErrorPolicy, RoutingIntent, reasons
+from nexus_operator.pipeline import ReconcileErrorPolicy, RoutingIntent, reasons
 from nexus_operator.routing import Outcome, RequestRequirements, UsageReport
 
 

@@ -8,7 +8,7 @@ import pytest
 from routing_factories import NOW, backend, codes, engine, model, policy
 
 from nexus_operator.api import BudgetState, Privacy
-from nexus_operator.control import reasons
+from nexus_operator.pipeline import reasons
 from nexus_operator.routing import Outcome, RequestRequirements, UsageReport
 
 

@@ -9,7 +9,7 @@ from typing import Any, ClassVar
 from routing_factories import backend, codes, engine, policy
 
 from nexus_operator.api import Zone
-from nexus_operator.control import ReconcileErrorPolicy, RoutingIntent, reasons
+from nexus_operator.pipeline import ReconcileErrorPolicy, RoutingIntent, reasons
 from nexus_operator.routing import Outcome, RequestRequirements
 
 REQ = RequestRequirements(model="llama3:8b")

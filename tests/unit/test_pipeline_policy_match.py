@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from routing_factories import backend, codes, engine, policy
 
-from nexus_operator.control import reasons
+from nexus_operator.pipeline import reasons
 from nexus_operator.routing import Outcome, RequestRequirements
 
 

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from routing_factories import NOW, backend, policy, registry
 
 from nexus_operator.api import HealthState, Privacy, Zone
-from nexus_operator.control import (
+from nexus_operator.pipeline import (
     Candidate,
     ReconcileErrorPolicy,
     ReconcilerPipeline,
@@ -19,7 +19,7 @@ from nexus_operator.control import (
     build_pipeline,
     reasons,
 )
-from nexus_operator.control.reconcilers.budget import budget_state
+from nexus_operator.pipeline.reconcilers.budget import budget_state
 from nexus_operator.routing import Decision, Outcome, RequestRequirements, RoutingEngine
 
 MODELS = ("m1", "m2")

@@ -8,7 +8,7 @@ from typing import Any, ClassVar
 
 from routing_factories import backend, codes, engine, policy
 
-from nexus_operator.control import ReconcileErrorPolicy, RoutingIntent, reasons
+from nexus_operator.pipeline import ReconcileErrorPolicy, RoutingIntent, reasons
 from nexus_operator.routing import Outcome, RequestRequirements, RoutingEngine
 
 REQ = RequestRequirements(model="llama3:8b")

@@ -11,7 +11,7 @@ import pytest
 from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from nexus_operator.localcluster import Pki, create_pki, issue_client_cert
+from nexus_testkit.localcluster import Pki, create_pki, issue_client_cert
 
 
 @pytest.fixture(scope="module")

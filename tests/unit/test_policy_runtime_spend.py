@@ -7,7 +7,7 @@ import math
 import pytest
 from routing_factories import NOW
 
-from nexus_operator.control import PolicyRuntime
+from nexus_operator.pipeline import PolicyRuntime
 
 
 @pytest.mark.parametrize("amount", [math.inf, -math.inf, math.nan])

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-CHECKED_IN = ROOT / "operator/nexus_operator/server/proto"
+CHECKED_IN = ROOT / "operator/nexus_operator/serving/proto"
 
 
 def test_checked_in_stubs_match_the_proto(tmp_path: Path) -> None:
@@ -27,7 +27,7 @@ def test_checked_in_stubs_match_the_proto(tmp_path: Path) -> None:
 
 
 def test_stubs_import_from_the_package() -> None:
-    from nexus_operator.server.proto import router_pb2, router_pb2_grpc
+    from nexus_operator.serving.proto import router_pb2, router_pb2_grpc
 
     assert router_pb2.DESCRIPTOR.package == "nexus.routing.v1"
     assert hasattr(router_pb2_grpc, "RouterServicer")

@@ -9,7 +9,7 @@ import pytest
 from routing_factories import backend, model, registry
 
 from nexus_operator.api import Budget, Privacy, Strategy, Weights
-from nexus_operator.control import (
+from nexus_operator.pipeline import (
     BudgetReconciler,
     Candidate,
     CapabilityReconciler,

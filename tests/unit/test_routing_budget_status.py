@@ -6,7 +6,7 @@ from __future__ import annotations
 from routing_factories import NOW, backend, engine, policy
 
 from nexus_operator.api import BudgetState
-from nexus_operator.control import reasons
+from nexus_operator.pipeline import reasons
 from nexus_operator.routing import Outcome, RequestRequirements, RoutingEngine
 
 LIMITED = {"monthlyLimitUsd": 10.0}

@@ -10,8 +10,8 @@ import pytest
 from routing_factories import NOW, backend, engine, policy, registry
 
 from nexus_operator.api import HealthState
-from nexus_operator.control import PolicyRuntime, ReconcileErrorPolicy, RoutingIntent, reasons
-from nexus_operator.control.runtime import BackendRuntime
+from nexus_operator.pipeline import PolicyRuntime, ReconcileErrorPolicy, RoutingIntent, reasons
+from nexus_operator.pipeline.runtime import BackendRuntime
 from nexus_operator.routing import (
     AsyncReconcilerError,
     Outcome,

@@ -13,10 +13,10 @@ import pytest
 
 from nexus_operator.cli import cmd_run, serving_options
 from nexus_operator.cli.serving_options import StartupError
-from nexus_operator.controller import handlers
-from nexus_operator.controller.lifecycle import ControllerConfig
+from nexus_operator.operator import handlers
+from nexus_operator.operator.replica import ControllerConfig
 from nexus_operator.routing import Registry, RoutingEngine
-from nexus_operator.server import GrpcServer
+from nexus_operator.serving import GrpcServer
 
 
 class RecordingServer(GrpcServer):

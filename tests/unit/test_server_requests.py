@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from nexus_operator.api import Privacy
-from nexus_operator.server.proto import router_pb2 as pb
-from nexus_operator.server.requests import (
+from nexus_operator.serving.proto import router_pb2 as pb
+from nexus_operator.serving.requests import (
     InvalidArgument,
     inventory_namespace,
     route_requirements,

@@ -15,9 +15,9 @@ import sys
 
 import kopf
 
-from ..controller.handlers import Hooks, build_registry
-from ..controller.lifecycle import ROLE_OPERATOR, ROLE_ROUTER, Controller, ControllerConfig
-from ..server import GrpcServer
+from ..operator.handlers import Hooks, build_registry
+from ..operator.replica import ROLE_OPERATOR, ROLE_ROUTER, Controller, ControllerConfig
+from ..serving import GrpcServer
 from .serving_options import (
     StartupError,
     add_log_level_argument,

@@ -18,9 +18,9 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
 
-from ..controller.probing import HealthProber
+from ..operator.probing import HealthProber
 from ..routing import Registry, RoutingEngine
-from .manifests import DirectoryWatcher, ManifestError, Manifests
+from .manifest_dir import DirectoryWatcher, ManifestError, Manifests
 from .serving_options import (
     StartupError,
     add_log_level_argument,

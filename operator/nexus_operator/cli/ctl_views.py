@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from ..server.proto import router_pb2 as pb
+from ..serving.proto import router_pb2 as pb
 from .tables import render_table
 
 _OUTCOMES = {

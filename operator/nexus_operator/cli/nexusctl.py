@@ -24,8 +24,8 @@ import yaml
 from google.protobuf.json_format import MessageToDict
 from google.protobuf.message import Message
 
-from ..server.proto import router_pb2 as pb
-from ..server.proto import router_pb2_grpc
+from ..serving.proto import router_pb2 as pb
+from ..serving.proto import router_pb2_grpc
 from .ctl_views import decision_view, explanation_view, inventory_view
 
 DEFAULT_ADDRESS = "localhost:50051"

@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 
 from ..routing import RoutingEngine
-from ..server import GrpcServer, TlsConfig, start_metrics_server
+from ..serving import GrpcServer, TlsConfig, start_metrics_server
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 

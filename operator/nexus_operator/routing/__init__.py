@@ -1,6 +1,6 @@
 """The routing core: registry, immutable snapshots, the engine, and the seed's Router API."""
 
-from nexus_operator.control import (
+from nexus_operator.pipeline import (
     BackendRuntime,
     Exclusion,
     PolicyRuntime,
@@ -9,9 +9,9 @@ from nexus_operator.control import (
     TraceEntry,
 )
 
+from .compiled_patterns import Glob
 from .decision import BackendRef, Decision, Outcome, UsageReport
 from .engine import AsyncReconcilerError, RoutingEngine
-from .globs import Glob
 from .policies import CompiledPolicy
 from .registry import Registry
 from .reports import PolicyReport, StaticExclusion

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field, replace
 from time import perf_counter_ns
 
 from nexus_operator.api import Privacy
-from nexus_operator.control import (
+from nexus_operator.pipeline import (
     Exclusion,
     ReconcilerPipeline,
     RejectDecision,

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 
 from nexus_operator.api import BackendType, BudgetState, Zone
-from nexus_operator.control import BackendView, Exclusion, TraceEntry
+from nexus_operator.pipeline import BackendView, Exclusion, TraceEntry
 
 
 class Outcome(StrEnum):

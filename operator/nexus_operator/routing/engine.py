@@ -14,7 +14,7 @@ from time import perf_counter_ns
 from typing import NamedTuple
 
 from nexus_operator.api import Accounting, BudgetState, RoutingPolicySpec
-from nexus_operator.control import (
+from nexus_operator.pipeline import (
     Candidate,
     CandidatePlan,
     Exclusion,
@@ -28,9 +28,9 @@ from nexus_operator.control import (
     build_pipeline,
     reasons,
 )
-from nexus_operator.control.plan import StaticFilter
-from nexus_operator.control.reconcilers.budget import budget_state
-from nexus_operator.control.runtime import RejectedRecord, RoutedRecord
+from nexus_operator.pipeline.plan import StaticFilter
+from nexus_operator.pipeline.reconcilers.budget import budget_state
+from nexus_operator.pipeline.runtime import RejectedRecord, RoutedRecord
 
 from .attempts import Attempt, early_reject, fallback_requests
 from .decision import BackendRef, Decision, Outcome, UsageReport

@@ -11,9 +11,9 @@ from nexus_operator.api import (
     RoutingPolicy,
     RoutingPolicySpec,
 )
-from nexus_operator.control import BackendView
+from nexus_operator.pipeline import BackendView
 
-from .globs import Glob
+from .compiled_patterns import Glob
 
 
 @dataclass(frozen=True, slots=True)

@@ -6,7 +6,7 @@ import logging
 from collections.abc import Callable, Iterable, Mapping
 
 from nexus_operator.api import Backend, RoutingPolicy
-from nexus_operator.control import BackendView, RuntimeState
+from nexus_operator.pipeline import BackendView, RuntimeState
 
 from .policies import CompiledPolicy
 from .snapshot import Key, NamespaceSnapshot, RegistrySnapshot

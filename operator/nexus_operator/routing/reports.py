@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from nexus_operator.api import HealthState, RequiredCapabilities
-from nexus_operator.control import (
+from nexus_operator.pipeline import (
     BackendView,
     Candidate,
     CapabilityReconciler,
@@ -23,9 +23,9 @@ from nexus_operator.control import (
     PrivacyReconciler,
     RuntimeState,
 )
-from nexus_operator.control.reconcilers.health import health_exclusion
+from nexus_operator.pipeline.reconcilers.health import health_exclusion
 
-from .globs import Glob
+from .compiled_patterns import Glob
 from .policies import CompiledPolicy
 from .snapshot import NamespaceSnapshot
 

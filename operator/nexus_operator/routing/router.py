@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from nexus_operator.api import RoutingPolicySpec, Selection, Strategy, Weights
-from nexus_operator.control import (
+from nexus_operator.pipeline import (
     Annotations,
     Candidate,
     Exclusion,

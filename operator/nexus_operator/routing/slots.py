@@ -10,7 +10,7 @@ from datetime import datetime, timedelta
 from itertools import count
 from typing import NamedTuple
 
-from nexus_operator.control import BackendRuntime
+from nexus_operator.pipeline import BackendRuntime
 
 DEFAULT_SLOT_TIMEOUT = timedelta(seconds=300)
 

@@ -14,7 +14,7 @@ from types import MappingProxyType
 from typing import TypeVar
 
 from nexus_operator.api import Backend, RoutingPolicy
-from nexus_operator.control import AliasResolution, BackendView, resolve_alias
+from nexus_operator.pipeline import AliasResolution, BackendView, resolve_alias
 
 from .policies import CompiledPolicy
 

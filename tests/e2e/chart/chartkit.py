@@ -16,7 +16,7 @@ from typing import Any
 import yaml
 from kubernetes import client
 
-from nexus_operator.localcluster import Cluster, repo_root
+from nexus_testkit.localcluster import Cluster, repo_root
 
 CHART = repo_root() / "charts" / "nexus-operator"
 GENERATED_CRDS = repo_root() / "crds"

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from chartkit import CHART, HelmTemplate, Manifest, documents
 
-from nexus_operator.localcluster import Cluster
+from nexus_testkit.localcluster import Cluster
 
 
 @pytest.fixture(scope="session")

@@ -26,7 +26,7 @@ from chartkit import (
     release_name,
 )
 
-from nexus_operator.localcluster import Cluster
+from nexus_testkit.localcluster import Cluster
 
 pytestmark = pytest.mark.e2e
 

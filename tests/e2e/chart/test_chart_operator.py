@@ -23,8 +23,8 @@ import pytest
 from chartkit import SIDECAR_VALUES, Release, ensure_crds, install, mint_token
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from nexus_operator.localcluster import Cluster
-from nexus_operator.localcluster.standins import InferenceStandIn
+from nexus_testkit.localcluster import Cluster
+from nexus_testkit.localcluster.standins import InferenceStandIn
 
 pytestmark = pytest.mark.e2e
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from chartkit import Release, ensure_crds, install, mint_token
 
-from nexus_operator.localcluster import Cluster
+from nexus_testkit.localcluster import Cluster
 
 pytestmark = pytest.mark.e2e
 

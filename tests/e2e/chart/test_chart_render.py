@@ -22,7 +22,7 @@ from chartkit import (
     one,
 )
 
-from nexus_operator.localcluster import repo_root
+from nexus_testkit.localcluster import repo_root
 
 pytestmark = pytest.mark.e2e
 

@@ -1,0 +1,105 @@
+"""The kopf glue, and nothing else: settings, startup/cleanup, login, watch events, liveness.
+
+Every handler body is one call into a plain module. Only low-level `on.event` handlers watch our
+kinds: they see status-only changes too (on.update would not), add no finalizer, and write no
+kopf annotations, so the operator needs no patch permission on the objects themselves. kopf's
+storage names are still set under our API group before any watch starts, so adding a
+resource-changing handler later never re-fires on every object.
+
+The caller's hooks run after the controller is up (start gRPC and metrics there) and before it
+stops (drain gRPC first), inside the operator's event loop, with handles kept in `memo`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import kopf
+
+from nexus_operator.api import GROUP, VERSION
+
+from .kube import KubeApi, connection_info, load_configuration
+from .replica import Controller, ControllerConfig
+
+Hook = Callable[[Controller, kopf.Memo], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class Hooks:
+    started: Hook | None = None
+    stopping: Hook | None = None
+
+
+def configure(settings: kopf.OperatorSettings) -> None:
+    settings.persistence.finalizer = f"{GROUP}/finalizer"
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix=GROUP, key="last-handled-configuration"
+    )
+    settings.peering.standalone = True
+    settings.peering.mandatory = False
+    settings.scanning.disabled = True
+    settings.posting.level = logging.WARNING
+    settings.watching.reconnect_backoff = 0.5
+    settings.watching.server_timeout = 300
+    settings.watching.client_timeout = 330
+    settings.networking.connect_timeout = 5
+    settings.networking.request_timeout = 60
+    settings.networking.error_backoffs = [0.5, 1, 2, 5]
+
+
+def build_registry(config: ControllerConfig, hooks: Hooks = Hooks()) -> kopf.OperatorRegistry:
+    """An explicit kopf registry, so several operators can run in one process (tests)."""
+    registry = kopf.OperatorRegistry()
+    configuration = load_configuration(config.kubeconfig)
+
+    def login(**_: Any) -> kopf.ConnectionInfo:
+        return connection_info(configuration)
+
+    async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+        """A failed start stops what it began (the caller's hooks first, as on cleanup): kopf
+        retries startup with a new Controller, which must find nothing left serving."""
+        configure(settings)
+        controller = Controller(config, KubeApi(configuration))
+        memo["controller"] = controller
+        try:
+            await controller.start()
+            if hooks.started is not None:
+                await hooks.started(controller, memo)
+        except BaseException:
+            memo["controller"] = None
+            try:
+                if hooks.stopping is not None:
+                    await hooks.stopping(controller, memo)
+            finally:
+                await controller.stop()
+            raise
+
+    async def cleanup(memo: kopf.Memo, **_: Any) -> None:
+        controller: Controller | None = memo.get("controller")
+        if controller is None:
+            return
+        if hooks.stopping is not None:
+            await hooks.stopping(controller, memo)
+        await controller.stop()
+
+    async def backend_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
+        memo["controller"].sync.on_backend_event(event.get("type"), event["object"])
+
+    async def policy_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
+        memo["controller"].sync.on_policy_event(event.get("type"), event["object"])
+
+    async def probe(memo: kopf.Memo, **_: Any) -> dict[str, Any]:
+        controller: Controller | None = memo.get("controller")
+        return {} if controller is None else controller.health()
+
+    kopf.on.login(registry=registry)(login)
+    kopf.on.startup(registry=registry)(startup)
+    kopf.on.cleanup(registry=registry)(cleanup)
+    kopf.on.event(GROUP, VERSION, "backends", registry=registry)(backend_event)
+    kopf.on.event(GROUP, VERSION, "routingpolicies", registry=registry)(policy_event)
+    kopf.on.probe(id="controller", registry=registry)(probe)
+    return registry

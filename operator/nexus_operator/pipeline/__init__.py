@@ -1,0 +1,72 @@
+"""The reconciler pipeline: a pure library (no Kubernetes, kopf or gRPC).
+
+Request → RoutingIntent → [reconcilers] → RoutingDecision, as in the seed quickstart.
+"""
+
+from .aliases import MAX_ALIAS_HOPS, AliasResolution, resolve_alias
+from .assembly import build_pipeline
+from .intent import Annotations, RoutingIntent
+from .plan import CandidatePlan
+from .plugins import ENTRY_POINT_GROUP, ReconcilerFactory, build_plugin
+from .reconcilers import (
+    BudgetReconciler,
+    CapabilityReconciler,
+    HealthReconciler,
+    LatencyReconciler,
+    LifecycleReconciler,
+    PrivacyReconciler,
+    QualityReconciler,
+    RequestAnalyzer,
+    SelectionReconciler,
+)
+from .requirements import RequestRequirements
+from .runner import ReconcileError, ReconcileErrorPolicy, Reconciler, ReconcilerPipeline
+from .runtime import BackendRuntime, PolicyRuntime, RuntimeState
+from .verdict import (
+    Exclusion,
+    QueueDecision,
+    RejectDecision,
+    RouteDecision,
+    RoutingDecision,
+    TraceEntry,
+)
+from .views import BackendView, Candidate, ModelView
+
+__all__ = [
+    "ENTRY_POINT_GROUP",
+    "MAX_ALIAS_HOPS",
+    "AliasResolution",
+    "Annotations",
+    "BackendRuntime",
+    "BackendView",
+    "BudgetReconciler",
+    "Candidate",
+    "CandidatePlan",
+    "CapabilityReconciler",
+    "Exclusion",
+    "HealthReconciler",
+    "LatencyReconciler",
+    "LifecycleReconciler",
+    "ModelView",
+    "PolicyRuntime",
+    "PrivacyReconciler",
+    "QualityReconciler",
+    "QueueDecision",
+    "ReconcileError",
+    "ReconcileErrorPolicy",
+    "Reconciler",
+    "ReconcilerFactory",
+    "ReconcilerPipeline",
+    "RejectDecision",
+    "RequestAnalyzer",
+    "RequestRequirements",
+    "RouteDecision",
+    "RoutingDecision",
+    "RoutingIntent",
+    "RuntimeState",
+    "SelectionReconciler",
+    "TraceEntry",
+    "build_pipeline",
+    "build_plugin",
+    "resolve_alias",
+]

@@ -1,0 +1,137 @@
+"""Per-(policy, model) precomputation: everything about a decision that no request can change.
+
+A plan is built once per snapshot for each policy and model that is asked for. It holds the
+candidates in name order and in priority order, the exclusions that depend only on spec
+(draining, policy privacy, policy tier and capabilities) attributed exactly as a sequential run
+would attribute them, and bounds that let request-dependent stages skip work when the request
+cannot exclude anything.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+from .verdict import Exclusion
+from .views import BackendKey, Candidate, token_cost
+
+
+@runtime_checkable
+class StaticFilter(Protocol):
+    """A reconciler whose spec-only part can be evaluated once per plan."""
+
+    @property
+    def name(self) -> str: ...
+
+    def static_exclusion(self, candidate: Candidate) -> Exclusion | None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class StaticStage:
+    exclusions: tuple[Exclusion, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class PriceBounds:
+    """The highest per-1k prices among a set of candidates: an upper bound of any estimate."""
+
+    input_per1k: float
+    output_per1k: float
+
+    @classmethod
+    def of(cls, candidates: Iterable[Candidate]) -> PriceBounds:
+        models = [c.model for c in candidates]
+        return cls(
+            input_per1k=max((m.input_per1k for m in models), default=0.0),
+            output_per1k=max((m.output_per1k for m in models), default=0.0),
+        )
+
+    def cost(self, input_tokens: int, output_tokens: int) -> float:
+        return token_cost(input_tokens, output_tokens, self.input_per1k, self.output_per1k)
+
+
+@dataclass(frozen=True, slots=True)
+class CapabilityBounds:
+    """What every candidate of a plan offers, so a request within these bounds adds nothing."""
+
+    min_tier: int
+    all_vision: bool
+    all_tools: bool
+    all_json_mode: bool
+    min_context_length: int
+    min_max_output_tokens: int | None
+
+    @classmethod
+    def of(cls, candidates: Sequence[Candidate]) -> CapabilityBounds:
+        models = [c.model for c in candidates]
+        caps = [m.max_output_tokens for m in models if m.max_output_tokens is not None]
+        return cls(
+            min_tier=min((c.backend.tier for c in candidates), default=1),
+            all_vision=all(m.supports_vision for m in models),
+            all_tools=all(m.supports_tools for m in models),
+            all_json_mode=all(m.supports_json_mode for m in models),
+            min_context_length=min((m.context_length for m in models), default=0),
+            min_max_output_tokens=min(caps, default=None),
+        )
+
+
+def among(keys: set[BackendKey], plan: CandidatePlan) -> list[Candidate]:
+    """The plan's candidates whose keys are in `keys`, in name order; costs O(len(keys)), so a
+    small runtime set (unhealthy, failing, saturated) is checked without touching every
+    candidate. The set is copied first: probes may update it from another thread."""
+    by_key = plan.by_key
+    found = [by_key[k] for k in tuple(keys) if k in by_key]
+    found.sort(key=lambda c: c.backend.name)
+    return found
+
+
+class CandidatePlan:
+    """Immutable precomputation for one (namespace, policy, model)."""
+
+    __slots__ = (
+        "by_key",
+        "by_priority",
+        "candidates",
+        "capabilities",
+        "capped",
+        "model",
+        "open_candidates",
+        "prices",
+        "static",
+    )
+
+    def __init__(
+        self, *, model: str, candidates: Iterable[Candidate], filters: Sequence[StaticFilter]
+    ) -> None:
+        ordered = tuple(sorted(candidates, key=lambda c: c.backend.name))
+        self.model = model
+        self.candidates = ordered
+        self.by_key = {c.backend.key: c for c in ordered}
+        self.by_priority = tuple(
+            sorted(ordered, key=lambda c: (c.backend.priority, c.backend.name))
+        )
+        self.open_candidates = tuple(c for c in ordered if c.backend.is_open)
+        self.capped = tuple(c for c in ordered if c.backend.max_concurrency is not None)
+        self.prices = PriceBounds.of(ordered)
+        self.capabilities = CapabilityBounds.of(ordered)
+        self.static = _static_stages(ordered, filters)
+
+
+def _static_stages(
+    candidates: Sequence[Candidate], filters: Sequence[StaticFilter]
+) -> dict[str, StaticStage]:
+    """Run the spec-only checks in pipeline order; the first stage that excludes a backend owns it."""
+    taken: set[BackendKey] = set()
+    stages: dict[str, StaticStage] = {}
+    for stage in filters:
+        found: list[Exclusion] = []
+        for candidate in candidates:
+            if candidate.backend.key in taken:
+                continue
+            exclusion = stage.static_exclusion(candidate)
+            if exclusion is not None:
+                taken.add(candidate.backend.key)
+                found.append(exclusion)
+        stages[stage.name] = StaticStage(exclusions=tuple(found))
+    return stages

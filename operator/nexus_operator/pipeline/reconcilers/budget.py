@@ -1,0 +1,145 @@
+"""BudgetReconciler: cost estimates, monthly soft/hard limits and the per-request cost cap.
+
+Budget status is computed from spend *before* this request. A financial control, it fails
+closed: if spend cannot be read the request is rejected rather than routed for free.
+"""
+
+from __future__ import annotations
+
+import math
+from datetime import datetime
+from typing import ClassVar, Final
+
+from nexus_operator.api import Budget, BudgetState, HardLimitAction
+
+from .. import reasons, stages
+from ..intent import RoutingIntent
+from ..plan import PriceBounds
+from ..runner import ReconcileErrorPolicy
+from ..runtime import PolicyRuntime
+from ..verdict import Exclusion
+from ..views import Candidate
+
+# Spend is a running float sum and estimates are float products, so an amount that is equal
+# on paper can land a hair off (ten $0.10 reports sum to $0.9999999999999999). Amounts within
+# one part per billion of each other, or one nano-dollar near zero, count as equal.
+RELATIVE_TOLERANCE: Final = 1e-9
+ABSOLUTE_TOLERANCE_USD: Final = 1e-9
+
+
+def reaches(amount: float, threshold: float) -> bool:
+    """`amount >= threshold` where equal within the tolerance counts as reached: the single
+    comparison behind both inclusive budget limits and the cost cap (equal passes)."""
+    return amount >= threshold or math.isclose(
+        amount, threshold, rel_tol=RELATIVE_TOLERANCE, abs_tol=ABSOLUTE_TOLERANCE_USD
+    )
+
+
+class BudgetReconciler:
+    name: ClassVar[str] = stages.BUDGET
+    error_policy: ClassVar[ReconcileErrorPolicy] = ReconcileErrorPolicy.FAIL_CLOSED
+    trusted: ClassVar[bool] = True
+
+    def __init__(
+        self,
+        budget: Budget | None = None,
+        *,
+        max_cost_per_request_usd: float | None = None,
+        spend: PolicyRuntime | None = None,
+    ) -> None:
+        self.budget = budget
+        self.max_cost_per_request_usd = max_cost_per_request_usd
+        self.spend = spend if spend is not None else PolicyRuntime()
+
+    def state(self, now: datetime) -> BudgetState | None:
+        """Normal / SoftLimit / HardLimit (both limits inclusive); None without a monthly limit."""
+        budget = self.budget
+        if budget is None or budget.monthly_limit_usd is None:
+            return None
+        return budget_state(
+            spent=self.spend.spent_at(now),
+            limit=budget.monthly_limit_usd,
+            soft_percent=budget.soft_limit_percent,
+        )
+
+    def reconcile(self, intent: RoutingIntent) -> None:
+        state = self.state(intent.now)
+        intent.annotations.budget_state = state
+        if state is BudgetState.HARD_LIMIT:
+            self._hard_limit(intent)
+        elif state is BudgetState.SOFT_LIMIT:
+            intent.annotations.penalize_open = True
+        self._cap_cost(intent)
+
+    def _hard_limit(self, intent: RoutingIntent) -> None:
+        assert self.budget is not None
+        action = self.budget.hard_limit_action
+        if action is HardLimitAction.WARN:
+            intent.annotations.penalize_open = True
+            intent.trace("hard limit reached; warn only")
+            return
+        pool = intent.candidate_backends
+        if action is HardLimitAction.BLOCK_CLOUD:
+            plan = intent.plan
+            pool = (
+                intent.alive(plan.open_candidates)
+                if plan
+                else [c for c in pool if c.backend.is_open]
+            )
+        count = intent.exclude_many(self._hard_exclusion(c, intent.model, action) for c in pool)
+        intent.trace(f"hard limit reached ({action.value}); {count} excluded")
+
+    def _hard_exclusion(
+        self, candidate: Candidate, model: str, action: HardLimitAction
+    ) -> Exclusion:
+        scope = (
+            "Open-zone backends are"
+            if action is HardLimitAction.BLOCK_CLOUD
+            else "every backend is"
+        )
+        return Exclusion(
+            backend=candidate.backend.name,
+            reconciler=self.name,
+            reason_code=reasons.BUDGET_HARD_LIMIT,
+            reason=f"monthly budget exhausted: {scope} blocked ({action.value})",
+            suggested_action="raise budget.monthlyLimitUsd or wait for the monthly reset",
+            model=model,
+        )
+
+    def _cap_cost(self, intent: RoutingIntent) -> None:
+        req = intent.request_requirements
+        tokens_in, tokens_out = req.estimated_tokens, req.output_tokens
+        plan = intent.plan
+        bounds = plan.prices if plan is not None else PriceBounds.of(intent.candidate_backends)
+        ceiling = bounds.cost(tokens_in, tokens_out)
+        intent.annotations.estimated_cost = ceiling
+        cap = self.max_cost_per_request_usd
+        if cap is None or reaches(cap, ceiling):
+            return
+        over = [
+            (c, cost)
+            for c in intent.candidate_backends
+            if not reaches(cap, cost := c.model.cost(tokens_in, tokens_out))
+        ]
+        intent.exclude_many(self._cost_exclusion(c, cost, cap, intent.model) for c, cost in over)
+
+    def _cost_exclusion(
+        self, candidate: Candidate, cost: float, cap: float, model: str
+    ) -> Exclusion:
+        return Exclusion(
+            backend=candidate.backend.name,
+            reconciler=self.name,
+            reason_code=reasons.COST_EXCEEDS_MAX,
+            reason=f"estimated cost ${cost:.6f} exceeds maxCostPerRequestUsd ${cap:.6f}",
+            suggested_action="send fewer tokens or raise maxCostPerRequestUsd",
+            model=model,
+        )
+
+
+def budget_state(*, spent: float, limit: float, soft_percent: int) -> BudgetState:
+    """HardLimit from 100 %, SoftLimit from `soft_percent`, both inclusive (within tolerance)."""
+    if reaches(spent, limit):
+        return BudgetState.HARD_LIMIT
+    if reaches(spent, limit * soft_percent / 100):
+        return BudgetState.SOFT_LIMIT
+    return BudgetState.NORMAL

@@ -1,0 +1,352 @@
+"""The Reconciler protocol and the pipeline that runs reconcilers in order.
+
+Error policies: a FailClosed reconciler that raises rejects the request with
+`reconciler_failed` naming it; a FailOpen one is logged, traced and skipped.
+When the candidates run out the pipeline stops and decides: Queue when some backend was
+excluded only for capacity — it is held, then run (as a dry run) through the stages after the
+one that held it, selection aside, and must pass them all — Reject (with every reason) otherwise.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+from collections.abc import Awaitable, Iterator, Sequence
+from enum import StrEnum
+from time import perf_counter_ns
+from typing import Any, NamedTuple, Protocol, runtime_checkable
+
+from nexus_operator.api import BudgetState
+
+from . import reasons, stages
+from .intent import RoutingIntent
+from .verdict import Exclusion, QueueDecision, RejectDecision, TraceEntry
+from .views import Candidate
+
+log = logging.getLogger(__name__)
+
+DEFAULT_RETRY_AFTER_MS = 1000
+
+
+class ReconcileErrorPolicy(StrEnum):
+    FAIL_OPEN = "FailOpen"
+    FAIL_CLOSED = "FailClosed"
+
+
+class ReconcileError(Exception):
+    """Raised by a reconciler that cannot do its job; its error policy decides what follows."""
+
+
+@runtime_checkable
+class Reconciler(Protocol):
+    """One stage. `reconcile` may be a plain function or a coroutine function.
+
+    `error_policy` may be left out by plug-ins written against the seed: they then fail open."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def error_policy(self) -> ReconcileErrorPolicy: ...
+
+    def reconcile(self, intent: RoutingIntent) -> Awaitable[None] | None: ...
+
+
+class _Stage(NamedTuple):
+    reconciler: Reconciler
+    name: str
+    trusted: bool
+    fail_open: bool
+    selects: bool
+
+
+def _fails_open(reconciler: object) -> bool:
+    """Only a declared FailClosed fails closed: a plug-in that declares no error policy (or
+    one this version does not know) fails open, as SPEC §3 sets for plug-ins."""
+    declared = getattr(reconciler, "error_policy", ReconcileErrorPolicy.FAIL_OPEN)
+    return bool(declared != ReconcileErrorPolicy.FAIL_CLOSED)
+
+
+class ReconcilerPipeline:
+    """Reconcilers in order. Built-ins are trusted to exclude through the intent; anything else
+    is checked after it runs so a plug-in cannot restore a backend or drop one silently."""
+
+    __slots__ = ("_stages", "is_async", "reconcilers")
+
+    def __init__(self, reconcilers: Sequence[Reconciler]) -> None:
+        self.reconcilers = tuple(reconcilers)
+        self.is_async = any(inspect.iscoroutinefunction(r.reconcile) for r in self.reconcilers)
+        self._stages = tuple(
+            _Stage(
+                r,
+                r.name,
+                getattr(r, "trusted", False) is True,
+                _fails_open(r),
+                r.name == stages.SELECTION,
+            )
+            for r in self.reconcilers
+        )
+
+    def execute_sync(self, intent: RoutingIntent) -> None:
+        """Run every stage in the calling thread; TypeError when a stage is async."""
+        if self.is_async:
+            raise TypeError("this pipeline has async reconcilers: use execute()")
+        for stage in _pending(self._stages, intent):
+            with _StageRun(intent, stage):
+                _ensure_sync(stage.reconciler.reconcile(intent), stage.name)
+        check = _CapacityCheck.needed(self._stages, intent)
+        if check is not None:
+            probe = check.probe
+            for stage in check.stages():
+                with _StageRun(probe, stage):
+                    _ensure_sync(stage.reconciler.reconcile(probe), stage.name)
+        _conclude(intent, check)
+
+    async def execute(self, intent: RoutingIntent) -> None:
+        """Run every stage, awaiting async ones (the sync path when there are none)."""
+        if not self.is_async:
+            self.execute_sync(intent)
+            return
+        for stage in _pending(self._stages, intent):
+            with _StageRun(intent, stage):
+                await _run(stage, intent)
+        check = _CapacityCheck.needed(self._stages, intent)
+        if check is not None:
+            probe = check.probe
+            for stage in check.stages():
+                with _StageRun(probe, stage):
+                    await _run(stage, probe)
+        _conclude(intent, check)
+
+
+async def _run(stage: _Stage, intent: RoutingIntent) -> None:
+    result = stage.reconciler.reconcile(intent)
+    if result is not None and inspect.isawaitable(result):
+        await result
+
+
+def _pending(stages: tuple[_Stage, ...], intent: RoutingIntent) -> Iterator[_Stage]:
+    """Stages to run, until a decision is made or every candidate is gone."""
+    for stage in stages:
+        if intent.decision is not None or (
+            not intent.candidate_backends and intent.annotations.exclusions
+        ):
+            return
+        yield stage
+
+
+class _StageRun:
+    """One stage's bookkeeping: trace entry, only-add check, and its error policy on failure.
+
+    What a fail-open rollback needs is kept at no cost for trusted stages: they replace
+    `candidate_backends` instead of editing it, so the list they start with stays intact and a
+    reference suffices. Untrusted stages get a copy, which the only-add check needs anyway, and
+    the intent fields a plug-in could set."""
+
+    __slots__ = ("before", "count", "intent", "marker", "settings", "stage", "started")
+
+    def __init__(self, intent: RoutingIntent, stage: _Stage) -> None:
+        self.intent = intent
+        self.stage = stage
+
+    def __enter__(self) -> None:
+        intent, stage = self.intent, self.stage
+        intent.begin_stage(stage.name)
+        candidates = intent.candidate_backends
+        self.count = len(candidates)
+        self.marker = len(intent.annotations.exclusions)
+        if stage.trusted:
+            self.before = candidates
+            self.settings = None
+        else:
+            self.before = list(candidates)
+            self.settings = _Settings.of(intent)
+        self.started = perf_counter_ns()
+
+    def __exit__(self, kind: object, exc: BaseException | None, tb: object) -> bool:
+        if exc is None:
+            self._record()
+            return False
+        if not isinstance(exc, Exception):
+            return False
+        self._failed(exc)
+        return True
+
+    def _record(self) -> None:
+        intent, stage = self.intent, self.stage
+        if not stage.trusted:
+            intent.restore_only_add(self.before, stage.name)
+        elapsed = (perf_counter_ns() - self.started) / 1000
+        after = len(intent.candidate_backends)
+        entry = TraceEntry(stage.name, self.count, after, elapsed, intent.end_stage())
+        intent.annotations.trace_entries.append(entry)
+
+    def _failed(self, exc: Exception) -> None:
+        intent, stage, count = self.intent, self.stage, self.count
+        name = stage.name
+        elapsed = (perf_counter_ns() - self.started) / 1000
+        message = f"{type(exc).__name__}: {exc}"
+        intent.end_stage()
+        if stage.fail_open:
+            intent.rollback(self.before, self.marker)
+            if self.settings is not None:
+                self.settings.restore(intent)
+            log.warning("reconciler %s failed open: %s", name, message)
+            entry = TraceEntry(name, count, count, elapsed, f"skipped: {message}", "skipped")
+            intent.annotations.trace_entries.append(entry)
+            return
+        log.error("reconciler %s failed closed: %s", name, message)
+        entry = TraceEntry(name, count, count, elapsed, message, "failed")
+        intent.annotations.trace_entries.append(entry)
+        failure = Exclusion(
+            backend="",
+            reconciler=name,
+            reason_code=reasons.RECONCILER_FAILED,
+            reason=f"{name} failed: {message}",
+            suggested_action="check the operator logs; the request was rejected because this "
+            "reconciler fails closed",
+            model=intent.model,
+        )
+        intent.decision = RejectDecision(reasons.RECONCILER_FAILED, failure.reason, (failure,))
+
+
+class _Settings(NamedTuple):
+    """The intent fields besides candidates and exclusions that a plug-in may set."""
+
+    model: str
+    budget_state: BudgetState | None
+    estimated_cost: float | None
+    penalize_open: bool
+    custom_data: dict[str, Any]
+
+    @classmethod
+    def of(cls, intent: RoutingIntent) -> _Settings:
+        a = intent.annotations
+        return cls(
+            intent.model, a.budget_state, a.estimated_cost, a.penalize_open, dict(a.custom_data)
+        )
+
+    def restore(self, intent: RoutingIntent) -> None:
+        a = intent.annotations
+        intent.model = self.model
+        a.budget_state, a.estimated_cost, a.penalize_open = (
+            self.budget_state,
+            self.estimated_cost,
+            self.penalize_open,
+        )
+        a.custom_data = self.custom_data
+
+
+class _CapacityCheck:
+    """Whether a backend held for capacity was excluded *only* for capacity (SPEC §3): each
+    held backend joins a dry-run probe right after the stage that held it and goes through
+    every later stage but selection. Built only when the candidates ran out with something
+    held, so a routed decision never pays for it."""
+
+    __slots__ = ("_stages", "held", "probe")
+
+    def __init__(
+        self,
+        all_stages: tuple[_Stage, ...],
+        intent: RoutingIntent,
+        held: list[tuple[str, Candidate]],
+    ) -> None:
+        self._stages = all_stages
+        self.held = held
+        self.probe = intent.capacity_probe()
+
+    @classmethod
+    def needed(cls, all_stages: tuple[_Stage, ...], intent: RoutingIntent) -> _CapacityCheck | None:
+        if intent.decision is not None or intent.candidate_backends:
+            return None
+        held = intent.held_for_capacity
+        if not held:
+            return None
+        names = [stage.name for stage in all_stages]
+        first = names.index(held[0][0]) if held[0][0] in names else len(names)
+        later = any(not stage.selects for stage in all_stages[first + 1 :])
+        return cls(all_stages, intent, held) if later else None
+
+    def stages(self) -> Iterator[_Stage]:
+        """Stages to run on the probe, admitting held backends as their holding stage passes."""
+        probe, held = self.probe, self.held
+        joined = 0
+        for stage in self._stages:
+            if probe.decision is not None:
+                return
+            if probe.candidate_backends and not stage.selects:
+                yield stage
+            start = joined
+            while joined < len(held) and held[joined][0] == stage.name:
+                joined += 1
+            if joined > start:
+                probe.admit(c for _, c in held[start:joined])
+
+    def conclude(self, intent: RoutingIntent) -> QueueDecision | RejectDecision:
+        """Queue if a held backend passed; else Reject, giving each held backend the reason it
+        would not be served even with capacity free instead of its at_capacity exclusion."""
+        probe = self.probe
+        intent.annotations.trace_entries.extend(
+            entry._replace(message=_capacity_note(entry.message))
+            for entry in probe.annotations.trace_entries
+        )
+        if isinstance(probe.decision, RejectDecision):
+            return probe.decision
+        if probe.candidate_backends:
+            wait = _estimated_wait_ms(probe.candidate_backends)
+            return QueueDecision(
+                reason=reasons.AT_CAPACITY, estimated_wait_ms=wait, retry_after_ms=wait
+            )
+        found = {e.backend: e for e in probe.annotations.exclusions}
+        held = {c.backend.name for _, c in self.held}
+        return _reject(
+            intent,
+            [
+                found.get(e.backend, e) if e.backend in held else e
+                for e in intent.annotations.exclusions
+            ],
+        )
+
+
+def _capacity_note(message: str) -> str:
+    return f"capacity check: {message}" if message else "capacity check"
+
+
+def _conclude(intent: RoutingIntent, check: _CapacityCheck | None) -> None:
+    if intent.decision is None and not intent.candidate_backends:
+        intent.decision = check.conclude(intent) if check is not None else conclude_empty(intent)
+
+
+def _ensure_sync(result: object, name: str) -> None:
+    if result is not None and inspect.isawaitable(result):
+        _close(result)
+        raise ReconcileError(f"{name} returned an awaitable from a synchronous run")
+
+
+def conclude_empty(intent: RoutingIntent) -> QueueDecision | RejectDecision:
+    """No candidate left and no stage after the capacity check to pass: Queue when a backend
+    was held for capacity, else Reject with every exclusion."""
+    held = [c for _, c in intent.held_for_capacity]
+    if held:
+        wait = _estimated_wait_ms(held)
+        return QueueDecision(
+            reason=reasons.AT_CAPACITY, estimated_wait_ms=wait, retry_after_ms=wait
+        )
+    return _reject(intent, intent.annotations.exclusions)
+
+
+def _reject(intent: RoutingIntent, exclusions: Sequence[Exclusion]) -> RejectDecision:
+    reason = f"no eligible backend for {intent.model!r}: {len(exclusions)} excluded"
+    return RejectDecision(reasons.NO_ELIGIBLE_BACKENDS, reason, tuple(exclusions))
+
+
+def _estimated_wait_ms(full: Sequence[Candidate]) -> int:
+    """The shortest time-to-first-token EMA among the saturated backends, else one second."""
+    ttfts = [c.runtime.ttft_ms for c in full if c.runtime.ttft_ms is not None]
+    return max(1, round(min(ttfts))) if ttfts else DEFAULT_RETRY_AFTER_MS
+
+
+def _close(result: Awaitable[object]) -> None:
+    close = getattr(result, "close", None)
+    if callable(close):
+        close()

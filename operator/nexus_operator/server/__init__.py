@@ -1,7 +1,0 @@
-"""The gRPC routing endpoint (nexus.routing.v1.Router), its health, reflection and metrics."""
-
-from .metrics import RoutingMetrics, start_metrics_server
-from .serving import SERVICE_NAME, GrpcServer
-from .tls import TlsConfig
-
-__all__ = ["SERVICE_NAME", "GrpcServer", "RoutingMetrics", "TlsConfig", "start_metrics_server"]
