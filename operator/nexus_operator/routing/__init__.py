@@ -10,6 +10,7 @@ from nexus_operator.pipeline import (
 )
 
 from .compiled_patterns import Glob
+from .credentials import Credential, CredentialStore
 from .decision import BackendRef, Decision, Outcome, UsageReport
 from .engine import AsyncReconcilerError, RoutingEngine
 from .policies import CompiledPolicy
@@ -34,6 +35,8 @@ __all__ = [
     "BackendRuntime",
     "CapacityExceeded",
     "CompiledPolicy",
+    "Credential",
+    "CredentialStore",
     "Decision",
     "Exclusion",
     "Glob",
