@@ -21,6 +21,10 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
         "nexus_operator.cli.cmd_serve",
         "Serve gRPC decisions from YAML files, no cluster needed.",
     ),
+    "envoy-config": (
+        "nexus_operator.cli.cmd_envoy_config",
+        "Print an Envoy bootstrap for the gateway (ext_proc picker, endpoint and cloud clusters).",
+    ),
     "crds": (
         "nexus_operator.cli.cmd_crds",
         "Print or write the CRDs generated from the API models.",
