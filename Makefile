@@ -36,11 +36,16 @@ test-integration: venv tools ## Run the integration tests (real kube-apiserver +
 test-e2e: venv tools ## Run the end-to-end tests (helm chart, gRPC endpoint, the README quickstart)
 	NEXUS_BIN_DIR="$$(tools/build.sh 2>/dev/null | tail -1)" $(PY) -m pytest tests/e2e tests/endpoint $(PYTEST_ARGS)
 
-lint: venv ## ruff, ruff format --check, mypy --strict and the import-layer contracts
+lint: venv ## ruff, ruff format --check, mypy --strict (product, testkit, benchmarks, tests) and the import-layer contracts
 	$(VENV)/bin/ruff check operator testkit tests benchmarks
 	$(VENV)/bin/ruff format --check operator testkit tests benchmarks
 	$(VENV)/bin/mypy
 	$(VENV)/bin/mypy benchmarks
+	@# pytest puts each test folder on sys.path, so the three conftest.py are each `conftest`:
+	@# mypy checks one group per folder that has its own conftest, with that folder on its path.
+	MYPYPATH=tests:tests/unit $(VENV)/bin/mypy tests/*.py tests/unit tests/endpoint tests/e2e/*.py
+	MYPYPATH=tests:tests/integration $(VENV)/bin/mypy tests/integration
+	MYPYPATH=tests:tests/e2e/chart $(VENV)/bin/mypy tests/e2e/chart
 	$(VENV)/bin/lint-imports
 
 proto: venv ## Regenerate the gRPC stubs in operator/nexus_operator/serving/proto from proto/

@@ -82,7 +82,7 @@ def any_route_request(draw: st.DrawFn) -> pb.RouteRequest:
         needs_vision=draw(st.booleans()),
         needs_tools=draw(st.booleans()),
         needs_json_mode=draw(st.booleans()),
-        privacy=draw(st.integers(min_value=-3, max_value=5)),
+        privacy=pb.Privacy.ValueType(draw(st.integers(min_value=-3, max_value=5))),
         strict=draw(st.booleans()),
         request_id=draw(st.text(max_size=140)),
     )

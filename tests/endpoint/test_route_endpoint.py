@@ -174,7 +174,7 @@ async def test_reported_spend_moves_the_budget_from_normal_to_soft_to_hard_limit
 )
 async def test_malformed_route_requests_are_invalid_argument_naming_the_field(
     served: tuple[GrpcServer, router_pb2_grpc.RouterStub],
-    request_fields: dict[str, object],
+    request_fields: dict[str, Any],
     field: str,
 ) -> None:
     _, stub = served
@@ -195,7 +195,7 @@ async def test_malformed_route_requests_are_invalid_argument_naming_the_field(
 )
 async def test_malformed_usage_reports_are_invalid_argument_naming_the_field(
     served: tuple[GrpcServer, router_pb2_grpc.RouterStub],
-    report_fields: dict[str, object],
+    report_fields: dict[str, Any],
     field: str,
 ) -> None:
     _, stub = served

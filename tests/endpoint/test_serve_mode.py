@@ -16,7 +16,7 @@ import yaml
 from nexus_operator.cli import nexusctl
 
 from .fleet import backend, default_fleet, write_manifests
-from .grpc_server import ServeProcess, serve_command, serve_from_dir
+from .serving import ServeProcess, serve_command, serve_from_dir
 
 pytestmark = pytest.mark.timeout(120)
 SERVICE = "nexus.routing.v1.Router"

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from .fleet import default_fleet, write_manifests
-from .grpc_server import serve_command
+from .serving import serve_command
 
 pytestmark = pytest.mark.timeout(120)
 

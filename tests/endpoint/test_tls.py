@@ -29,9 +29,10 @@ def other_pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
 
 async def _route(address: str, credentials: grpc.ChannelCredentials) -> pb.RouteResponse:
     async with grpc.aio.secure_channel(address, credentials) as channel:
-        return await router_pb2_grpc.RouterStub(channel).Route(
+        response: pb.RouteResponse = await router_pb2_grpc.RouterStub(channel).Route(
             pb.RouteRequest(model="mixtral"), timeout=5
         )
+        return response
 
 
 def _client_credentials(pki: Pki, *, cert: Path, key: Path) -> grpc.ChannelCredentials:

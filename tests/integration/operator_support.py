@@ -109,9 +109,9 @@ def wait_for(predicate: Callable[[], T], *, timeout: float = 30.0, interval: flo
     deadline = time.monotonic() + timeout
     while True:
         try:
-            value = predicate()
+            value: T | None = predicate()
         except (AssertionError, KeyError, client.ApiException):
-            value = None  # type: ignore[assignment]
+            value = None
         if value:
             return value
         if time.monotonic() > deadline:
@@ -174,6 +174,12 @@ def backend_spec(url: str, model: str = "llama3:8b", **extra: Any) -> dict[str, 
 def route(operator: OperatorThread, namespace: str, model: str = "llama3:8b") -> Decision:
     req = RequestRequirements(model=model, namespace=namespace, estimated_tokens=100)
     return operator.call(lambda c: c.engine.route(req))
+
+
+def routed_name(operator: OperatorThread, namespace: str) -> str | None:
+    """The name of the backend a request for llama3:8b routes to now (None when rejected)."""
+    backend = route(operator, namespace).backend
+    return backend.name if backend else None
 
 
 def explain(operator: OperatorThread, namespace: str, model: str = "llama3:8b") -> Decision:

@@ -102,7 +102,7 @@ def objects(cluster: Cluster) -> Iterator[client.CustomObjectsApi]:
 
 
 def _example_objects() -> list[dict[str, Any]]:
-    docs = []
+    docs: list[dict[str, Any]] = []
     for path in sorted(EXAMPLES_DIR.glob("*.yaml")):
         docs.extend(d for d in yaml.safe_load_all(path.read_text()) if d["kind"] in SPEC_MODELS)
     return docs

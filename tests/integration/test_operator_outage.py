@@ -8,6 +8,7 @@ from operator_support import (
     backend_spec,
     operator_config,
     route,
+    routed_name,
     running_operator,
     wait_for,
 )
@@ -49,7 +50,7 @@ def test_decisions_survive_an_api_outage_and_pending_status_is_written_after(
         wait_for(lambda: route(operator, namespace).outcome is Outcome.ROUTED)
         plane.stop_apiserver()
         try:
-            assert route(operator, namespace).backend.name == "local"
+            assert routed_name(operator, namespace) == "local"
             operator.call(lambda c: c.engine.report_usage(usage))
             wait_for(lambda: operator.call(lambda c: c.health()["apiServer"]) == "unreachable")
             gone_at = operator.call(lambda c: c.writer.rounds)

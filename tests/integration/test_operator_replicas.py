@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import threading
 import time
 
@@ -61,6 +62,13 @@ def _has_policy(operator: OperatorThread, namespace: str) -> bool:
     return operator.call(lambda c: (namespace, "budgeted") in c.registry.snapshot.policies)
 
 
+def _all_spend_flushed(operator: OperatorThread, namespace: str) -> bool:
+    unflushed = operator.call(
+        lambda c: c.registry.runtime.policy(namespace, "budgeted").unflushed_usd
+    )
+    return bool(unflushed == 0)
+
+
 def test_spend_reported_to_two_replicas_adds_up_exactly(cluster: Cluster, namespace: str) -> None:
     with cluster.api_client() as api:
         objects = Objects(api, namespace)
@@ -72,7 +80,7 @@ def test_spend_reported_to_two_replicas_adds_up_exactly(cluster: Cluster, namesp
         with running_operator(config()) as a, running_operator(config()) as b:
             replicas = {"a": a, "b": b}
             for operator in replicas.values():
-                wait_for(lambda op=operator: _has_policy(op, namespace))
+                wait_for(functools.partial(_has_policy, operator, namespace))
 
             def drive(name: str) -> None:
                 for _ in range(REPORTS_PER_REPLICA):
@@ -87,14 +95,7 @@ def test_spend_reported_to_two_replicas_adds_up_exactly(cluster: Cluster, namesp
             expected = REPORTS_PER_REPLICA * sum(COSTS.values())
             wait_for(lambda: _spent(objects) == expected)
             for operator in replicas.values():
-                wait_for(
-                    lambda op=operator: (
-                        op.call(
-                            lambda c: c.registry.runtime.policy(namespace, "budgeted").unflushed_usd
-                        )
-                        == 0
-                    )
-                )
+                wait_for(functools.partial(_all_spend_flushed, operator, namespace))
             assert _spent(objects) == expected
 
 

@@ -7,16 +7,16 @@ from datetime import timedelta
 import pytest
 from routing_factories import NOW, backend, codes, engine, model, policy
 
-from nexus_operator.api import BudgetState, Privacy
+from nexus_operator.api import Backend, BudgetState, Privacy
 from nexus_operator.pipeline import reasons
-from nexus_operator.routing import Outcome, RequestRequirements, UsageReport
+from nexus_operator.routing import Outcome, RequestRequirements, RoutingEngine, UsageReport
 
 
 def req(model_id: str = "llama3:8b", **kw: object) -> RequestRequirements:
     return RequestRequirements(model=model_id, **kw)  # type: ignore[arg-type]
 
 
-def priced(name: str, *, input_per1k: float, output_per1k: float, **spec: object) -> object:
+def priced(name: str, *, input_per1k: float, output_per1k: float, **spec: object) -> Backend:
     pricing = {"inputPer1k": input_per1k, "outputPer1k": output_per1k}
     return backend(name, models=[model("llama3:8b", pricing=pricing)], **spec)  # type: ignore[arg-type]
 
@@ -84,7 +84,7 @@ def test_unpriced_models_cost_nothing() -> None:
     assert engine([backend("free")]).route(req(estimated_tokens=5000)).cost_estimate == 0.0
 
 
-def spent_engine(spent: float, **budget: object) -> object:
+def spent_engine(spent: float, **budget: object) -> RoutingEngine:
     eng = engine(
         [backend("cloud", type="openai", priority=0), backend("local", priority=60)],
         [policy("p", budget={"monthlyLimitUsd": 100, **budget})],
@@ -94,19 +94,20 @@ def spent_engine(spent: float, **budget: object) -> object:
 
 
 def test_budget_status_limits_are_inclusive() -> None:
-    assert spent_engine(74.99).route(req()).budget_state is BudgetState.NORMAL  # type: ignore[attr-defined]
-    assert spent_engine(75.0).route(req()).budget_state is BudgetState.SOFT_LIMIT  # type: ignore[attr-defined]
-    assert spent_engine(100.0).route(req()).budget_state is BudgetState.HARD_LIMIT  # type: ignore[attr-defined]
+    assert spent_engine(74.99).route(req()).budget_state is BudgetState.NORMAL
+    assert spent_engine(75.0).route(req()).budget_state is BudgetState.SOFT_LIMIT
+    assert spent_engine(100.0).route(req()).budget_state is BudgetState.HARD_LIMIT
 
 
 def test_hard_limit_block_cloud_excludes_open_zones() -> None:
-    decision = spent_engine(100.0).route(req())  # type: ignore[attr-defined]
+    decision = spent_engine(100.0).route(req())
+    assert decision.backend is not None
     assert decision.backend.name == "local"
     assert codes(decision) == {"cloud": reasons.BUDGET_HARD_LIMIT}
 
 
 def test_hard_limit_block_all_excludes_every_backend() -> None:
-    decision = spent_engine(150.0, hardLimitAction="blockAll").route(req())  # type: ignore[attr-defined]
+    decision = spent_engine(150.0, hardLimitAction="blockAll").route(req())
     assert decision.outcome is Outcome.REJECTED
     assert codes(decision) == {
         "cloud": reasons.BUDGET_HARD_LIMIT,
@@ -115,14 +116,14 @@ def test_hard_limit_block_all_excludes_every_backend() -> None:
 
 
 def test_hard_limit_warn_excludes_nothing_but_halves_open_scores() -> None:
-    decision = spent_engine(100.0, hardLimitAction="warn").route(req())  # type: ignore[attr-defined]
+    decision = spent_engine(100.0, hardLimitAction="warn").route(req())
     assert decision.exclusions == []
     assert decision.reason == "highest_score:local:70.0"
 
 
 def test_soft_limit_halves_open_zone_scores() -> None:
-    normal = spent_engine(10.0).route(req())  # type: ignore[attr-defined]
-    soft = spent_engine(80.0).route(req())  # type: ignore[attr-defined]
+    normal = spent_engine(10.0).route(req())
+    soft = spent_engine(80.0).route(req())
     assert normal.reason == "highest_score:cloud:100.0"
     assert soft.reason == "highest_score:local:70.0"
 
@@ -176,8 +177,8 @@ def test_reported_accounting_counts_usage_reports_not_routes() -> None:
 def test_month_rollover_resets_spend() -> None:
     eng = spent_engine(100.0)
     next_month = NOW + timedelta(days=31)
-    eng._clock = lambda: next_month  # type: ignore[attr-defined]
-    assert eng.route(req()).budget_state is BudgetState.NORMAL  # type: ignore[attr-defined]
+    eng._clock = lambda: next_month
+    assert eng.route(req()).budget_state is BudgetState.NORMAL
 
 
 # Capability
@@ -220,10 +221,11 @@ def test_min_context_length_from_the_policy_excludes_short_models() -> None:
         [policy("p", requiredCapabilities={"minContextLength": 4096})],
     )
     decision = eng.route(req())
+    assert decision.backend is not None
     assert (decision.backend.name, codes(decision)) == (
         "long",
         {"short": reasons.MISSING_CAPABILITIES},
-    )  # type: ignore[union-attr]
+    )
 
 
 def test_max_output_tokens_above_the_model_limit_is_excluded() -> None:

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from routing_factories import backend, engine, policy
 
+from nexus_operator.api import RoutingPolicy
 from nexus_operator.pipeline import reasons
 from nexus_operator.routing import RequestRequirements
 
 REQ = RequestRequirements(model="llama3:8b")
 
 
-def strategy(name: str, **selection: object) -> object:
+def strategy(name: str, **selection: object) -> RoutingPolicy:
     return policy("p", selection={"strategy": name, **selection})
 
 

@@ -8,7 +8,7 @@ from typing import ClassVar
 import pytest
 from routing_factories import backend, model, registry
 
-from nexus_operator.api import Budget, Privacy, Strategy, Weights
+from nexus_operator.api import Backend, Budget, Privacy, Strategy, Weights
 from nexus_operator.pipeline import (
     BudgetReconciler,
     Candidate,
@@ -26,7 +26,7 @@ from nexus_operator.routing import ModelNotFound, RequestRequirements, Router, R
 PRICED = {"inputPer1k": 0.03, "outputPer1k": 0.03}
 
 
-def fleet() -> list[object]:
+def fleet() -> list[Backend]:
     return [
         backend("ollama-1", priority=10),
         backend("ollama-2", priority=20, models=[model("llama3:8b", supportsVision=True)]),
@@ -77,7 +77,7 @@ async def test_router_async_twin_gives_the_same_answer() -> None:
 
 
 async def test_intent_annotations_after_pipeline_execution() -> None:
-    intent = RoutingIntent(requirements(), [Candidate.of(b, "llama3:8b") for b in fleet()])  # type: ignore[arg-type]
+    intent = RoutingIntent(requirements(), [Candidate.of(b, "llama3:8b") for b in fleet()])
     pipeline = ReconcilerPipeline(
         [PrivacyReconciler(Privacy.RESTRICTED), BudgetReconciler(), SelectionReconciler()]
     )
@@ -131,7 +131,7 @@ def test_custom_pipeline_with_the_latency_reconciler_through_router_with_pipelin
     pipeline = ReconcilerPipeline(
         [
             PrivacyReconciler(Privacy.UNRESTRICTED),
-            BudgetReconciler(Budget(monthlyLimitUsd=100.0)),
+            BudgetReconciler(Budget(monthly_limit_usd=100.0)),
             LatencyReconciler(200),
             CapabilityReconciler(),
             SelectionReconciler(Strategy.SMART, Weights()),
@@ -162,7 +162,7 @@ class RetainingReconciler:
 
 
 def test_patterns_filtering_annotating_and_observability() -> None:
-    intent = RoutingIntent(requirements(), fleet())  # type: ignore[arg-type]
+    intent = RoutingIntent(requirements(), fleet())
     ReconcilerPipeline([RetainingReconciler(), SelectionReconciler()]).execute_sync(intent)
     assert [c.name for c in intent.candidate_backends] == ["ollama-1", "openai"]
     assert intent.annotations.excluded_by("RetainingReconciler") == {
@@ -176,22 +176,22 @@ def test_patterns_filtering_annotating_and_observability() -> None:
 
 
 def test_example_1_strict_privacy_mode_allows_only_local_backends() -> None:
-    intent = RoutingIntent(requirements(), fleet())  # type: ignore[arg-type]
+    intent = RoutingIntent(requirements(), fleet())
     PrivacyReconciler(Privacy.RESTRICTED).reconcile(intent)
     assert {c.name for c in intent.candidate_backends} == {"ollama-1", "ollama-2"}
 
 
 def test_example_2_budget_aware_routing_blocks_cloud_at_the_monthly_limit() -> None:
-    budget = BudgetReconciler(Budget(monthlyLimitUsd=100.0))
+    budget = BudgetReconciler(Budget(monthly_limit_usd=100.0))
     budget.spend.add_spend(100.0, RoutingIntent(requirements()).now)
-    intent = RoutingIntent(requirements(), fleet())  # type: ignore[arg-type]
+    intent = RoutingIntent(requirements(), fleet())
     budget.reconcile(intent)
     assert set(intent.annotations.budget_excluded) == {"openai"}
     assert intent.annotations.estimated_cost == pytest.approx(0.0)
 
 
 def test_example_3_capability_tiers_enforce_vision() -> None:
-    intent = RoutingIntent(requirements(needs_vision=True), fleet())  # type: ignore[arg-type]
+    intent = RoutingIntent(requirements(needs_vision=True), fleet())
     CapabilityReconciler().reconcile(intent)
     assert set(intent.annotations.capability_excluded) == {"ollama-1"}
 
@@ -266,13 +266,13 @@ class ExternalBudgetService:
 
 
 async def test_faq_async_reconcilers_may_call_external_services() -> None:
-    intent = RoutingIntent(requirements(), fleet())  # type: ignore[arg-type]
+    intent = RoutingIntent(requirements(), fleet())
     await ReconcilerPipeline([ExternalBudgetService(), SelectionReconciler()]).execute(intent)
     assert intent.annotations.custom_data == {"budget_status": "ok"}
 
 
 def test_faq_sync_execution_refuses_an_async_reconciler() -> None:
-    intent = RoutingIntent(requirements(), fleet())  # type: ignore[arg-type]
+    intent = RoutingIntent(requirements(), fleet())
     with pytest.raises(TypeError, match="async"):
         ReconcilerPipeline([ExternalBudgetService()]).execute_sync(intent)
 
@@ -289,11 +289,11 @@ def test_faq_a_reconciler_removing_all_candidates_maps_to_model_not_found_with_r
 
 
 def test_faq_reconcilers_read_annotations_of_earlier_ones_without_requiring_them() -> None:
-    budget = BudgetReconciler(Budget(monthlyLimitUsd=10.0))
+    budget = BudgetReconciler(Budget(monthly_limit_usd=10.0))
     budget.spend.add_spend(8.0, RoutingIntent(requirements()).now)
-    with_soft_limit = RoutingIntent(requirements(), fleet())  # type: ignore[arg-type]
+    with_soft_limit = RoutingIntent(requirements(), fleet())
     ReconcilerPipeline([budget, SelectionReconciler()]).execute_sync(with_soft_limit)
-    alone = RoutingIntent(requirements(), fleet())  # type: ignore[arg-type]
+    alone = RoutingIntent(requirements(), fleet())
     ReconcilerPipeline([SelectionReconciler()]).execute_sync(alone)
     assert with_soft_limit.decision.reason == "highest_score:ollama-1:95.0"  # type: ignore[union-attr]
     assert alone.decision.reason == "highest_score:openai:100.0"  # type: ignore[union-attr]

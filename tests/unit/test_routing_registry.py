@@ -72,21 +72,29 @@ def test_backends_with_health_checks_disabled_are_assumed_healthy() -> None:
 
 def test_health_state_machine_follows_thresholds() -> None:
     cell = BackendRuntime()
-    probe = {"failure_threshold": 2, "recovery_threshold": 2, "now": NOW}
-    assert cell.record_probe(True, 10.0, None, **probe) is True
-    assert cell.health_state is HealthState.HEALTHY
-    assert cell.record_probe(False, None, "timeout", **probe) is False
-    assert cell.record_probe(False, None, "timeout", **probe) is True
-    assert cell.health_state is HealthState.UNHEALTHY
-    cell.record_probe(True, 20.0, None, **probe)
-    assert cell.health_state is HealthState.UNHEALTHY
-    cell.record_probe(True, 20.0, None, **probe)
-    assert cell.health_state is HealthState.HEALTHY
+    probe: dict[str, Any] = {"failure_threshold": 2, "recovery_threshold": 2, "now": NOW}
+    states: list[tuple[bool, HealthState]] = []
+    for ok, latency, error in [
+        (True, 10.0, None),
+        (False, None, "timeout"),
+        (False, None, "timeout"),
+        (True, 20.0, None),
+        (True, 20.0, None),
+    ]:
+        changed = cell.record_probe(ok, latency, error, **probe)
+        states.append((changed, cell.health_state))
+    assert states == [
+        (True, HealthState.HEALTHY),
+        (False, HealthState.HEALTHY),
+        (True, HealthState.UNHEALTHY),
+        (False, HealthState.UNHEALTHY),
+        (True, HealthState.HEALTHY),
+    ]
 
 
 def test_latency_ema_takes_the_first_sample_then_weights_four_to_one() -> None:
     cell = BackendRuntime()
-    probe = {"failure_threshold": 3, "recovery_threshold": 2, "now": NOW}
+    probe: dict[str, Any] = {"failure_threshold": 3, "recovery_threshold": 2, "now": NOW}
     cell.record_probe(True, 100.0, None, **probe)
     cell.record_probe(True, 200.0, None, **probe)
     assert cell.latency_ms == pytest.approx(120.0)

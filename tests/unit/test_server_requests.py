@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from nexus_operator.api import Privacy
@@ -79,7 +81,7 @@ def test_privacy_and_tier_are_carried_over() -> None:
     ],
 )
 def test_malformed_fields_are_named_in_the_error(
-    request_fields: dict[str, object], field: str
+    request_fields: dict[str, Any], field: str
 ) -> None:
     with pytest.raises(InvalidArgument) as caught:
         route_requirements(pb.RouteRequest(**request_fields))
@@ -110,8 +112,9 @@ def test_usage_report_with_an_invalid_backend_name_is_refused() -> None:
     [("cost_usd", 1e308), ("cost_usd", 1e6 + 1), ("latency_ms", 1e308), ("ttft_ms", 3.6e6 + 1)],
 )
 def test_usage_report_with_an_implausibly_large_amount_is_refused(field: str, value: float) -> None:
+    amount: dict[str, Any] = {field: value}
     with pytest.raises(InvalidArgument) as caught:
-        usage_report(pb.UsageReport(backend="b", model="m", **{field: value}))
+        usage_report(pb.UsageReport(backend="b", model="m", **amount))
     assert caught.value.field == field
 
 
