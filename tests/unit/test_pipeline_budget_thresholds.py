@@ -7,7 +7,8 @@ from typing import Any
 
 from routing_factories import NOW, backend, codes, engine, model, policy
 
-from nexus_operator.api import BudgetState
+from nexus_operator.api import Budget, BudgetState
+from nexus_operator.operator.budget_ledger import budget_block
 from nexus_operator.pipeline import reasons
 from nexus_operator.routing import RequestRequirements, RoutingEngine
 
@@ -61,3 +62,17 @@ def test_an_estimate_above_the_cap_is_excluded() -> None:
         RequestRequirements(model="llama3:8b", estimated_tokens=1000, max_output_tokens=2000)
     )
     assert codes(decision) == {"a": reasons.COST_EXCEEDS_MAX}
+
+
+def test_routing_status_and_the_model_agree_on_the_budget_state_at_every_threshold() -> None:
+    budget = Budget(monthly_limit_usd=1.0, soft_limit_percent=90)
+    for dimes in range(12):
+        eng = spent_in_dimes(dimes, softLimitPercent=90)
+        spent = eng.registry.runtime.policy("default", "p").spent_usd
+        block = budget_block(spent_usd=spent, budget=budget, persisted={}, now=NOW)
+        assert state(eng) is budget.state(spent)
+        assert block["state"] == budget.state(spent)
+
+
+def test_a_budget_without_a_monthly_limit_has_no_state() -> None:
+    assert Budget().state(1e9) is None

@@ -9,7 +9,7 @@ from hypothesis import HealthCheck, assume, event, example, given, settings
 from hypothesis import strategies as st
 from routing_factories import NOW, backend, policy, registry
 
-from nexus_operator.api import HealthState, Privacy, Zone
+from nexus_operator.api import Budget, BudgetState, HealthState, Privacy, Zone
 from nexus_operator.pipeline import (
     Candidate,
     ReconcileErrorPolicy,
@@ -19,7 +19,6 @@ from nexus_operator.pipeline import (
     build_pipeline,
     reasons,
 )
-from nexus_operator.pipeline.reconcilers.budget import budget_state
 from nexus_operator.routing import Decision, Outcome, RequestRequirements, RoutingEngine
 
 MODELS = ("m1", "m2")
@@ -218,10 +217,7 @@ def test_a_routed_winner_passes_every_filter(
     limit = spec.get("maxCostPerRequestUsd")
     assert limit is None or decision.cost_estimate <= limit
     budget = spec.get("budget")
-    if (
-        budget is not None
-        and budget_state(spent=spent, limit=10, soft_percent=75).value == "HardLimit"
-    ):
+    if budget is not None and Budget(monthly_limit_usd=10).state(spent) is BudgetState.HARD_LIMIT:
         assert budget["hardLimitAction"] != "blockAll"
         assert budget["hardLimitAction"] == "warn" or decision.backend.zone is Zone.RESTRICTED
 

@@ -41,6 +41,7 @@ from .policy import (
     Selection,
     Strategy,
     Weights,
+    reaches,
 )
 
 __all__ = [
@@ -86,4 +87,5 @@ __all__ = [
     "Strategy",
     "Weights",
     "Zone",
+    "reaches",
 ]

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Mapping
 from enum import StrEnum
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Final, Literal
 
 from pydantic import AfterValidator, Field, field_validator, model_validator
 
@@ -146,6 +147,21 @@ class RequiredCapabilities(SpecModel):
     )
 
 
+# Spend is a running float sum and estimates are float products, so an amount that is equal
+# on paper can land a hair off (ten $0.10 reports sum to $0.9999999999999999). Amounts within
+# one part per billion of each other, or one nano-dollar near zero, count as equal.
+RELATIVE_TOLERANCE: Final = 1e-9
+ABSOLUTE_TOLERANCE_USD: Final = 1e-9
+
+
+def reaches(amount: float, threshold: float) -> bool:
+    """`amount >= threshold` where equal within the tolerance counts as reached: the single
+    comparison behind both inclusive budget limits and the cost cap (equal passes)."""
+    return amount >= threshold or math.isclose(
+        amount, threshold, rel_tol=RELATIVE_TOLERANCE, abs_tol=ABSOLUTE_TOLERANCE_USD
+    )
+
+
 class Budget(SpecModel):
     """Monthly spend limit for requests matched by this policy."""
 
@@ -170,6 +186,19 @@ class Budget(SpecModel):
         Accounting.REPORTED,
         description="reported: spend comes from ReportUsage; estimated: each Route adds its estimate.",
     )
+
+    def state(self, spent_usd: float) -> BudgetState | None:
+        """The budget rule, the one every caller uses (routing, status, metrics, inventory):
+        HardLimit from 100 %, SoftLimit from `softLimitPercent`, both inclusive within the
+        tolerance of `reaches`; None without a monthly limit (budget status is then omitted)."""
+        limit = self.monthly_limit_usd
+        if limit is None:
+            return None
+        if reaches(spent_usd, limit):
+            return BudgetState.HARD_LIMIT
+        if reaches(spent_usd, limit * self.soft_limit_percent / 100):
+            return BudgetState.SOFT_LIMIT
+        return BudgetState.NORMAL
 
 
 class Weights(SpecModel):

@@ -20,7 +20,6 @@ from typing import TYPE_CHECKING, Any
 
 from nexus_operator import api
 from nexus_operator.api import BudgetState
-from nexus_operator.pipeline.reconcilers.budget import budget_state as pipeline_budget_state
 from nexus_operator.pipeline.runtime import (
     BackendRuntime,
     RejectedRecord,
@@ -52,11 +51,8 @@ def next_reset(now: datetime) -> datetime:
 def budget_state(spent_usd: float, budget: api.Budget | None) -> BudgetState:
     """Normal without a limit; otherwise the very rule decisions use, so status conditions and
     routing never disagree at a threshold."""
-    if budget is None or budget.monthly_limit_usd is None:
-        return BudgetState.NORMAL
-    return pipeline_budget_state(
-        spent=spent_usd, limit=budget.monthly_limit_usd, soft_percent=budget.soft_limit_percent
-    )
+    state = budget.state(spent_usd) if budget is not None else None
+    return state or BudgetState.NORMAL
 
 
 @dataclass(frozen=True)

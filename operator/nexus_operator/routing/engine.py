@@ -29,7 +29,6 @@ from nexus_operator.pipeline import (
     reasons,
 )
 from nexus_operator.pipeline.plan import StaticFilter
-from nexus_operator.pipeline.reconcilers.budget import budget_state
 from nexus_operator.pipeline.runtime import RejectedRecord, RoutedRecord
 
 from .attempts import Attempt, early_reject, fallback_requests
@@ -370,14 +369,10 @@ class RoutingEngine:
             return attempt.intent.annotations.budget_state
         policy = attempt.policy
         budget = policy.spec.budget if policy is not None else None
-        if policy is None or budget is None or budget.monthly_limit_usd is None:
+        if policy is None or budget is None:
             return None
         spend = self.registry.runtime.policy(policy.namespace, policy.name)
-        return budget_state(
-            spent=spend.spent_at(ctx.now),
-            limit=budget.monthly_limit_usd,
-            soft_percent=budget.soft_limit_percent,
-        )
+        return budget.state(spend.spent_at(ctx.now))
 
     # Usage, slots and status reports
 

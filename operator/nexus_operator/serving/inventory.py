@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from ..api import Backend, RoutingPolicy
 from ..routing import RoutingEngine, StaticExclusion
-from .budgets import budget_state
 from .proto import router_pb2 as pb
 from .responses import BUDGET_STATES
 
@@ -61,6 +60,7 @@ def _policy_info(engine: RoutingEngine, policy: RoutingPolicy) -> pb.PolicyInfo:
     meta, spec = policy.metadata, policy.spec
     report = engine.policy_report(meta.namespace, meta.name)
     spent = engine.registry.runtime.policy(meta.namespace, meta.name).spent_usd
+    state = spec.budget.state(spent) if spec.budget is not None else None
     info = pb.PolicyInfo(
         name=meta.name,
         namespace=meta.namespace,
@@ -70,7 +70,7 @@ def _policy_info(engine: RoutingEngine, policy: RoutingPolicy) -> pb.PolicyInfo:
         matched_backends=len(report.matched_backends),
         eligible_backends=report.eligible_backends,
         spent_usd=spent,
-        budget_state=BUDGET_STATES[budget_state(policy, spent)],
+        budget_state=BUDGET_STATES[state],
         shadowed_by=report.shadowed_by or "",
         exclusions=_static(report.exclusions),
     )

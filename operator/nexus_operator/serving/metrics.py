@@ -25,7 +25,6 @@ from prometheus_client.core import (
 
 from ..api import BudgetState, HealthState
 from ..routing import Decision, Registry
-from .budgets import budget_state
 
 DECISION_BUCKETS = (25e-6, 50e-6, 100e-6, 250e-6, 500e-6, 1e-3, 2.5e-3, 5e-3, 10e-3, 50e-3)
 RECONCILER_BUCKETS = (1e-6, 5e-6, 10e-6, 25e-6, 50e-6, 100e-6, 500e-6, 1e-3, 10e-3)
@@ -162,7 +161,8 @@ class RoutingMetrics:
         for policy in snapshot.policies.values():
             meta = policy.metadata
             spent = runtime.policy(meta.namespace, meta.name).spent_usd
-            current = budget_state(policy, spent)
+            budget = policy.spec.budget
+            current = budget.state(spent) if budget is not None else None
             if current is not None:
                 budgets.append((meta.namespace, meta.name, spent, current))
         self._backend_gauges = tuple(backends)

@@ -6,11 +6,10 @@ closed: if spend cannot be read the request is rejected rather than routed for f
 
 from __future__ import annotations
 
-import math
 from datetime import datetime
-from typing import ClassVar, Final
+from typing import ClassVar
 
-from nexus_operator.api import Budget, BudgetState, HardLimitAction
+from nexus_operator.api import Budget, BudgetState, HardLimitAction, reaches
 
 from .. import reasons, stages
 from ..intent import RoutingIntent
@@ -19,20 +18,6 @@ from ..runner import ReconcileErrorPolicy
 from ..runtime import PolicyRuntime
 from ..verdict import Exclusion
 from ..views import Candidate
-
-# Spend is a running float sum and estimates are float products, so an amount that is equal
-# on paper can land a hair off (ten $0.10 reports sum to $0.9999999999999999). Amounts within
-# one part per billion of each other, or one nano-dollar near zero, count as equal.
-RELATIVE_TOLERANCE: Final = 1e-9
-ABSOLUTE_TOLERANCE_USD: Final = 1e-9
-
-
-def reaches(amount: float, threshold: float) -> bool:
-    """`amount >= threshold` where equal within the tolerance counts as reached: the single
-    comparison behind both inclusive budget limits and the cost cap (equal passes)."""
-    return amount >= threshold or math.isclose(
-        amount, threshold, rel_tol=RELATIVE_TOLERANCE, abs_tol=ABSOLUTE_TOLERANCE_USD
-    )
 
 
 class BudgetReconciler:
@@ -54,13 +39,7 @@ class BudgetReconciler:
     def state(self, now: datetime) -> BudgetState | None:
         """Normal / SoftLimit / HardLimit (both limits inclusive); None without a monthly limit."""
         budget = self.budget
-        if budget is None or budget.monthly_limit_usd is None:
-            return None
-        return budget_state(
-            spent=self.spend.spent_at(now),
-            limit=budget.monthly_limit_usd,
-            soft_percent=budget.soft_limit_percent,
-        )
+        return budget.state(self.spend.spent_at(now)) if budget is not None else None
 
     def reconcile(self, intent: RoutingIntent) -> None:
         state = self.state(intent.now)
@@ -134,12 +113,3 @@ class BudgetReconciler:
             suggested_action="send fewer tokens or raise maxCostPerRequestUsd",
             model=model,
         )
-
-
-def budget_state(*, spent: float, limit: float, soft_percent: int) -> BudgetState:
-    """HardLimit from 100 %, SoftLimit from `soft_percent`, both inclusive (within tolerance)."""
-    if reaches(spent, limit):
-        return BudgetState.HARD_LIMIT
-    if reaches(spent, limit * soft_percent / 100):
-        return BudgetState.SOFT_LIMIT
-    return BudgetState.NORMAL
