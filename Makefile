@@ -8,7 +8,8 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: help venv tools test test-unit test-integration test-e2e lint manifests manifests-install proto run bench kind clean
+.PHONY: help venv tools test test-unit test-integration test-e2e lint manifests manifests-install proto run bench kind clean \
+	image chart deploy helm-test
 
 help: ## Show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -70,16 +71,42 @@ bench: venv tools ## Run every benchmark, write benchmarks/results/*.json and BE
 manifests-install: manifests tools ## Regenerate crds/, copy them into the chart and render manifests/install.yaml
 	NEXUS_BIN_DIR="$$(tools/build.sh 2>/dev/null | tail -1)" tools/render-manifests.sh
 
+# Release and install on a cluster. VERSION defaults to the git tag without its "v"
+# (v0.2.0 -> 0.2.0); the chart is packaged with it as version and appVersion, so the chart's
+# default image tag is the image `make image` pushed for the same tag.
+VERSION      ?= $(shell git describe --tags --match 'v*' 2>/dev/null | sed 's/^v//' || true)
+IMAGE        ?= nexus-operator:dev
+PLATFORMS    ?= linux/amd64
+IMAGE_OUTPUT ?= --load
+HELM         ?= $(or $(shell command -v helm 2>/dev/null),$(shell tools/build.sh 2>/dev/null | tail -1)/helm)
+RELEASE      ?= nexus-operator
+NAMESPACE    ?= nexus-system
+HELM_ARGS    ?=
+DIST         ?= dist
+
+image: ## Build the image with docker buildx: IMAGE=<ref>, PLATFORMS=linux/amd64,linux/arm64, IMAGE_OUTPUT=--push
+	docker buildx build --platform '$(PLATFORMS)' --tag '$(IMAGE)' $(IMAGE_OUTPUT) .
+
+chart: ## Package the chart into DIST (dist/) with VERSION as its version and appVersion (VERSION=0.2.0)
+	@test -n '$(VERSION)' || { echo "make chart: set VERSION (no v* git tag found)" >&2; exit 2; }
+	'$(HELM)' package charts/nexus-operator --version '$(VERSION)' --app-version '$(VERSION)' --destination '$(DIST)'
+
+deploy: ## helm upgrade --install into the current kubectl context; labels NAMESPACE Pod Security restricted first
+	kubectl create namespace '$(NAMESPACE)' --dry-run=client -o yaml | kubectl apply -f -
+	kubectl label namespace '$(NAMESPACE)' --overwrite \
+	  pod-security.kubernetes.io/enforce=restricted pod-security.kubernetes.io/enforce-version=latest
+	'$(HELM)' upgrade --install '$(RELEASE)' charts/nexus-operator --namespace '$(NAMESPACE)' --wait $(HELM_ARGS)
+
+helm-test: ## helm test RELEASE in NAMESPACE (the gRPC health check of the Service; needs running pods)
+	'$(HELM)' test '$(RELEASE)' --namespace '$(NAMESPACE)' --logs
+
 KIND_CLUSTER ?= nexus
 KIND_IMAGE   ?= nexus-operator:dev
 kind: ## Needs Docker + kind (untested here): kind cluster, build+load image, install chart, apply examples
 	kind get clusters | grep -qx '$(KIND_CLUSTER)' || kind create cluster --name '$(KIND_CLUSTER)'
-	docker build -t '$(KIND_IMAGE)' .
+	$(MAKE) image IMAGE='$(KIND_IMAGE)'
 	kind load docker-image '$(KIND_IMAGE)' --name '$(KIND_CLUSTER)'
-	kubectl create namespace nexus-system --dry-run=client -o yaml | kubectl apply -f -
-	kubectl label namespace nexus-system pod-security.kubernetes.io/enforce=restricted --overwrite
-	helm upgrade --install nexus-operator charts/nexus-operator --namespace nexus-system \
-	  --set image.repository='$(firstword $(subst :, ,$(KIND_IMAGE)))' \
-	  --set image.tag='$(lastword $(subst :, ,$(KIND_IMAGE)))' --set image.pullPolicy=Never --wait
+	$(MAKE) deploy HELM_ARGS="--set image.repository='$(firstword $(subst :, ,$(KIND_IMAGE)))' \
+	  --set image.tag='$(lastword $(subst :, ,$(KIND_IMAGE)))' --set image.pullPolicy=Never $(HELM_ARGS)"
 	kubectl apply -R -f examples/
-	helm test nexus-operator --namespace nexus-system
+	$(MAKE) helm-test

@@ -104,3 +104,25 @@ in-cluster DNS name. The helm test and the NOTES' client commands verify it.
 {{- define "nexus-operator.tlsServerName" -}}
 {{- default (printf "%s.%s.svc" (include "nexus-operator.fullname" .) .Release.Namespace) .Values.tls.serverName }}
 {{- end }}
+
+{{/*
+The chart's CRDs that exist in the cluster but are not this release's (no Helm ownership, or
+another release's), as a JSON array of names. The chart leaves those alone, so installing after
+`kubectl apply -f crds/` works. Empty under `helm template` (lookup sees no cluster).
+*/}}
+{{- define "nexus-operator.foreignCrds" -}}
+{{- $foreign := list }}
+{{- range $path, $_ := .Files.Glob "files/crds/*.yaml" }}
+{{- $name := (($.Files.Get $path | fromYaml).metadata).name }}
+{{- $live := lookup "apiextensions.k8s.io/v1" "CustomResourceDefinition" "" $name }}
+{{- if $live }}
+{{- $annotations := default (dict) $live.metadata.annotations }}
+{{- $release := get $annotations "meta.helm.sh/release-name" }}
+{{- $namespace := get $annotations "meta.helm.sh/release-namespace" }}
+{{- if not (and (eq $release $.Release.Name) (eq $namespace $.Release.Namespace)) }}
+{{- $foreign = append $foreign $name }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- toJson $foreign }}
+{{- end }}

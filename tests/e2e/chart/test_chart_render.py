@@ -29,6 +29,7 @@ pytestmark = pytest.mark.e2e
 RunHelm = Callable[..., subprocess.CompletedProcess[str]]
 TLS_ONLY = ("--set=tls.enabled=true", "--set=tls.secretName=nexus-grpc-tls")
 SERVICE_NAME = "nexus-nexus-operator.nexus-system.svc"
+WITH_PROMETHEUS = ("--api-versions=monitoring.coreos.com/v1/ServiceMonitor",)
 
 
 @pytest.mark.parametrize(
@@ -293,8 +294,21 @@ def test_notes_with_mutual_tls_add_a_client_certificate(render_notes: Callable[.
 def test_optional_resources_render_only_when_enabled(helm_template: HelmTemplate) -> None:
     optional = ("PodDisruptionBudget", "HorizontalPodAutoscaler", "NetworkPolicy", "ServiceMonitor")
     assert not [m for m in helm_template() if m["kind"] in optional]
-    everything = helm_template(*EVERYTHING_ON, "--set=serviceMonitor.enabled=true")
+    everything = helm_template(
+        *EVERYTHING_ON, "--set=serviceMonitor.enabled=true", *WITH_PROMETHEUS
+    )
     assert sorted(m["kind"] for m in everything if m["kind"] in optional) == sorted(optional)
+
+
+def test_service_monitor_renders_only_where_its_api_is_served(
+    helm_template: HelmTemplate, render_notes: Callable[..., str]
+) -> None:
+    enabled = "--set=serviceMonitor.enabled=true"
+    assert of_kind(helm_template(enabled), "ServiceMonitor") == []
+    assert "serves no monitoring.coreos.com/v1 ServiceMonitor" in render_notes(enabled)
+    (monitor,) = of_kind(helm_template(enabled, *WITH_PROMETHEUS), "ServiceMonitor")
+    assert monitor["spec"]["endpoints"][0]["port"] == "metrics"
+    assert "ServiceMonitor" not in render_notes(enabled, *WITH_PROMETHEUS)
 
 
 def test_crds_are_templated_with_keep_policy_from_the_generated_files(
