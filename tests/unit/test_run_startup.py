@@ -55,13 +55,9 @@ async def test_a_metrics_port_in_use_stops_the_grpc_server_started_before_it(
 ) -> None:
     monkeypatch.setattr(serving_options, "GrpcServer", RecordingServer)
     RecordingServer.ports.clear()
-    args = argparse.Namespace(
-        grpc_address="127.0.0.1:0",
-        metrics_port=taken_port,
-        tls_cert=None,
-        tls_key=None,
-        tls_client_ca=None,
-    )
+    parser = argparse.ArgumentParser()
+    cmd_run.add_arguments(parser)
+    args = parser.parse_args(["--grpc-address", "127.0.0.1:0", "--metrics-port", str(taken_port)])
     hooks = cmd_run.serving_hooks(args)
     assert hooks.started is not None
     memo = kopf.Memo()

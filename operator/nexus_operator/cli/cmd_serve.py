@@ -25,7 +25,6 @@ from .serving_options import (
     StartupError,
     add_log_level_argument,
     add_serving_arguments,
-    positive_int,
     start_serving,
 )
 
@@ -46,12 +45,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--assume-healthy",
         action="store_true",
         help="Mark every backend Healthy instead of probing it.",
-    )
-    parser.add_argument(
-        "--max-concurrent-rpcs",
-        type=positive_int,
-        default=1000,
-        help="Concurrent RPC cap (default 1000).",
     )
     add_log_level_argument(parser)
     add_serving_arguments(parser, default_grpc_address="127.0.0.1:50051")
@@ -85,9 +78,7 @@ async def _serve(args: argparse.Namespace) -> int:
     _apply(registry, watcher.load(), assume_healthy=args.assume_healthy)
     registry.synced = True
     engine = RoutingEngine(registry)
-    server, port, metrics_port = await start_serving(
-        engine, args, max_concurrent_rpcs=args.max_concurrent_rpcs
-    )
+    server, port, metrics_port = await start_serving(engine, args)
     print(f"serving gRPC on port {port}, metrics on port {metrics_port}", flush=True)
     async with _background(watcher, engine, registry, probe=not args.assume_healthy):
         await stop.wait()

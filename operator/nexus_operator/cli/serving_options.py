@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 
 from ..routing import RoutingEngine
-from ..serving import GrpcServer, TlsConfig, start_metrics_server
+from ..serving import GrpcServer, ServerLimits, TlsConfig, start_metrics_server
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
@@ -44,6 +44,73 @@ def add_serving_arguments(parser: argparse.ArgumentParser, *, default_grpc_addre
         default=[],
         help="Only route over objects in this namespace (repeatable; default all).",
     )
+    add_limit_arguments(parser)
+
+
+def add_limit_arguments(parser: argparse.ArgumentParser) -> None:
+    """What one client may hold: admitted calls, streams per connection, read deadline, keepalive."""
+    defaults = ServerLimits()
+    group = parser.add_argument_group("serving limits")
+    group.add_argument(
+        "--max-concurrent-rpcs",
+        type=positive_int,
+        default=defaults.max_concurrent_rpcs,
+        help="Calls in progress per serving process, counted once their request has been read "
+        f"(default {defaults.max_concurrent_rpcs}).",
+    )
+    group.add_argument(
+        "--max-streams-per-connection",
+        type=positive_int,
+        default=defaults.max_streams_per_connection,
+        help="HTTP/2 streams one connection may hold open "
+        f"(default {defaults.max_streams_per_connection}).",
+    )
+    group.add_argument(
+        "--request-read-timeout",
+        type=positive_float,
+        default=defaults.request_read_timeout_s,
+        help="Seconds a call may take to deliver its request message "
+        f"(default {defaults.request_read_timeout_s:g}).",
+    )
+    group.add_argument(
+        "--keepalive-time",
+        type=positive_float,
+        default=defaults.keepalive_time_s,
+        help=f"Seconds between server pings on an idle connection (default {defaults.keepalive_time_s:g}).",
+    )
+    group.add_argument(
+        "--min-client-ping-interval",
+        type=positive_float,
+        default=defaults.min_client_ping_interval_s,
+        help="Clients pinging more often than this (seconds) are disconnected "
+        f"(default {defaults.min_client_ping_interval_s:g}).",
+    )
+    group.add_argument(
+        "--max-connection-idle",
+        type=positive_float,
+        default=defaults.max_connection_idle_s,
+        help="Seconds before a connection without calls is closed "
+        f"(default {defaults.max_connection_idle_s:g}).",
+    )
+    group.add_argument(
+        "--max-connection-age",
+        type=positive_float,
+        default=defaults.max_connection_age_s,
+        help="Seconds before a connection is asked to reconnect (default "
+        f"{defaults.max_connection_age_s:g}; spreads clients over workers and replicas).",
+    )
+
+
+def server_limits(args: argparse.Namespace) -> ServerLimits:
+    return ServerLimits(
+        max_concurrent_rpcs=args.max_concurrent_rpcs,
+        max_streams_per_connection=args.max_streams_per_connection,
+        request_read_timeout_s=args.request_read_timeout,
+        keepalive_time_s=args.keepalive_time,
+        min_client_ping_interval_s=args.min_client_ping_interval,
+        max_connection_idle_s=args.max_connection_idle,
+        max_connection_age_s=args.max_connection_age,
+    )
 
 
 def add_log_level_argument(parser: argparse.ArgumentParser) -> None:
@@ -64,6 +131,17 @@ def positive_int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"must be a positive integer, not {text!r}") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be a positive integer, not {value}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    """argparse type: a finite number > 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a positive number, not {text!r}") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive number, not {text}")
     return value
 
 
@@ -99,13 +177,15 @@ def start_metrics(args: argparse.Namespace) -> int | None:
 
 
 async def start_serving(
-    engine: RoutingEngine, args: argparse.Namespace, **server_options: int
+    engine: RoutingEngine, args: argparse.Namespace
 ) -> tuple[GrpcServer, int, int | None]:
     """The gRPC server, then /metrics: (server, gRPC port, metrics port or None).
 
     If /metrics cannot start, the gRPC server is stopped again, so nothing keeps serving
     half-started and a retry (kopf's, for `run`) can bind the same address."""
-    server = GrpcServer(engine, address=args.grpc_address, tls=tls_config(args), **server_options)
+    server = GrpcServer(
+        engine, address=args.grpc_address, tls=tls_config(args), limits=server_limits(args)
+    )
     port = await server.start()
     try:
         metrics_port = start_metrics(args)

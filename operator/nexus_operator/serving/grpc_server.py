@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 
 import grpc
@@ -20,16 +21,15 @@ from grpc_reflection.v1alpha import reflection
 from prometheus_client import REGISTRY, CollectorRegistry
 
 from ..routing import RoutingEngine
+from .limits import AdmissionGuard, ServerLimits
 from .metrics import RoutingMetrics
 from .proto import router_pb2 as pb
-from .proto import router_pb2_grpc
 from .service import RouterService
 from .tls import TlsConfig
 
 logger = logging.getLogger(__name__)
 
 SERVICE_NAME: str = pb.DESCRIPTOR.services_by_name["Router"].full_name
-MiB = 1024 * 1024
 HOUSEKEEPING_SECONDS = 0.5
 _SERVING = health_pb2.HealthCheckResponse.SERVING
 _NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
@@ -44,15 +44,28 @@ class GrpcServer:
         *,
         address: str = "127.0.0.1:50051",
         tls: TlsConfig | None = None,
-        max_concurrent_rpcs: int = 1000,
-        max_message_bytes: int = 4 * MiB,
+        limits: ServerLimits | None = None,
+        max_concurrent_rpcs: int | None = None,
+        max_message_bytes: int | None = None,
+        reuse_port: bool = False,
         metrics_registry: CollectorRegistry = REGISTRY,
     ) -> None:
+        """`max_concurrent_rpcs` and `max_message_bytes` override the same fields of `limits`;
+        `reuse_port` lets several worker processes bind the same port (SO_REUSEPORT)."""
         self._engine = engine
         self._address = address
         self._tls = tls
-        self._max_concurrent_rpcs = max_concurrent_rpcs
-        self._max_message_bytes = max_message_bytes
+        limits = limits or ServerLimits()
+        overrides = {
+            name: value
+            for name, value in (
+                ("max_concurrent_rpcs", max_concurrent_rpcs),
+                ("max_message_bytes", max_message_bytes),
+            )
+            if value is not None
+        }
+        self.limits = dataclasses.replace(limits, **overrides)
+        self._reuse_port = reuse_port
         self._metrics_registry = metrics_registry
         self.metrics = RoutingMetrics(engine.registry)
         self._health = health.aio.HealthServicer()
@@ -63,17 +76,17 @@ class GrpcServer:
 
     async def start(self) -> int:
         """Bind, start serving and return the bound port (an address ending in :0 picks one)."""
+        # No grpc-level maximum_concurrent_rpcs: it would count calls still waiting for their
+        # request; the admission guard counts only calls whose request has been read.
         server = grpc.aio.server(
-            maximum_concurrent_rpcs=self._max_concurrent_rpcs,
             options=[
-                ("grpc.max_receive_message_length", self._max_message_bytes),
-                ("grpc.max_send_message_length", self._max_message_bytes),
-                ("grpc.so_reuseport", 0),
+                *self.limits.grpc_options(),
+                ("grpc.so_reuseport", int(self._reuse_port)),
             ],
         )
-        router_pb2_grpc.add_RouterServicer_to_server(
-            RouterService(self._engine, metrics=self.metrics), server
-        )
+        service = RouterService(self._engine, metrics=self.metrics)
+        self.guard = AdmissionGuard(self.limits, count_error=self.metrics.observe_error)
+        server.add_generic_rpc_handlers((self.guard.handlers(SERVICE_NAME, service.methods()),))
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
         reflection.enable_server_reflection(
             (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server

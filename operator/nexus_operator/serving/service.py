@@ -12,9 +12,11 @@ from time import perf_counter
 from typing import NoReturn
 
 import grpc
+from google.protobuf.message import Message
 
 from ..routing import AsyncReconcilerError, Decision, RequestRequirements, RoutingEngine
 from .inventory import inventory
+from .limits import Handler
 from .metrics import RoutingMetrics
 from .proto import router_pb2 as pb
 from .proto import router_pb2_grpc
@@ -30,6 +32,15 @@ class RouterService(router_pb2_grpc.RouterServicer):
     def __init__(self, engine: RoutingEngine, *, metrics: RoutingMetrics) -> None:
         self._engine = engine
         self._metrics = metrics
+
+    def methods(self) -> dict[str, tuple[Handler, type[Message], type[Message]]]:
+        """Each method with its request and response types, for the admission guard."""
+        return {
+            "Route": (self.Route, pb.RouteRequest, pb.RouteResponse),
+            "Explain": (self.Explain, pb.RouteRequest, pb.Explanation),
+            "ReportUsage": (self.ReportUsage, pb.UsageReport, pb.Ack),
+            "GetInventory": (self.GetInventory, pb.InventoryRequest, pb.Inventory),
+        }
 
     async def Route(
         self, request: pb.RouteRequest, context: grpc.aio.ServicerContext

@@ -1,0 +1,203 @@
+"""What one client may hold of the serving plane, and the admission guard that enforces it.
+
+The grpc.aio concurrency limit (`maximum_concurrent_rpcs`) counts a call from the moment its
+headers arrive, so a client that opens streams and never sends the request holds slots that no
+one else can use. Instead every method is registered stream-unary on the server side (the wire
+format of a unary call is the same): the handler starts when the headers arrive, reads the one
+request message under a deadline, and only then counts the call against the cap. A stalled or
+hostile client therefore exhausts only what HTTP/2 lets one connection hold
+(`max_streams_per_connection`), for at most `request_read_timeout_s`, and keepalive enforcement
+and the connection age/idle limits close connections that misbehave or linger.
+
+A payload that does not decode never reaches a handler as an exception: the request
+deserializer returns an `Undecodable` marker, the guard answers INVALID_ARGUMENT, counts it and
+logs at most one line per burst.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, NoReturn
+
+import grpc
+from google.protobuf.message import DecodeError, Message
+
+MiB = 1024 * 1024
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ServerLimits:
+    """Per-server and per-connection limits; every field is a `run`/`serve` flag and a chart value."""
+
+    max_concurrent_rpcs: int = 1000
+    max_streams_per_connection: int = 1000
+    request_read_timeout_s: float = 10.0
+    keepalive_time_s: float = 60.0
+    keepalive_timeout_s: float = 20.0
+    min_client_ping_interval_s: float = 10.0
+    max_connection_idle_s: float = 900.0
+    max_connection_age_s: float = 3600.0
+    max_connection_age_grace_s: float = 30.0
+    max_message_bytes: int = 4 * MiB
+
+    def grpc_options(self) -> list[tuple[str, int]]:
+        """Channel arguments of the grpc.aio server (grpc core names, milliseconds)."""
+        ms = _ms
+        return [
+            ("grpc.max_receive_message_length", self.max_message_bytes),
+            ("grpc.max_send_message_length", self.max_message_bytes),
+            ("grpc.max_concurrent_streams", self.max_streams_per_connection),
+            ("grpc.keepalive_time_ms", ms(self.keepalive_time_s)),
+            ("grpc.keepalive_timeout_ms", ms(self.keepalive_timeout_s)),
+            ("grpc.keepalive_permit_without_calls", 1),
+            (
+                "grpc.http2.min_recv_ping_interval_without_data_ms",
+                ms(self.min_client_ping_interval_s),
+            ),
+            ("grpc.http2.max_ping_strikes", 2),
+            ("grpc.max_connection_idle_ms", ms(self.max_connection_idle_s)),
+            ("grpc.max_connection_age_ms", ms(self.max_connection_age_s)),
+            ("grpc.max_connection_age_grace_ms", ms(self.max_connection_age_grace_s)),
+        ]
+
+
+def _ms(seconds: float) -> int:
+    return max(1, round(seconds * 1000))
+
+
+class Undecodable:
+    """What the request deserializer returns for bytes that are not the method's message."""
+
+    __slots__ = ("error",)
+
+    def __init__(self, error: str) -> None:
+        self.error = error
+
+
+def lenient_deserializer(message_type: type[Message]) -> Callable[[bytes], Message | Undecodable]:
+    parse = message_type.FromString
+
+    def deserialize(data: bytes) -> Message | Undecodable:
+        try:
+            return parse(data)
+        except (DecodeError, ValueError, RuntimeError) as exc:
+            return Undecodable(str(exc) or type(exc).__name__)
+
+    return deserialize
+
+
+class BurstLog:
+    """At most one warning per `interval_s`; the next one says how many were left out."""
+
+    def __init__(self, log: logging.Logger, interval_s: float = 10.0) -> None:
+        self._log = log
+        self._interval_s = interval_s
+        self._next = 0.0
+        self._suppressed = 0
+
+    def warning(self, message: str, *args: object) -> None:
+        now = time.monotonic()
+        if now < self._next:
+            self._suppressed += 1
+            return
+        self._next = now + self._interval_s
+        suppressed, self._suppressed = self._suppressed, 0
+        if suppressed:
+            self._log.warning(message + " (and %d more like it)", *args, suppressed)
+        else:
+            self._log.warning(message, *args)
+
+
+ErrorCounter = Callable[[str, str], None]
+Handler = Callable[[Any, grpc.aio.ServicerContext], Awaitable[Message]]
+
+
+class AdmissionGuard:
+    """Reads the request under a deadline, refuses undecodable ones, and caps admitted calls."""
+
+    def __init__(self, limits: ServerLimits, *, count_error: ErrorCounter) -> None:
+        self._limits = limits
+        self._count_error = count_error
+        self.admitted = 0
+        self.reading = 0
+        self._undecodable_log = BurstLog(logger)
+
+    def handlers(
+        self, service: str, methods: Mapping[str, tuple[Handler, type[Message], type[Message]]]
+    ) -> grpc.GenericRpcHandler:
+        """A generic handler registering each method stream-unary behind this guard."""
+        return grpc.method_handlers_generic_handler(
+            service,
+            {
+                name: grpc.stream_unary_rpc_method_handler(
+                    self._guarded(name, handler),
+                    request_deserializer=lenient_deserializer(request_type),
+                    response_serializer=response_type.SerializeToString,
+                )
+                for name, (handler, request_type, response_type) in methods.items()
+            },
+        )
+
+    def _guarded(
+        self, method: str, handler: Handler
+    ) -> Callable[[Any, grpc.aio.ServicerContext], Awaitable[Message]]:
+        async def guarded(_requests: Any, context: grpc.aio.ServicerContext) -> Message:
+            request = await self._read(method, context)
+            if self.admitted >= self._limits.max_concurrent_rpcs:
+                await self._abort(
+                    context,
+                    method,
+                    grpc.StatusCode.RESOURCE_EXHAUSTED,
+                    f"more than {self._limits.max_concurrent_rpcs} calls in progress; retry",
+                )
+            self.admitted += 1
+            try:
+                return await handler(request, context)
+            finally:
+                self.admitted -= 1
+
+        return guarded
+
+    async def _read(self, method: str, context: grpc.aio.ServicerContext) -> Message:
+        timeout = self._limits.request_read_timeout_s
+        self.reading += 1
+        try:
+            request = await asyncio.wait_for(context.read(), timeout)
+        except TimeoutError:
+            await self._abort(
+                context,
+                method,
+                grpc.StatusCode.DEADLINE_EXCEEDED,
+                f"request message not received within {timeout:g}s",
+            )
+        finally:
+            self.reading -= 1
+        if request is grpc.aio.EOF:
+            await self._abort(
+                context, method, grpc.StatusCode.INVALID_ARGUMENT, "no request message"
+            )
+        if isinstance(request, Undecodable):
+            self._undecodable_log.warning(
+                "%s: undecodable request from %s: %s", method, context.peer(), request.error
+            )
+            await self._abort(
+                context,
+                method,
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"request is not a valid {method} message: {request.error}",
+            )
+        message: Message = request
+        return message
+
+    async def _abort(
+        self, context: grpc.aio.ServicerContext, method: str, code: grpc.StatusCode, message: str
+    ) -> NoReturn:
+        self._count_error(method, code.name)
+        await context.abort(code, message)
+        raise AssertionError("context.abort returned")
