@@ -276,7 +276,7 @@ def _target(url: str) -> ProbeTarget:
         timeout_s=2.0,
         failure_threshold=1,
         recovery_threshold=1,
-        cloud=False,
+        authenticated=False,
     )
 
 

@@ -16,6 +16,7 @@ from .backend import (
     RoutingCounters,
     SecretKeyRef,
     Zone,
+    redact_url,
 )
 from .base import API_VERSION, GROUP, VERSION, ObjectMeta
 from .conditions import Condition, ConditionStatus
@@ -88,4 +89,5 @@ __all__ = [
     "Weights",
     "Zone",
     "reaches",
+    "redact_url",
 ]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from enum import StrEnum
 from typing import Annotated
 
@@ -67,6 +68,31 @@ CLOUD_CREDENTIALS_RULE = CelRule(
 TIER_RULE = CelRule(
     rule="self >= 1 && self <= 5", message="`tier` must be between 1 and 5 inclusive"
 )
+
+# URL rules, one regex each, evaluated alike by CEL (RE2) and by `re` in the model. A user-info
+# part (`user:password@`) is refused: it would be printed wherever the URL is (kubectl get -o
+# wide, gRPC, nexusctl); an API key belongs in credentialsSecretRef.
+_AUTHORITY_USERINFO = r"^[a-zA-Z][a-zA-Z0-9+.-]*://[^/?#]*@"
+_URL_WITH_HOST = (
+    r"^https?://([^/?#@]*@)?([^/?#@:\[\]]+|\[[0-9a-fA-F:.]+\])(:[0-9]{0,5})?([/?#].*)?$"
+)
+URL_NO_USERINFO_RULE = CelRule(
+    rule=f"!self.matches(r'{_AUTHORITY_USERINFO}')",
+    message="`url` must not contain user-info (user:password@); put an API key in "
+    "credentialsSecretRef",
+)
+URL_HOST_RULE = CelRule(
+    rule=f"self.matches(r'{_URL_WITH_HOST}')",
+    message="`url` must name a host, e.g. 'http://ollama.llm:11434'",
+)
+_USERINFO = re.compile(r"^([a-zA-Z][a-zA-Z0-9+.-]*://)[^/?#]*@")
+
+
+def redact_url(url: str) -> str:
+    """`url` with any user-info replaced by `***`, for every place a URL is printed: objects
+    stored before the rule existed may still carry one."""
+    return _USERINFO.sub(r"\1***@", url) if "@" in url else url
+
 
 DNS_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
 SECRET_KEY = r"^[-._a-zA-Z0-9]+$"
@@ -184,7 +210,8 @@ class BackendSpec(SpecModel):
         min_length=1,
         max_length=URL_MAX,
         pattern=r"^https?://",
-        description="Base URL of the inference server, e.g. 'http://ollama.llm:11434'.",
+        json_schema_extra=validations(URL_NO_USERINFO_RULE, URL_HOST_RULE),
+        description="Base URL of the inference server, e.g. 'http://ollama.llm:11434'. No user-info (user:password@): an API key goes in credentialsSecretRef.",
     )
     zone: Zone | None = Field(
         None,
@@ -221,6 +248,15 @@ class BackendSpec(SpecModel):
     draining: bool = Field(
         False, description="Cordon: when true the backend is selected for nothing new."
     )
+
+    @field_validator("url")
+    @classmethod
+    def _url_rules(cls, url: str) -> str:
+        if re.search(_AUTHORITY_USERINFO, url):
+            raise ValueError(URL_NO_USERINFO_RULE.message)
+        if not re.search(_URL_WITH_HOST, url) or "\n" in url:
+            raise ValueError(URL_HOST_RULE.message)
+        return url
 
     @field_validator("models")
     @classmethod

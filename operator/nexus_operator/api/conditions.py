@@ -78,6 +78,7 @@ SHADOWED = "Shadowed"
 BUDGET_SOFT_LIMIT = "BudgetSoftLimit"
 BUDGET_EXHAUSTED = "BudgetExhausted"
 NO_ELIGIBLE_BACKENDS = "NoEligibleBackends"
+CREDENTIALS_READY = "CredentialsReady"
 
 # Reasons
 RECONCILING = "Reconciling"
@@ -97,3 +98,10 @@ HARD_LIMIT_REACHED = "HardLimitReached"
 ELIGIBLE_BACKENDS_FOUND = "EligibleBackendsFound"
 ALL_BACKENDS_EXCLUDED = "AllBackendsExcluded"
 INVALID_SPEC = "InvalidSpec"
+# CredentialsReady (only on Backends with credentialsSecretRef)
+SECRET_READ = "SecretRead"
+SECRET_NOT_FOUND = "SecretNotFound"
+KEY_NOT_FOUND = "KeyNotFound"
+EMPTY_VALUE = "EmptyValue"
+INVALID_VALUE = "InvalidValue"
+SECRET_UNREADABLE = "SecretUnreadable"

@@ -62,6 +62,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="Seconds between full re-lists that catch missed events (default 300).",
     )
     parser.add_argument(
+        "--credentials-refresh",
+        type=float,
+        default=30.0,
+        help="Seconds between re-reads of the Secrets Backends name in credentialsSecretRef "
+        "(default 30): a created, fixed or rotated key takes effect within this interval.",
+    )
+    parser.add_argument(
         "--lease-namespace",
         default=os.environ.get("POD_NAMESPACE", "default"),
         help="Namespace of the leader-election Lease (default $POD_NAMESPACE or 'default').",
@@ -77,6 +84,7 @@ def controller_config(args: argparse.Namespace) -> ControllerConfig:
         role=args.role,
         flush_interval_s=args.flush_interval,
         resync_interval_s=args.resync_interval,
+        credentials_refresh_s=args.credentials_refresh,
         lease_namespace=args.lease_namespace,
         lease_name=args.lease_name,
     )

@@ -28,6 +28,8 @@ BACKEND_RECOVERED = "BackendRecovered"
 BUDGET_SOFT_LIMIT = "BudgetSoftLimitReached"
 BUDGET_HARD_LIMIT = "BudgetHardLimitReached"
 BUDGET_RESET = "BudgetWithinLimit"
+CREDENTIALS_UNAVAILABLE = "CredentialsUnavailable"
+CREDENTIALS_AVAILABLE = "CredentialsAvailable"
 
 _MESSAGE_MAX = 1024
 

@@ -5,8 +5,11 @@ runtime cell (state machine and latency EMA live in routing's BackendRuntime.rec
 the engine reads at decision time. A task is restarted only when what it probes changes
 (URL, path, interval, timeout, thresholds); spec changes elsewhere leave it running.
 
-The probe sends no credentials (the operator never reads Secrets), so for cloud types an
-authentication refusal (401/403) still proves the endpoint is up and counts as a success.
+A Backend with credentialsSecretRef is probed with the header its Secret yields (looked up in
+the registry's CredentialStore at each probe, so a rotated key is used at once); a 401/403 then
+fails the probe with "credentials rejected (HTTP 401)". While its credential is unavailable (the
+Backend is excluded for that anyway) the probe goes without one, and a 401/403 only proves the
+endpoint is up: it counts as a success. Error texts print the URL without user-info.
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ from nexus_operator import api
 from .bounds import clip
 
 if TYPE_CHECKING:
-    from nexus_operator.routing import Registry, RegistrySnapshot
+    from nexus_operator.routing import Credential, Registry, RegistrySnapshot
 
 logger = logging.getLogger(__name__)
 
@@ -55,7 +58,7 @@ class ProbeTarget:
     timeout_s: float
     failure_threshold: int
     recovery_threshold: int
-    cloud: bool
+    authenticated: bool  # the API expects a credential: cloud type or credentialsSecretRef set
 
     @classmethod
     def of(cls, backend: api.Backend) -> ProbeTarget | None:
@@ -69,7 +72,8 @@ class ProbeTarget:
             timeout_s=float(check.timeout_seconds),
             failure_threshold=check.failure_threshold,
             recovery_threshold=check.recovery_threshold,
-            cloud=backend.spec.type.is_cloud,
+            authenticated=backend.spec.type.is_cloud
+            or backend.spec.credentials_secret_ref is not None,
         )
 
 
@@ -147,7 +151,7 @@ class HealthProber:
 
     async def probe_once(self, key: BackendKey, target: ProbeTarget) -> bool:
         """Probe, record the result, and report a health transition; True when state changed."""
-        result = await self._probe(target)
+        result = await self._probe(target, self._registry.credentials.header(key))
         cell = self._registry.runtime.backend(*key)
         previous = cell.health_state
         changed = cell.record_probe(
@@ -162,29 +166,39 @@ class HealthProber:
             self._on_transition(key, previous, cell.health_state, result.error)
         return bool(changed)
 
-    async def _probe(self, target: ProbeTarget) -> ProbeResult:
+    async def _probe(self, target: ProbeTarget, credential: Credential | None) -> ProbeResult:
         """Any exception is a failed probe: a URL aiohttp cannot even encode must not end the task."""
         assert self._session is not None
+        headers = {credential.header_name: credential.header_value} if credential else None
         started = time.perf_counter()
         try:
             timeout = aiohttp.ClientTimeout(total=target.timeout_s)
-            async with self._session.get(target.url, timeout=timeout) as response:
+            async with self._session.get(target.url, timeout=timeout, headers=headers) as response:
                 await response.read()
                 status = response.status
         except Exception as exc:
             return ProbeResult(ok=False, latency_ms=None, error=clip(_describe(exc, target)))
         latency_ms = (time.perf_counter() - started) * 1000.0
-        if 200 <= status < 300 or (target.cloud and status in _AUTH_REFUSALS):
+        if 200 <= status < 300:
             return ProbeResult(ok=True, latency_ms=latency_ms, error=None)
+        if status in _AUTH_REFUSALS:
+            if credential is not None:
+                error = f"GET {api.redact_url(target.url)}: credentials rejected (HTTP {status})"
+                return ProbeResult(ok=False, latency_ms=latency_ms, error=clip(error))
+            if target.authenticated:
+                return ProbeResult(ok=True, latency_ms=latency_ms, error=None)
         return ProbeResult(
-            ok=False, latency_ms=latency_ms, error=clip(f"GET {target.url}: HTTP {status}")
+            ok=False,
+            latency_ms=latency_ms,
+            error=clip(f"GET {api.redact_url(target.url)}: HTTP {status}"),
         )
 
 
 def _describe(exc: Exception, target: ProbeTarget) -> str:
+    url = api.redact_url(target.url)
     if isinstance(exc, TimeoutError):
-        return f"GET {target.url}: no answer within {target.timeout_s:g}s"
-    return f"GET {target.url}: {type(exc).__name__}: {exc}"
+        return f"GET {url}: no answer within {target.timeout_s:g}s"
+    return f"GET {url}: {type(exc).__name__}: {str(exc).replace(target.url, url)}"
 
 
 def _log_death(task: asyncio.Task[None]) -> None:

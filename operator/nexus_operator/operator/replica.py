@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from nexus_operator import api
-from nexus_operator.routing import Registry, RoutingEngine
+from nexus_operator.routing import Credential, CredentialProblem, Registry, RoutingEngine
 
 from . import events
 from .budget_ledger import BudgetLedger
@@ -28,6 +28,7 @@ from .leader import LeaderElector, LeaseSettings
 from .observed import ObservedStatuses
 from .probing import BackendKey, HealthProber
 from .registry_sync import RegistrySync, Scope, resync
+from .secret_credentials import SecretCredentials
 from .status_writer import StatusWriter, WriterSettings
 
 logger = logging.getLogger(__name__)
@@ -54,6 +55,7 @@ class ControllerConfig:
     flush_interval_s: float = 2.0
     refresh_interval_s: float = 30.0
     resync_interval_s: float = 300.0
+    credentials_refresh_s: float = 30.0
     lease_namespace: str = "default"
     lease_name: str = "nexus-operator"
     lease_duration_s: float = 15.0
@@ -80,6 +82,12 @@ class Controller:
             else None
         )
         self.ledger = BudgetLedger(kube, self.registry, self.observed)
+        self.credentials = SecretCredentials(
+            kube,
+            self.registry,
+            refresh_interval_s=config.credentials_refresh_s,
+            on_change=self._credentials_changed,
+        )
         self.writer = StatusWriter(
             self.registry,
             self.engine,
@@ -89,6 +97,7 @@ class Controller:
             recorder=self.recorder,
             clock=utcnow,
             settings=WriterSettings(config.flush_interval_s, config.refresh_interval_s),
+            credentials=self.credentials,
         )
         self.prober = HealthProber(self.registry, on_transition=self._health_changed)
         self._tasks: list[asyncio.Task[None]] = []
@@ -105,15 +114,18 @@ class Controller:
         )
 
     async def start(self) -> None:
-        """Rebuild the registry from a full list, then start probing and the background loops."""
+        """Rebuild the registry from a full list, read the named Secrets, then start probing and
+        the background loops."""
         await self._initial_sync()
-        await self.prober.start()
         if self.leader is not None:
             await self.leader.try_acquire_or_renew()
             self._spawn(self.leader.run(), "leader")
+        await self.credentials.start()
+        await self.prober.start()
         self._spawn(self.writer.run(), "status-writer")
         self._spawn(self._resync_loop(), "resync")
         self._spawn(self._expiry_loop(), "slot-expiry")
+        self._spawn(self.credentials.run(), "credentials")
 
     async def stop(self) -> None:
         """Every step runs even if one fails: the final flush and the Lease release matter most."""
@@ -170,6 +182,31 @@ class Controller:
             released = self.engine.expire_slots(utcnow())
             if released:
                 logger.info("Released %d in-flight slots without a usage report", released)
+
+    def _credentials_changed(
+        self, key: BackendKey, outcome: Credential | CredentialProblem
+    ) -> None:
+        """One Event per change of a Backend's credential: unavailable (naming Secret and key,
+        never a value), or available again."""
+        if self.recorder is None or not self.writer.leading:
+            return
+        backend = self.registry.snapshot.backends.get(key)
+        uid = backend.metadata.uid if backend is not None else None
+        ref = events.ObjectRef("Backend", key[0], key[1], uid)
+        if isinstance(outcome, CredentialProblem):
+            self.recorder.emit(
+                ref,
+                type_=events.WARNING,
+                reason=events.CREDENTIALS_UNAVAILABLE,
+                message=f"Credentials unavailable: {outcome.message}",
+            )
+        else:
+            self.recorder.emit(
+                ref,
+                type_=events.NORMAL,
+                reason=events.CREDENTIALS_AVAILABLE,
+                message=f"Credential read from Secret key {outcome.source}.",
+            )
 
     def _health_changed(
         self,

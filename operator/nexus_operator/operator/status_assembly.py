@@ -42,6 +42,8 @@ class BackendFacts:
     consecutive_failures: int
     last_error: str | None
     in_flight: int
+    # CredentialsReady for a Backend with credentialsSecretRef, once its Secret was read.
+    credentials: DesiredCondition | None = None
 
 
 @dataclass(frozen=True)
@@ -67,6 +69,8 @@ def backend_status(
 ) -> JsonObject:
     generation = backend.metadata.generation
     desired = _backend_conditions(backend, facts)
+    if facts.credentials is None:
+        existing = [x for x in existing if x.type != c.CREDENTIALS_READY]
     conditions = set_status_conditions(
         existing, desired, observed_generation=generation, now=_stamp(now)
     )
@@ -129,15 +133,18 @@ def invalid_spec_status(
 
 def _backend_conditions(backend: api.Backend, facts: BackendFacts) -> list[DesiredCondition]:
     healthy = _healthy_condition(backend, facts)
+    credentials = facts.credentials
     if backend.spec.draining:
         ready = DesiredCondition(
             c.READY, FALSE, c.DRAINING, "Backend is draining: no new requests."
         )
+    elif credentials is not None and credentials.status != TRUE:
+        ready = DesiredCondition(c.READY, FALSE, credentials.reason, credentials.message)
     else:
         ready = DesiredCondition(c.READY, healthy.status, healthy.reason, healthy.message)
     if ready.status == TRUE:
         ready = DesiredCondition(c.READY, TRUE, c.ACCEPTED, "Backend is in the routing registry.")
-    return [ready, healthy]
+    return [ready, healthy] if credentials is None else [ready, healthy, credentials]
 
 
 def _healthy_condition(backend: api.Backend, facts: BackendFacts) -> DesiredCondition:

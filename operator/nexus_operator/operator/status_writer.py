@@ -44,6 +44,9 @@ from .status_assembly import (
 if TYPE_CHECKING:
     from nexus_operator.routing import Registry, RoutingEngine, StaticExclusion
 
+    from .condition_list import DesiredCondition
+    from .secret_credentials import SecretCredentials
+
 logger = logging.getLogger(__name__)
 
 JsonObject = dict[str, Any]
@@ -69,8 +72,10 @@ class StatusWriter:
         recorder: events.EventRecorder | None,
         clock: Clock,
         settings: WriterSettings = WriterSettings(),
+        credentials: SecretCredentials | None = None,
     ) -> None:
         self._registry = registry
+        self._credentials = credentials
         self._engine = engine
         self._ledger = ledger
         self._invalid = invalid
@@ -190,12 +195,16 @@ class StatusWriter:
             consecutive_failures=cell.consecutive_failures,
             last_error=cell.last_error,
             in_flight=cell.in_flight,
+            credentials=self._credentials_condition((namespace, name)),
         )
         exclusions = [
             api.BackendExclusion(policy=x.policy, **_reason_fields(x))
             for x in self._engine.backend_exclusions(namespace, name)
         ]
         return facts, exclusions
+
+    def _credentials_condition(self, key: tuple[str, str]) -> DesiredCondition | None:
+        return self._credentials.condition(key) if self._credentials is not None else None
 
     def _policy_facts(self, policy: api.RoutingPolicy, now: datetime) -> PolicyFacts:
         namespace, name = policy.metadata.namespace, policy.metadata.name

@@ -39,7 +39,11 @@ def build_pipeline(
         ),
         CapabilityReconciler(min_tier=spec.min_tier, required=spec.required_capabilities),
         QualityReconciler(spec.quality, failing=runtime.failing),
-        HealthReconciler(not_healthy=runtime.not_healthy, saturated=runtime.saturated),
+        HealthReconciler(
+            not_healthy=runtime.not_healthy,
+            saturated=runtime.saturated,
+            credential_problems=runtime.credential_problems,
+        ),
     ]
     stages.extend(build_plugin(ref.name, ref.config, plugins) for ref in spec.reconcilers)
     stages.append(

@@ -2,7 +2,9 @@
 
 Spec comes from the API server, runtime facts from probes and usage reports; a decision joins
 them. RuntimeState also keeps the sets of backends that are not Healthy or have recent failures,
-so the Health and Quality stages touch only those instead of every candidate.
+so the Health and Quality stages touch only those instead of every candidate, and the backends
+whose credential (credentialsSecretRef) is unusable, with why — set by whoever reads Secrets
+(the operator, `serve --from-dir`) through routing's CredentialStore, never a value.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ class BackendRuntime:
     """Health, latency, load and outcome history of one backend in this replica."""
 
     __slots__ = (
+        "_credential_problems",
         "_failing",
         "_failures",
         "_health_state",
@@ -60,8 +63,10 @@ class BackendRuntime:
         not_healthy: set[BackendKey] | None = None,
         failing: set[BackendKey] | None = None,
         saturated: set[BackendKey] | None = None,
+        credential_problems: dict[BackendKey, str] | None = None,
     ) -> None:
         self._key = key
+        self._credential_problems = credential_problems if credential_problems is not None else {}
         self._not_healthy = not_healthy if not_healthy is not None else set()
         self._failing = failing if failing is not None else set()
         self._saturated = saturated if saturated is not None else set()
@@ -91,6 +96,18 @@ class BackendRuntime:
             self._not_healthy.discard(self._key)
         else:
             self._not_healthy.add(self._key)
+
+    @property
+    def credentials_problem(self) -> str | None:
+        """Why the backend's credential cannot be used (names Secret and key only), else None."""
+        return self._credential_problems.get(self._key)
+
+    @credentials_problem.setter
+    def credentials_problem(self, problem: str | None) -> None:
+        if problem is None:
+            self._credential_problems.pop(self._key, None)
+        else:
+            self._credential_problems[self._key] = problem
 
     @property
     def in_flight(self) -> int:
@@ -312,7 +329,15 @@ class PolicyRuntime:
 class RuntimeState:
     """All runtime cells of one replica, created on demand and never dropped while referenced."""
 
-    __slots__ = ("_backends", "_policies", "failing", "not_healthy", "round_robin", "saturated")
+    __slots__ = (
+        "_backends",
+        "_policies",
+        "credential_problems",
+        "failing",
+        "not_healthy",
+        "round_robin",
+        "saturated",
+    )
 
     def __init__(self) -> None:
         self._backends: dict[BackendKey, BackendRuntime] = {}
@@ -322,13 +347,20 @@ class RuntimeState:
         self.not_healthy: set[BackendKey] = set()
         self.failing: set[BackendKey] = set()
         self.saturated: set[BackendKey] = set()
+        # Backend → why its credential is unusable. Owned by the credential writer (it outlives
+        # a backend's cell: forget_backend leaves it to the writer's own forget).
+        self.credential_problems: dict[BackendKey, str] = {}
 
     def backend(self, namespace: str, name: str) -> BackendRuntime:
         key = (namespace, name)
         cell = self._backends.get(key)
         if cell is None:
             cell = BackendRuntime(
-                key, not_healthy=self.not_healthy, failing=self.failing, saturated=self.saturated
+                key,
+                not_healthy=self.not_healthy,
+                failing=self.failing,
+                saturated=self.saturated,
+                credential_problems=self.credential_problems,
             )
             self._backends[key] = cell
         return cell

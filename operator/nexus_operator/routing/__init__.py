@@ -10,7 +10,7 @@ from nexus_operator.pipeline import (
 )
 
 from .compiled_patterns import Glob
-from .credentials import Credential, CredentialStore
+from .credentials import Credential, CredentialProblem, CredentialStore
 from .decision import BackendRef, Decision, Outcome, UsageReport
 from .engine import AsyncReconcilerError, RoutingEngine
 from .policies import CompiledPolicy
@@ -36,6 +36,7 @@ __all__ = [
     "CapacityExceeded",
     "CompiledPolicy",
     "Credential",
+    "CredentialProblem",
     "CredentialStore",
     "Decision",
     "Exclusion",

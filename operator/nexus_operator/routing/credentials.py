@@ -2,15 +2,23 @@
 
 The operator (or `serve --from-dir`) reads the named Secret and records here either the header
 to inject or why there is none (Secret missing, key missing, empty value). The gateway reads it
-when it forwards a request; the pipeline reads `problem()` to exclude a Backend whose credential
-is unusable. Values never leave this object except through `header()`: its repr, and every
+when it forwards a request (`registry.credentials.header((namespace, name))`); the pipeline
+excludes a Backend whose credential is unusable (`credentials_unavailable`) by reading the same
+problems through the runtime cells: the store writes them into `RuntimeState.credential_problems`. Values never leave this object except through `header()`: its repr, and every
 message it produces, name the Secret and key, never the value.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
+from typing import Any
+
+from nexus_operator.api import BackendType, SecretKeyRef, conditions
+from nexus_operator.pipeline import RuntimeState
 
 Key = tuple[str, str]  # (namespace, backend name)
 
@@ -30,18 +38,20 @@ class Credential:
 class CredentialStore:
     """Copy-on-write map Backend → Credential, or → a problem string (a reason, no value).
 
-    Writers replace one entry at a time; readers see a consistent mapping with one read."""
+    Writers replace one entry at a time; readers see a consistent mapping with one read.
+    Problems live in `runtime.credential_problems` (a private dict without a runtime), where
+    the HealthReconciler finds them."""
 
-    def __init__(self) -> None:
+    def __init__(self, runtime: RuntimeState | None = None) -> None:
         self._ok: MappingProxyType[Key, Credential] = MappingProxyType({})
-        self._problems: MappingProxyType[Key, str] = MappingProxyType({})
+        self._problems: dict[Key, str] = runtime.credential_problems if runtime else {}
 
     def set(self, key: Key, credential: Credential) -> None:
         self._ok = MappingProxyType({**self._ok, key: credential})
         self._drop_problem(key)
 
     def set_problem(self, key: Key, problem: str) -> None:
-        self._problems = MappingProxyType({**self._problems, key: problem})
+        self._problems[key] = problem
         self._drop_ok(key)
 
     def forget(self, key: Key) -> None:
@@ -61,6 +71,78 @@ class CredentialStore:
         if key in self._ok:
             self._ok = MappingProxyType({k: v for k, v in self._ok.items() if k != key})
 
+    def keys(self) -> frozenset[Key]:
+        """Every backend with an entry, credential or problem."""
+        return frozenset(self._ok) | frozenset(self._problems)
+
     def _drop_problem(self, key: Key) -> None:
-        if key in self._problems:
-            self._problems = MappingProxyType({k: v for k, v in self._problems.items() if k != key})
+        self._problems.pop(key, None)
+
+
+@dataclass(frozen=True, slots=True)
+class CredentialProblem:
+    """Why a Backend has no usable credential: a condition reason and a message naming the
+    Secret and key (never a value)."""
+
+    reason: str
+    message: str
+
+
+def header_for(backend_type: BackendType, value: str) -> tuple[str, str]:
+    """The upstream header a key becomes. Anthropic's native API wants `x-api-key`; its
+    OpenAI-compatible endpoint accepts that too, so anthropic always gets `x-api-key`. Every
+    other type (openai, google's OpenAI-compatible endpoint, vllm --api-key, …) gets a bearer."""
+    if backend_type is BackendType.ANTHROPIC:
+        return ("x-api-key", value)
+    return ("authorization", f"Bearer {value}")
+
+
+def secret_data(secret: Mapping[str, Any]) -> dict[str, bytes]:
+    """A Secret's keys and decoded values: `data` (base64) overlaid by `stringData` (manifests
+    only; the API server folds it into `data`). A value that is not base64 is dropped."""
+    found: dict[str, bytes] = {}
+    for key, encoded in (secret.get("data") or {}).items():
+        try:
+            found[str(key)] = base64.b64decode(str(encoded), validate=True)
+        except (binascii.Error, ValueError):
+            continue
+    for key, text in (secret.get("stringData") or {}).items():
+        found[str(key)] = str(text).encode()
+    return found
+
+
+def resolve(
+    backend_type: BackendType,
+    ref: SecretKeyRef,
+    *,
+    namespace: str,
+    data: Mapping[str, bytes] | None,
+) -> Credential | CredentialProblem:
+    """The credential `ref` names, given the Secret's data (None: no such Secret)."""
+    where = f"Secret {namespace}/{ref.name}"
+    if data is None:
+        return CredentialProblem(conditions.SECRET_NOT_FOUND, f"{where} not found")
+    raw = data.get(ref.key)
+    if raw is None:
+        return CredentialProblem(conditions.KEY_NOT_FOUND, f"{where} has no key {ref.key!r}")
+    try:
+        value = raw.decode("utf-8").strip()
+    except UnicodeDecodeError:
+        value = None
+    if value == "":
+        return CredentialProblem(conditions.EMPTY_VALUE, f"key {ref.key!r} of {where} is empty")
+    if value is None or any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in value):
+        return CredentialProblem(
+            conditions.INVALID_VALUE,
+            f"key {ref.key!r} of {where} is not usable in an HTTP header "
+            "(not UTF-8, or holds control characters)",
+        )
+    name, header = header_for(backend_type, value)
+    return Credential(name, header, source=f"{ref.name}/{ref.key}")
+
+
+def record(store: CredentialStore, key: Key, result: Credential | CredentialProblem) -> None:
+    if isinstance(result, Credential):
+        store.set(key, result)
+    else:
+        store.set_problem(key, result.message)

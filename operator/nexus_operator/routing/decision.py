@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import StrEnum
 
-from nexus_operator.api import BackendType, BudgetState, Zone
+from nexus_operator.api import BackendType, BudgetState, Zone, redact_url
 from nexus_operator.pipeline import BackendView, Exclusion, TraceEntry
 
 
@@ -26,7 +26,8 @@ class BackendRef:
 
     @classmethod
     def of(cls, view: BackendView) -> BackendRef:
-        return cls(view.name, view.namespace, view.url, view.type, view.zone, view.tier)
+        """`url` without user-info: a decision is printed (gRPC, nexusctl, gateway headers)."""
+        return cls(view.name, view.namespace, redact_url(view.url), view.type, view.zone, view.tier)
 
 
 @dataclass(slots=True)

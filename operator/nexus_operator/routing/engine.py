@@ -47,6 +47,10 @@ class AsyncReconcilerError(TypeError):
     """The matched policy runs an async plug-in: use route_async / explain_async."""
 
 
+# What static reports depend on besides the snapshot: backends not Healthy, credential problems.
+_RuntimeFacts = tuple[frozenset[tuple[str, str]], frozenset[tuple[tuple[str, str], str]]]
+
+
 @dataclass(slots=True)
 class _Compiled:
     """Pipelines and plans for one NamespaceSnapshot; dropped when the namespace changes."""
@@ -54,7 +58,7 @@ class _Compiled:
     snapshot: NamespaceSnapshot
     pipelines: dict[str | None, ReconcilerPipeline] = field(default_factory=dict)
     plans: dict[tuple[str | None, str], CandidatePlan] = field(default_factory=dict)
-    static: tuple[frozenset[tuple[str, str]], StaticIndex] | None = None
+    static: tuple[_RuntimeFacts, StaticIndex] | None = None
 
 
 class _History(NamedTuple):
@@ -420,9 +424,11 @@ class RoutingEngine:
         return list(self._static_index(namespace).by_backend.get(name, ()))
 
     def _static_index(self, namespace: str) -> StaticIndex:
-        """Reports are recomputed only when the namespace or any backend's health changed."""
+        """Reports are recomputed only when the namespace, any backend's health or any
+        credential problem changed."""
         compiled = self._compiled_for(namespace)
-        health = frozenset(self.registry.runtime.not_healthy)
+        runtime = self.registry.runtime
+        health = (frozenset(runtime.not_healthy), frozenset(runtime.credential_problems.items()))
         if compiled.static is None or compiled.static[0] != health:
             index = StaticIndex.build(compiled.snapshot, runtime=self.registry.runtime)
             compiled.static = (health, index)

@@ -8,6 +8,7 @@ from collections.abc import Callable, Iterable, Mapping
 from nexus_operator.api import Backend, RoutingPolicy
 from nexus_operator.pipeline import BackendView, RuntimeState
 
+from .credentials import CredentialStore
 from .policies import CompiledPolicy
 from .snapshot import Key, NamespaceSnapshot, RegistrySnapshot
 
@@ -22,6 +23,9 @@ class Registry:
 
     def __init__(self) -> None:
         self.runtime = RuntimeState()
+        # Upstream credentials by backend: filled by the operator (or `serve --from-dir`) from
+        # the Secrets credentialsSecretRef names, read by the gateway and the health prober.
+        self.credentials = CredentialStore(self.runtime)
         self.synced = False
         self._snapshot = RegistrySnapshot.empty()
         self._listeners: list[Listener] = []

@@ -2,7 +2,7 @@
 
 A backend is *matched* by a policy when it is in the policy's scope and lists at least one model
 the patterns match; it is *eligible* when one such model passes lifecycle, privacy, tier,
-capabilities and health. Otherwise the exclusion of its first matching model is reported.
+capabilities, credentials and health. Otherwise the exclusion of its first matching model is reported.
 
 A backend in scope that lists none of the policy's models is still checked on what holds for
 the backend whatever the model — draining, zone, tier, health — so a restricted policy's status
@@ -23,7 +23,7 @@ from nexus_operator.pipeline import (
     PrivacyReconciler,
     RuntimeState,
 )
-from nexus_operator.pipeline.reconcilers.health import health_exclusion
+from nexus_operator.pipeline.reconcilers.health import credentials_exclusion, health_exclusion
 
 from .compiled_patterns import Glob
 from .policies import CompiledPolicy
@@ -139,6 +139,8 @@ def _static(
         exclusion = stage.static_exclusion(candidate)
         if exclusion is not None:
             return exclusion
+    if candidate.runtime.credentials_problem:
+        return credentials_exclusion(candidate, candidate.model.id)
     if candidate.runtime.health_state is not HealthState.HEALTHY:
         return health_exclusion(candidate, candidate.model.id)
     return None

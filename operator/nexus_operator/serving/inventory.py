@@ -6,7 +6,7 @@ static evaluation it already exposes for status write-back.
 
 from __future__ import annotations
 
-from ..api import Backend, RoutingPolicy
+from ..api import Backend, RoutingPolicy, redact_url
 from ..routing import RoutingEngine, StaticExclusion
 from .proto import router_pb2 as pb
 from .responses import BUDGET_STATES
@@ -37,7 +37,7 @@ def _backend_info(engine: RoutingEngine, backend: Backend) -> pb.BackendInfo:
         ref=pb.BackendRef(
             name=meta.name,
             namespace=meta.namespace,
-            url=spec.url,
+            url=redact_url(spec.url),
             type=spec.type.value,
             zone=spec.effective_zone.value,
             tier=spec.tier,

@@ -130,14 +130,20 @@ def test_namespaced_install_reaches_only_the_watched_namespaces(
         cluster.helm("uninstall", release.name, f"--namespace={namespace}")
 
 
-def test_secret_value_grants_get_but_never_list(cluster: Cluster, namespace: str) -> None:
+def test_secrets_are_readable_by_get_only_in_the_watched_namespaces(
+    cluster: Cluster, namespace: str
+) -> None:
     ensure_crds(cluster)
-    release = install(cluster, namespace=namespace, args=("--set=rbac.secrets.enabled=true",))
+    release = install(
+        cluster, namespace=namespace, args=(f"--set=watchNamespaces={{{namespace}}}",)
+    )
     token = mint_token(cluster, release)
     identity = Identity(release, cluster.token_kubeconfig(token, name=release.name))
     try:
         assert can_i(cluster, identity, "get", "secrets", f"--namespace={namespace}")
         assert not can_i(cluster, identity, "list", "secrets", f"--namespace={namespace}")
         assert not can_i(cluster, identity, "watch", "secrets", f"--namespace={namespace}")
+        assert not can_i(cluster, identity, "get", "secrets", "--namespace=default")
+        assert not can_i(cluster, identity, "get", "secrets", "--all-namespaces")
     finally:
         cluster.helm("uninstall", release.name, f"--namespace={namespace}")

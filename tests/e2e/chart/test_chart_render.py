@@ -104,11 +104,29 @@ def test_lease_rights_are_limited_to_the_named_lease_except_create(
     assert "--lease-name=nexus-nexus-operator" in args
 
 
-def test_secret_access_needs_the_value_and_is_get_only(helm_template: HelmTemplate) -> None:
-    default_rules = [rules_of(r) for r in of_kind(helm_template(), "ClusterRole")]
-    assert not any(res == "secrets" for rules in default_rules for _, res, _ in rules)
-    enabled = one(helm_template("--set=rbac.secrets.enabled=true"), "ClusterRole")
-    assert {verb for _, res, verb in rules_of(enabled) if res == "secrets"} == {"get"}
+def test_secret_access_is_get_only_per_namespace_and_never_cluster_wide(
+    helm_template: HelmTemplate,
+) -> None:
+    everywhere = helm_template()
+    cluster_rules = [rules_of(r) for r in of_kind(everywhere, "ClusterRole")]
+    assert not any(res == "secrets" for rules in cluster_rules for _, res, _ in rules)
+    assert not any(
+        res == "secrets" for r in of_kind(everywhere, "Role") for _, res, _ in rules_of(r)
+    )
+    watched = helm_template("--set=watchNamespaces={team-a,team-b}")
+    secret_roles = [
+        r for r in of_kind(watched, "Role") if r["metadata"]["name"].endswith("-secrets")
+    ]
+    assert sorted(r["metadata"]["namespace"] for r in secret_roles) == ["team-a", "team-b"]
+    assert all(rules_of(r) == [("", "secrets", "get")] for r in secret_roles)
+    listed = helm_template("--set=rbac.secrets.namespaces={llm}")
+    assert [
+        r["metadata"]["namespace"]
+        for r in of_kind(listed, "Role")
+        if r["metadata"]["name"].endswith("-secrets")
+    ] == ["llm"]
+    off = helm_template("--set=watchNamespaces={team-a}", "--set=rbac.secrets.enabled=false")
+    assert not [r for r in of_kind(off, "Role") if r["metadata"]["name"].endswith("-secrets")]
 
 
 def test_watch_namespaces_bind_the_role_per_namespace_instead_of_cluster_wide(
@@ -131,7 +149,9 @@ def test_router_role_gets_no_lease_permissions(helm_template: HelmTemplate) -> N
     assert [
         (g, res) for role in operator_roles for g, res, verb in rules_of(role) if verb == "create"
     ] == [("coordination.k8s.io", "leases")]
-    assert of_kind(helm_template(f"--values={SIDECAR_VALUES}"), "Role") == []
+    sidecar_roles = of_kind(helm_template(f"--values={SIDECAR_VALUES}"), "Role")
+    # Only Secret reads: the router injects the Backends' credentials, and writes no Lease.
+    assert [rules_of(r) for r in sidecar_roles] == [[("", "secrets", "get")]]
 
 
 def test_deployment_is_hardened_and_probes_kopf_liveness_and_grpc_readiness(

@@ -1,4 +1,8 @@
-"""HealthReconciler: only Healthy backends below their concurrency cap.
+"""HealthReconciler: only backends with a usable credential, Healthy, below their concurrency cap.
+
+A backend whose credentialsSecretRef yields no credential (Secret or key missing, empty, not
+readable) is excluded first, with `credentials_unavailable`: its probes would fail on 401 too,
+and the missing Secret is what the operator has to fix.
 
 Health is checked before capacity so that a backend that is both down and full is recorded as
 down: only capacity-only exclusions may turn a rejection into a Queue.
@@ -6,6 +10,7 @@ down: only capacity-only exclusions may turn a rejection into a Queue.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import ClassVar
 
 from nexus_operator.api import HealthState
@@ -28,14 +33,24 @@ class HealthReconciler:
         *,
         not_healthy: set[BackendKey] | None = None,
         saturated: set[BackendKey] | None = None,
+        credential_problems: Mapping[BackendKey, str] | None = None,
     ) -> None:
-        """`not_healthy` and `saturated` are the runtime's sets of backends not Healthy and at
-        their cap; without them every candidate is checked."""
+        """`not_healthy`, `saturated` and `credential_problems` are the runtime's backends not
+        Healthy, at their cap, and without a usable credential; without them every candidate is
+        checked."""
         self.not_healthy = not_healthy
         self.saturated = saturated
+        self.credential_problems = credential_problems
 
     def reconcile(self, intent: RoutingIntent) -> None:
         model = intent.model
+        problems = self.credential_problems
+        if problems is None or problems:
+            keys = None if problems is None else set(problems)
+            locked = [c for c in self._suspects(intent, keys) if c.runtime.credentials_problem]
+            if locked:
+                intent.exclude_many(credentials_exclusion(c, model) for c in locked)
+                intent.trace(f"{len(locked)} without usable credentials")
         down = [
             c
             for c in self._suspects(intent, self.not_healthy)
@@ -53,6 +68,17 @@ class HealthReconciler:
         if plan is None or keys is None:
             return intent.candidate_backends
         return intent.alive(among(keys, plan)) if keys else []
+
+
+def credentials_exclusion(candidate: Candidate, model: str) -> Exclusion:
+    return Exclusion(
+        backend=candidate.backend.name,
+        reconciler=stages.HEALTH,
+        reason_code=reasons.CREDENTIALS_UNAVAILABLE,
+        reason=f"credentials unavailable: {candidate.runtime.credentials_problem}",
+        suggested_action="create or fix the Secret named by spec.credentialsSecretRef",
+        model=model,
+    )
 
 
 def _at_capacity(candidate: Candidate) -> bool:
