@@ -72,6 +72,10 @@ INVALID_SPECS: tuple[InvalidSpec, ...] = (
     InvalidSpec("backend-missing-url", "Backend", _without(BACKEND_BASE, "url"), "spec.url"),
     _backend("backend-url-without-scheme", "spec.url", url="ollama.llm:11434"),
     _backend("backend-url-too-long", "spec.url", url="http://" + "a" * 2100),
+    _backend("backend-url-with-user-info", "spec.url", url="http://user:pw@ollama.llm:11434"),
+    _backend("backend-url-with-token-user", "spec.url", url="https://sk-secret@api.openai.com"),
+    _backend("backend-url-without-host", "spec.url", url="http://:11434/v1"),
+    _backend("backend-url-only-scheme", "spec.url", url="https://"),
     _backend(
         "backend-negative-price",
         "spec.models[0].pricing.inputPer1k",
