@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 import yaml
 
-from nexus_operator.cli import manifest_dir
+from nexus_operator.cli import cmd_serve, manifest_dir
 from nexus_operator.cli.manifest_dir import (
     DirectoryWatcher,
     ManifestError,
@@ -152,3 +152,60 @@ async def test_watcher_keeps_polling_after_a_reload_raises(tmp_path: Path) -> No
     finally:
         task.cancel()
     assert [len(c.policies) for c in calls] == [0, 1]
+
+
+CLOUD = {
+    "apiVersion": "nexus.routing.dev/v1alpha1",
+    "kind": "Backend",
+    "metadata": {"name": "cloud"},
+    "spec": {
+        "type": "openai",
+        "url": "https://api.openai.test",
+        "models": [{"id": "gpt-4o"}],
+        "credentialsSecretRef": {"name": "key", "key": "k"},
+    },
+}
+
+
+def test_secrets_in_the_directory_are_kept_by_namespace_and_never_printed(tmp_path: Path) -> None:
+    encoded = {**SECRET, "metadata": {"name": "b64", "namespace": "team-a"}}
+    encoded.pop("stringData")
+    encoded["data"] = {"k": "c2stU0VOVElORUw="}  # sk-SENTINEL
+    (tmp_path / "all.yaml").write_text(yaml.safe_dump_all([SECRET, encoded]))
+    found = load_directory(tmp_path)
+    assert found.secrets == {
+        ("default", "key"): {"k": b"v"},
+        ("team-a", "b64"): {"k": b"sk-SENTINEL"},
+    }
+    assert "SENTINEL" not in repr(found)
+    assert load_directory(tmp_path, namespaces=["team-a"]).secrets.keys() == {("team-a", "b64")}
+
+
+def test_a_malformed_secret_is_reported_by_name_without_its_values(tmp_path: Path) -> None:
+    broken = {**SECRET, "stringData": ["sk-SENTINEL"]}
+    (tmp_path / "s.yaml").write_text(yaml.safe_dump(broken))
+    with pytest.raises(ManifestError, match="Secret default/key: stringData") as caught:
+        load_directory(tmp_path)
+    assert "SENTINEL" not in str(caught.value)
+
+
+def test_directory_secrets_feed_the_credential_store_and_their_absence_excludes(
+    tmp_path: Path,
+) -> None:
+
+    registry = Registry()
+    (tmp_path / "cloud.yaml").write_text(yaml.safe_dump(CLOUD))
+    cmd_serve._apply(registry, load_directory(tmp_path), assume_healthy=True)
+    assert registry.credentials.header(("default", "cloud")) is None
+    assert registry.runtime.backend("default", "cloud").credentials_problem == (
+        "Secret default/key not found"
+    )
+    (tmp_path / "secret.yaml").write_text(yaml.safe_dump(SECRET))
+    cmd_serve._apply(registry, load_directory(tmp_path), assume_healthy=True)
+    credential = registry.credentials.header(("default", "cloud"))
+    assert credential is not None
+    assert (credential.header_name, credential.header_value) == ("authorization", "Bearer v")
+    assert registry.runtime.backend("default", "cloud").credentials_problem is None
+    (tmp_path / "cloud.yaml").unlink()
+    cmd_serve._apply(registry, load_directory(tmp_path), assume_healthy=True)
+    assert registry.credentials.keys() == frozenset()

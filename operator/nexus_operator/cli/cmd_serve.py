@@ -1,6 +1,6 @@
 """`nexus-operator serve --from-dir DIR`: serve gRPC decisions from YAML files, no cluster.
 
-The directory is loaded into a Registry, watched (polled every second) and reloaded on change;
+The directory is loaded into a Registry (Secrets in it feed the Backends' credentials), watched (polled every second) and reloaded on change;
 the registry counts as synced once the first load succeeds. Backends are health-probed by the
 same HealthProber the operator runs, unless --assume-healthy marks them all Healthy (for demos
 and benchmarks with backends that do not exist). On SIGTERM/SIGINT the server drains.
@@ -20,6 +20,7 @@ from pathlib import Path
 
 from ..operator.probing import HealthProber
 from ..routing import Registry, RoutingEngine
+from ..routing.credentials import sync_from_secrets
 from .manifest_dir import DirectoryWatcher, ManifestError, Manifests
 from .serving_options import (
     StartupError,
@@ -87,7 +88,14 @@ async def _serve(args: argparse.Namespace) -> int:
 
 
 def _apply(registry: Registry, manifests: Manifests, *, assume_healthy: bool) -> None:
+    """Secrets in the directory feed the credentials as the operator's Secret reads would; a
+    Backend whose Secret or key is missing is excluded (`credentials_unavailable`)."""
     registry.replace_all(manifests.backends, manifests.policies)
+    problems = sync_from_secrets(registry.credentials, manifests.backends, manifests.secrets)
+    for (namespace, name), problem in sorted(problems.items()):
+        logger.warning(
+            "Backend %s/%s: credentials unavailable: %s", namespace, name, problem.message
+        )
     if assume_healthy:
         for backend in manifests.backends:
             registry.runtime.backend(

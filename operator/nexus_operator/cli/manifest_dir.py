@@ -1,7 +1,9 @@
 """Backend and RoutingPolicy objects from a directory of YAML files (`serve --from-dir`).
 
-Files are read as multi-document YAML; documents of other kinds (Secrets, Namespaces, …) are
-skipped, so the same directory can be applied to a cluster with `kubectl apply -f`.
+Files are read as multi-document YAML; core/v1 Secrets are kept (by namespace and name, values
+decoded from `data` or taken from `stringData`) for the Backends' credentialsSecretRef, and
+documents of other kinds (Namespaces, …) are skipped, so the same directory can be applied to a
+cluster with `kubectl apply -f`. Secret values are never printed: not in reprs, logs or errors.
 A directory is reloaded as a whole: a file that fails to parse keeps the previous content.
 """
 
@@ -18,6 +20,7 @@ import yaml
 from pydantic import ValidationError
 
 from ..api import GROUP, Backend, RoutingPolicy
+from ..routing.credentials import secret_data
 
 logger = logging.getLogger(__name__)
 
@@ -38,6 +41,8 @@ class Manifests:
 
     backends: list[Backend] = field(default_factory=list)
     policies: list[RoutingPolicy] = field(default_factory=list)
+    # (namespace, name) → key → value; repr=False: values are never printed.
+    secrets: dict[tuple[str, str], dict[str, bytes]] = field(default_factory=dict, repr=False)
 
 
 def load_directory(directory: Path, *, namespaces: Iterable[str] = ()) -> Manifests:
@@ -46,6 +51,11 @@ def load_directory(directory: Path, *, namespaces: Iterable[str] = ()) -> Manife
     found = Manifests()
     for path in manifest_files(directory):
         for document in _documents(path):
+            secret = _secret(document, path=path)
+            if secret is not None:
+                if not wanted or secret[0][0] in wanted:
+                    found.secrets[secret[0]] = secret[1]
+                continue
             obj = _parse(document, path=path)
             if obj is None or (wanted and obj.metadata.namespace not in wanted):
                 continue
@@ -72,6 +82,23 @@ def _documents(path: Path) -> list[Any]:
         return [doc for doc in yaml.safe_load_all(text) if doc is not None]
     except yaml.YAMLError as exc:
         raise ManifestError(f"{path}: not valid YAML: {exc}") from exc
+
+
+def _secret(document: Any, *, path: Path) -> tuple[tuple[str, str], dict[str, bytes]] | None:
+    """A core/v1 Secret's key and data; errors name the Secret, never a value."""
+    if not isinstance(document, dict) or document.get("kind") != "Secret":
+        return None
+    if document.get("apiVersion") != "v1":
+        return None
+    meta = document.get("metadata") or {}
+    name = meta.get("name") if isinstance(meta, dict) else None
+    if not isinstance(name, str) or not name:
+        raise ManifestError(f"{path}: a Secret has no metadata.name")
+    namespace = str(meta.get("namespace") or "default")
+    for section in ("data", "stringData"):
+        if not isinstance(document.get(section) or {}, dict):
+            raise ManifestError(f"{path}: Secret {namespace}/{name}: {section} is not a mapping")
+    return (namespace, name), secret_data(document)
 
 
 def _parse(document: Any, *, path: Path) -> Backend | RoutingPolicy | None:

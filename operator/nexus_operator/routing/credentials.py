@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import base64
 import binascii
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
-from nexus_operator.api import BackendType, SecretKeyRef, conditions
+from nexus_operator.api import Backend, BackendType, SecretKeyRef, conditions
 from nexus_operator.pipeline import RuntimeState
 
 Key = tuple[str, str]  # (namespace, backend name)
@@ -146,3 +146,28 @@ def record(store: CredentialStore, key: Key, result: Credential | CredentialProb
         store.set(key, result)
     else:
         store.set_problem(key, result.message)
+
+
+def sync_from_secrets(
+    store: CredentialStore,
+    backends: Iterable[Backend],
+    secrets: Mapping[tuple[str, str], Mapping[str, bytes]],
+) -> dict[Key, CredentialProblem]:
+    """Fill `store` for every Backend naming a Secret, from Secrets already at hand (`serve
+    --from-dir`); forget Backends that name none. Returns the problems found, by backend."""
+    problems: dict[Key, CredentialProblem] = {}
+    named: set[Key] = set()
+    for backend in backends:
+        ref = backend.spec.credentials_secret_ref
+        if ref is None:
+            continue
+        key = (backend.metadata.namespace, backend.metadata.name)
+        named.add(key)
+        data = secrets.get((key[0], ref.name))
+        result = resolve(backend.spec.type, ref, namespace=key[0], data=data)
+        record(store, key, result)
+        if isinstance(result, CredentialProblem):
+            problems[key] = result
+    for key in store.keys() - named:
+        store.forget(key)
+    return problems
