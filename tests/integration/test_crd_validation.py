@@ -60,3 +60,34 @@ def test_api_server_rejects_invalid_spec_naming_the_field(
         _create(objects, namespace=namespace, kind=case.kind, spec=case.spec)
     assert raised.value.status in (400, 422)
     assert case.field in str(raised.value.body)
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("http://user:pw@ollama.llm:11434", "must not contain user-info"),
+        ("https://sk-abc@api.openai.com/v1", "must not contain user-info"),
+        ("http://:11434/v1", "must name a host"),
+        ("https://", "must name a host"),
+    ],
+)
+def test_api_server_refuses_urls_with_user_info_or_without_host_saying_why(
+    objects: client.CustomObjectsApi, namespace: str, url: str, message: str
+) -> None:
+    with pytest.raises(ApiException) as raised:
+        _create(objects, namespace=namespace, kind="Backend", spec={**BACKEND_BASE, "url": url})
+    assert "spec.url" in str(raised.value.body)
+    assert message in str(raised.value.body)
+
+
+@pytest.mark.parametrize(
+    "url", ["http://[::1]:8000", "http://10.0.0.7", "http://h/path@at", "https://api.openai.com/v1"]
+)
+def test_api_server_accepts_urls_the_model_accepts(
+    objects: client.CustomObjectsApi, namespace: str, url: str
+) -> None:
+    created = _create(
+        objects, namespace=namespace, kind="Backend", spec={**BACKEND_BASE, "url": url}
+    )
+    assert created["spec"]["url"] == url
+    objects.delete_namespaced_custom_object(GROUP, VERSION, namespace, "backends", "subject")
