@@ -4,16 +4,18 @@ Every backend lists the requested model (the worst case: all of them are candida
 Open-zone cloud backends with pricing, 10 % have a concurrency cap, priorities and latencies are
 random (seeded). The request matches a policy with a monthly budget. Each measured call is one
 `RoutingEngine.route()`; the usage report that releases its slot is sent outside the timing.
+The async figures time `route_async()` (the servicer's door to the same decide loop).
 
 The naive figures run the same reconcilers without the per-snapshot plan (static exclusions,
 priority order, bounds), as a library caller building a RoutingIntent by hand would.
 
-Writes benchmarks/results/pipeline.json (and pipeline_naive.json):
+Writes benchmarks/results/pipeline.json (and pipeline_async.json, pipeline_naive.json):
 [{"backends", "p50_us", "p99_us", "decisions_per_s"}, ...]
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import random
 import statistics
@@ -23,7 +25,7 @@ from pathlib import Path
 from time import perf_counter_ns
 
 from nexus_operator import api
-from nexus_operator.pipeline import Candidate, RoutingIntent, build_pipeline
+from nexus_operator.pipeline import Candidate, RoutingIntent, build_pipeline, run_to_end
 from nexus_operator.routing import Registry, RequestRequirements, RoutingEngine, UsageReport
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -95,14 +97,16 @@ def measure(decider: Decider, iterations: int) -> dict[str, float]:
     }
 
 
-def engine_decider(registry: Registry) -> Decider:
+def engine_decider(registry: Registry, *, awaited: bool = False) -> Decider:
+    """`awaited`: time `route_async` (what the gRPC servicer awaits) driven to its end the
+    way an await that never suspends drives it, instead of the in-thread `route`."""
     engine = RoutingEngine(registry)
 
     def decide(i: int) -> object:
         req = RequestRequirements(
             model=MODEL, estimated_tokens=500, namespace="bench", request_id=str(i)
         )
-        return engine.route(req)
+        return run_to_end(engine.route_async(req)) if awaited else engine.route(req)
 
     def settle(i: int, decision: object) -> None:
         """Release the slot so load stays stable from sample to sample."""
@@ -156,6 +160,8 @@ def main() -> int:
     RESULTS.mkdir(parents=True, exist_ok=True)
     rows = run("engine", engine_decider)
     (RESULTS / "pipeline.json").write_text(json.dumps(rows, indent=2) + "\n")
+    awaited = run("async", functools.partial(engine_decider, awaited=True))
+    (RESULTS / "pipeline_async.json").write_text(json.dumps(awaited, indent=2) + "\n")
     naive = run("naive", naive_decider)
     (RESULTS / "pipeline_naive.json").write_text(json.dumps(naive, indent=2) + "\n")
     return 0

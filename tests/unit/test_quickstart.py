@@ -271,9 +271,16 @@ async def test_faq_async_reconcilers_may_call_external_services() -> None:
     assert intent.annotations.custom_data == {"budget_status": "ok"}
 
 
-def test_faq_sync_execution_refuses_an_async_reconciler() -> None:
+def test_faq_sync_execution_runs_an_async_reconciler_outside_an_event_loop() -> None:
     intent = RoutingIntent(requirements(), fleet())
-    with pytest.raises(TypeError, match="async"):
+    ReconcilerPipeline([ExternalBudgetService(), SelectionReconciler()]).execute_sync(intent)
+    assert intent.annotations.custom_data == {"budget_status": "ok"}
+    assert isinstance(intent.decision, RouteDecision)
+
+
+async def test_faq_sync_execution_inside_an_event_loop_says_to_await_execute() -> None:
+    intent = RoutingIntent(requirements(), fleet())
+    with pytest.raises(TypeError, match=r"await pipeline.execute\(intent\)"):
         ReconcilerPipeline([ExternalBudgetService()]).execute_sync(intent)
 
 

@@ -203,13 +203,30 @@ class Slow:
         intent.trace("awaited")
 
 
-async def test_async_plug_ins_need_route_async() -> None:
+async def test_async_plug_ins_need_route_async_and_route_refuses_them_before_any_change() -> None:
     reg = registry([backend("a")], [policy("p", reconcilers=[{"name": "slow"}])])
     eng = RoutingEngine(reg, plugins={"slow": Slow})
-    with pytest.raises(AsyncReconcilerError):
+    with pytest.raises(AsyncReconcilerError, match="route_async"):
         eng.route(REQ)
+    assert reg.runtime.backend("default", "a").selected_total == 0
     decision = await eng.route_async(REQ)
     assert [t.message for t in decision.trace if t.reconciler == "Slow"] == ["awaited"]
+
+
+async def test_route_and_route_async_are_one_decide_loop_with_the_same_decision() -> None:
+    def fresh() -> RoutingEngine:
+        return engine(
+            [backend("a", priority=10), backend("b", type="openai"), backend("c", draining=True)],
+            [policy("p", privacy="restricted", fallbacks=["other"])],
+        )
+
+    in_thread, awaited = fresh().explain(REQ), await fresh().explain_async(REQ)
+    assert (in_thread.outcome, in_thread.reason, in_thread.exclusions) == (
+        awaited.outcome,
+        awaited.reason,
+        awaited.exclusions,
+    )
+    assert [t.reconciler for t in in_thread.trace] == [t.reconciler for t in awaited.trace]
 
 
 def test_static_reports_follow_health_changes() -> None:

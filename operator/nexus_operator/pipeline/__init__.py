@@ -20,7 +20,13 @@ from .reconcilers import (
     SelectionReconciler,
 )
 from .requirements import RequestRequirements
-from .runner import ReconcileError, ReconcileErrorPolicy, Reconciler, ReconcilerPipeline
+from .runner import (
+    ReconcileError,
+    ReconcileErrorPolicy,
+    Reconciler,
+    ReconcilerPipeline,
+    run_to_end,
+)
 from .runtime import BackendRuntime, PolicyRuntime, RuntimeState
 from .verdict import (
     Exclusion,
@@ -69,4 +75,5 @@ __all__ = [
     "build_pipeline",
     "build_plugin",
     "resolve_alias",
+    "run_to_end",
 ]

@@ -9,12 +9,13 @@ one that held it, selection aside, and must pass them all — Reject (with every
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import logging
-from collections.abc import Awaitable, Iterator, Sequence
+from collections.abc import Awaitable, Coroutine, Iterable, Iterator, Sequence
 from enum import StrEnum
 from time import perf_counter_ns
-from typing import Any, NamedTuple, Protocol, runtime_checkable
+from typing import Any, NamedTuple, Protocol, TypeVar, cast, runtime_checkable
 
 from nexus_operator.api import BudgetState
 
@@ -26,6 +27,7 @@ from .views import Candidate
 log = logging.getLogger(__name__)
 
 DEFAULT_RETRY_AFTER_MS = 1000
+T = TypeVar("T")
 
 
 class ReconcileErrorPolicy(StrEnum):
@@ -87,42 +89,54 @@ class ReconcilerPipeline:
             for r in self.reconcilers
         )
 
-    def execute_sync(self, intent: RoutingIntent) -> None:
-        """Run every stage in the calling thread; TypeError when a stage is async."""
-        if self.is_async:
-            raise TypeError("this pipeline has async reconcilers: use execute()")
-        for stage in _pending(self._stages, intent):
-            with _StageRun(intent, stage):
-                _ensure_sync(stage.reconciler.reconcile(intent), stage.name)
-        check = _CapacityCheck.needed(self._stages, intent)
-        if check is not None:
-            probe = check.probe
-            for stage in check.stages():
-                with _StageRun(probe, stage):
-                    _ensure_sync(stage.reconciler.reconcile(probe), stage.name)
-        _conclude(intent, check)
-
     async def execute(self, intent: RoutingIntent) -> None:
-        """Run every stage, awaiting async ones (the sync path when there are none)."""
-        if not self.is_async:
-            self.execute_sync(intent)
-            return
-        for stage in _pending(self._stages, intent):
-            with _StageRun(intent, stage):
-                await _run(stage, intent)
+        """The one loop: every stage in order, then the capacity check. Async stages are awaited
+        only in a pipeline built with one (`is_async`, fixed at construction), so a synchronous
+        pipeline never suspends and `execute_sync` drives this very coroutine to its end."""
+        is_async = self.is_async
+        await _run_stages(_pending(self._stages, intent), intent, is_async=is_async)
         check = _CapacityCheck.needed(self._stages, intent)
         if check is not None:
-            probe = check.probe
-            for stage in check.stages():
-                with _StageRun(probe, stage):
-                    await _run(stage, probe)
+            await _run_stages(check.stages(), check.probe, is_async=is_async)
         _conclude(intent, check)
 
+    def execute_sync(self, intent: RoutingIntent) -> None:
+        """Run `execute` in the calling thread. A pipeline with an async stage runs on a private
+        event loop, which Python allows only where no loop is running: there, await execute()."""
+        if not self.is_async:
+            run_to_end(self.execute(intent))
+            return
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            asyncio.run(self.execute(intent))
+            return
+        raise TypeError(
+            "this pipeline has async reconcilers and an event loop is running in this thread: "
+            "await pipeline.execute(intent) (or Router.select_backend_async) instead"
+        )
 
-async def _run(stage: _Stage, intent: RoutingIntent) -> None:
-    result = stage.reconciler.reconcile(intent)
-    if result is not None and inspect.isawaitable(result):
-        await result
+
+async def _run_stages(stages: Iterable[_Stage], intent: RoutingIntent, *, is_async: bool) -> None:
+    for stage in stages:
+        with _StageRun(intent, stage):
+            result = stage.reconciler.reconcile(intent)
+            if result is not None:
+                if is_async and inspect.isawaitable(result):
+                    await result
+                else:
+                    _ensure_sync(result, stage.name)
+
+
+def run_to_end(coroutine: Coroutine[Any, Any, T]) -> T:
+    """The result of a coroutine that completes without suspending (a decision whose pipelines
+    are all synchronous), computed in the calling thread with no event loop."""
+    try:
+        coroutine.send(None)
+    except StopIteration as done:
+        return cast(T, done.value)
+    coroutine.close()
+    raise RuntimeError("a synchronous decision suspended: an async stage ran in a sync pipeline")
 
 
 def _pending(stages: tuple[_Stage, ...], intent: RoutingIntent) -> Iterator[_Stage]:
@@ -320,7 +334,10 @@ def _conclude(intent: RoutingIntent, check: _CapacityCheck | None) -> None:
 def _ensure_sync(result: object, name: str) -> None:
     if result is not None and inspect.isawaitable(result):
         _close(result)
-        raise ReconcileError(f"{name} returned an awaitable from a synchronous run")
+        raise ReconcileError(
+            f"{name} returned an awaitable but its reconcile is not `async def`: declare it "
+            "`async def reconcile` so the pipeline knows at build time to await it"
+        )
 
 
 def conclude_empty(intent: RoutingIntent) -> QueueDecision | RejectDecision:

@@ -1,8 +1,11 @@
 """RoutingEngine: snapshot → policy → plan → pipeline → Decision, plus usage accounting.
 
-`route` is synchronous (the gRPC servicer calls it inside its event loop; nothing here does
-I/O). A policy that names an async plug-in needs `route_async`; `route` raises
-AsyncReconcilerError for it. `explain` has no side effects at all.
+One decide loop (`_decide`, a coroutine) serves both doors: `route_async`/`explain_async` await
+it (the gRPC servicer does, on its event loop); `route`/`explain` drive it to its end in the
+calling thread, which works because a pipeline without async plug-ins never suspends — each
+pipeline knows that from the moment it is built. A policy that names an async plug-in needs the
+async door; `route` raises AsyncReconcilerError for it before anything changed. `explain` has
+no side effects at all.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from nexus_operator.pipeline import (
     TraceEntry,
     build_pipeline,
     reasons,
+    run_to_end,
 )
 from nexus_operator.pipeline.plan import StaticFilter
 from nexus_operator.pipeline.runtime import RejectedRecord, RoutedRecord
@@ -94,49 +98,44 @@ class RoutingEngine:
     # Decisions
 
     def route(self, req: RequestRequirements) -> Decision:
-        return self._decide_sync(req, dry_run=False)
+        return run_to_end(self._decide(req, dry_run=False, in_thread=True))
 
     def explain(self, req: RequestRequirements) -> Decision:
-        return self._decide_sync(req, dry_run=True)
+        return run_to_end(self._decide(req, dry_run=True, in_thread=True))
 
     async def route_async(self, req: RequestRequirements) -> Decision:
-        return await self._decide_async(req, dry_run=False)
+        """The same decision as `route`, also for policies with async plug-ins (it suspends only
+        while one of those runs)."""
+        return await self._decide(req, dry_run=False, in_thread=False)
 
     async def explain_async(self, req: RequestRequirements) -> Decision:
-        return await self._decide_async(req, dry_run=True)
+        return await self._decide(req, dry_run=True, in_thread=False)
 
-    def _decide_sync(self, req: RequestRequirements, *, dry_run: bool) -> Decision:
+    async def _decide(
+        self, req: RequestRequirements, *, dry_run: bool, in_thread: bool
+    ) -> Decision:
+        """The one decide loop: the primary model, then its fallbacks until one routes.
+        `in_thread` (route/explain) refuses an async pipeline before anything ran or changed."""
         ctx = self._context(req, dry_run=dry_run)
-        attempts = [self._run_sync(self._prepare(ctx, req))]
+        attempts = [await self._attempt(ctx, req, in_thread=in_thread)]
         for fallback in fallback_requests(attempts[0], req):
-            attempts.append(self._run_sync(self._prepare(ctx, fallback)))
+            attempts.append(await self._attempt(ctx, fallback, in_thread=in_thread))
             if isinstance(attempts[-1].result, RouteDecision):
                 break
         return self._finish(ctx, req, attempts)
 
-    async def _decide_async(self, req: RequestRequirements, *, dry_run: bool) -> Decision:
-        ctx = self._context(req, dry_run=dry_run)
-        attempts = [await self._run_async(self._prepare(ctx, req))]
-        for fallback in fallback_requests(attempts[0], req):
-            attempts.append(await self._run_async(self._prepare(ctx, fallback)))
-            if isinstance(attempts[-1].result, RouteDecision):
-                break
-        return self._finish(ctx, req, attempts)
-
-    @staticmethod
-    def _run_sync(attempt: Attempt) -> Attempt:
-        if attempt.pipeline is not None and attempt.intent is not None:
-            if attempt.pipeline.is_async:
+    async def _attempt(
+        self, ctx: _Context, req: RequestRequirements, *, in_thread: bool
+    ) -> Attempt:
+        attempt = self._prepare(ctx, req)
+        pipeline, intent = attempt.pipeline, attempt.intent
+        if pipeline is not None and intent is not None:
+            if in_thread and pipeline.is_async:
                 raise AsyncReconcilerError(
-                    f"policy {attempt.policy_name!r} uses an async reconciler: use route_async()"
+                    f"policy {attempt.policy_name!r} uses an async reconciler: "
+                    "await route_async() / explain_async()"
                 )
-            attempt.pipeline.execute_sync(attempt.intent)
-        return attempt
-
-    @staticmethod
-    async def _run_async(attempt: Attempt) -> Attempt:
-        if attempt.pipeline is not None and attempt.intent is not None:
-            await attempt.pipeline.execute(attempt.intent)
+            await pipeline.execute(intent)
         return attempt
 
     def _context(self, req: RequestRequirements, *, dry_run: bool) -> _Context:

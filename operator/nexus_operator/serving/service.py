@@ -1,8 +1,8 @@
 """The nexus.routing.v1.Router servicer: validate, ask the routing engine, map the decision.
 
-The engine's synchronous path does no I/O, so a call runs to completion on the event loop without
-awaiting; only a policy with an async plug-in takes the async path (route() refuses such policies
-before any side effect). Validation failures and unexpected errors abort the RPC.
+Every decision awaits the engine's one decide loop, which does no I/O and so runs to completion
+on the event loop without suspending, unless the matched policy runs an async plug-in.
+Validation failures and unexpected errors abort the RPC.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from typing import NoReturn
 import grpc
 from google.protobuf.message import Message
 
-from ..routing import AsyncReconcilerError, Decision, RequestRequirements, RoutingEngine
+from ..routing import Decision, RequestRequirements, RoutingEngine
 from .inventory import inventory
 from .limits import Handler
 from .metrics import RoutingMetrics
@@ -119,15 +119,11 @@ class RouterService(router_pb2_grpc.RouterServicer):
         *,
         dry_run: bool,
     ) -> Decision:
-        """The engine's decision; the async path only for policies that run async plug-ins."""
         engine = self._engine
         try:
-            try:
-                return engine.explain(requirements) if dry_run else engine.route(requirements)
-            except AsyncReconcilerError:
-                if dry_run:
-                    return await engine.explain_async(requirements)
-                return await engine.route_async(requirements)
+            if dry_run:
+                return await engine.explain_async(requirements)
+            return await engine.route_async(requirements)
         except Exception:
             logger.exception("%s failed for model %r", method, requirements.model)
             await self._abort(
