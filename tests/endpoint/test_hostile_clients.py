@@ -54,7 +54,8 @@ async def _until(predicate: object, what: str) -> None:
 async def _scrape(server: GrpcServer) -> str:
     scrape = CollectorRegistry()
     scrape.register(server.metrics)
-    return generate_latest(scrape).decode()
+    text: str = generate_latest(scrape).decode()
+    return text
 
 
 async def test_stalled_streams_from_one_client_do_not_starve_another_clients_routes(
@@ -62,7 +63,7 @@ async def test_stalled_streams_from_one_client_do_not_starve_another_clients_rou
 ) -> None:
     limits = ServerLimits(request_read_timeout_s=120.0)
     stop = asyncio.Event()
-    hostile = []
+    hostile: list[grpc.aio.StreamUnaryCall[bytes, bytes]] = []
     async with live_server(registry, limits=limits) as (server, address):
         channels = [_own_connection(address) for _ in range(STALLED_CHANNELS)]
         try:
