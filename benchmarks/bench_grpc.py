@@ -82,6 +82,8 @@ def start_server(directory: Path, *, profile: bool) -> tuple[subprocess.Popen[st
         "127.0.0.1:0",
         "--metrics-port",
         "0",
+        "--extproc-address",
+        "off",
         "--log-level",
         "WARNING",
         "--max-concurrent-rpcs",

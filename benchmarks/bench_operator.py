@@ -90,7 +90,16 @@ def populate(cluster: Cluster, url: str) -> client.CustomObjectsApi:
 def launch(kubeconfig: Path, grpc_port: int) -> subprocess.Popen[bytes]:
     argv = [sys.executable, "-m", "nexus_operator.cli.operator_main", "run"]
     argv += ["--kubeconfig", str(kubeconfig), "--grpc-address", f"127.0.0.1:{grpc_port}"]
-    argv += ["--metrics-port", "-1", "--health-port", str(free_port()), "--namespace", NAMESPACE]
+    argv += [
+        "--metrics-port",
+        "-1",
+        "--extproc-address",
+        "off",
+        "--health-port",
+        str(free_port()),
+        "--namespace",
+        NAMESPACE,
+    ]
     argv += ["--lease-namespace", NAMESPACE, "--log-level", "WARNING"]
     return subprocess.Popen(argv)
 

@@ -11,7 +11,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-_READY = re.compile(r"serving gRPC on port (\d+), metrics on port (\d+|None)")
+_READY = re.compile(
+    r"serving gRPC on port (\d+), metrics on port (\d+|None), ext_proc on port (\d+|None)"
+)
 
 
 @dataclass(frozen=True)
@@ -19,6 +21,7 @@ class ServeProcess:
     process: subprocess.Popen[str]
     grpc_port: int
     metrics_port: int | None
+    extproc_port: int | None = None
 
     @property
     def address(self) -> str:
@@ -46,6 +49,8 @@ def serve_from_dir(directory: Path, *extra: str) -> Iterator[ServeProcess]:
         "127.0.0.1:0",
         "--metrics-port",
         "0",
+        "--extproc-address",
+        "127.0.0.1:0",
         *extra,
     ]
     process = subprocess.Popen(
@@ -57,7 +62,13 @@ def serve_from_dir(directory: Path, *extra: str) -> Iterator[ServeProcess]:
         match = _READY.search(line)
         assert match is not None, f"serve did not start: {line!r} (exit {process.poll()})"
         metrics = None if match.group(2) == "None" else int(match.group(2))
-        yield ServeProcess(process=process, grpc_port=int(match.group(1)), metrics_port=metrics)
+        extproc = None if match.group(3) == "None" else int(match.group(3))
+        yield ServeProcess(
+            process=process,
+            grpc_port=int(match.group(1)),
+            metrics_port=metrics,
+            extproc_port=extproc,
+        )
     finally:
         if process.poll() is None:
             process.send_signal(signal.SIGTERM)

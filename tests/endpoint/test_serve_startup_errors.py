@@ -33,7 +33,13 @@ def taken_port() -> Iterator[int]:
 
 
 def serve(manifests: Path, *flags: str) -> subprocess.CompletedProcess[str]:
-    command = [*serve_command(manifests), "--assume-healthy", *flags]
+    command = [
+        *serve_command(manifests),
+        "--assume-healthy",
+        "--extproc-address",
+        "127.0.0.1:0",
+        *flags,
+    ]
     return subprocess.run(command, capture_output=True, text=True, timeout=60, check=False)
 
 
@@ -52,6 +58,37 @@ def test_a_grpc_port_in_use_is_refused_naming_the_address(manifests: Path, taken
     address = f"127.0.0.1:{taken_port}"
     result = serve(manifests, "--grpc-address", address, "--metrics-port", "-1")
     assert_refused(result, naming=address)
+    assert len(ours(result)) == 1
+
+
+def test_an_extproc_port_in_use_is_refused_naming_the_address(
+    manifests: Path, taken_port: int
+) -> None:
+    address = f"127.0.0.1:{taken_port}"
+    result = serve(
+        manifests,
+        "--grpc-address",
+        "127.0.0.1:0",
+        "--metrics-port",
+        "-1",
+        "--extproc-address",
+        address,
+    )
+    assert_refused(result, naming=address)
+    assert len(ours(result)) == 1
+
+
+def test_a_malformed_gateway_namespace_is_refused_naming_the_flag(manifests: Path) -> None:
+    result = serve(
+        manifests,
+        "--grpc-address",
+        "127.0.0.1:0",
+        "--metrics-port",
+        "-1",
+        "--gateway-namespace",
+        "Not_A_Namespace",
+    )
+    assert_refused(result, naming="--gateway-namespace")
     assert len(ours(result)) == 1
 
 

@@ -18,10 +18,15 @@ import kopf
 from ..operator.handlers import Hooks, build_registry
 from ..operator.replica import ROLE_OPERATOR, ROLE_ROUTER, Controller, ControllerConfig
 from ..serving import GrpcServer
+from ..serving.gateway import GatewayServer
 from .serving_options import (
     StartupError,
+    add_gateway_arguments,
     add_log_level_argument,
     add_serving_arguments,
+    gateway_enabled,
+    gateway_settings,
+    start_gateway,
     start_serving,
     tls_config,
 )
@@ -33,6 +38,7 @@ DRAIN_GRACE_S = 5.0
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_serving_arguments(parser, default_grpc_address="0.0.0.0:50051")
+    add_gateway_arguments(parser, default_extproc_address="0.0.0.0:9002")
     parser.add_argument(
         "--health-port",
         type=int,
@@ -98,9 +104,28 @@ def serving_hooks(args: argparse.Namespace) -> Hooks:
         and kopf's retry must be able to bind the same address."""
         server, port, metrics_port = await start_serving(controller.engine, args)
         memo["grpc"] = server
-        logger.info("Serving gRPC on port %d, metrics on port %s", port, metrics_port)
+        engine = controller.engine
+        try:
+            gateway, gateway_port = await start_gateway(
+                engine, args, credentials=engine.registry.credentials
+            )
+        except BaseException:
+            memo.pop("grpc", None)
+            await server.stop(0)
+            raise
+        if gateway is not None:
+            memo["gateway"] = gateway
+        logger.info(
+            "Serving gRPC on port %d, metrics on port %s, ext_proc on port %s",
+            port,
+            metrics_port,
+            gateway_port,
+        )
 
     async def stopping(_controller: Controller, memo: kopf.Memo) -> None:
+        gateway: GatewayServer | None = memo.pop("gateway", None)
+        if gateway is not None:
+            await gateway.stop(DRAIN_GRACE_S)
         server: GrpcServer | None = memo.pop("grpc", None)
         if server is not None:
             await server.stop(DRAIN_GRACE_S)
@@ -114,6 +139,8 @@ def main(args: argparse.Namespace) -> int:
     )
     try:
         tls_config(args)  # reject unusable TLS flags before connecting anywhere
+        if gateway_enabled(args):
+            gateway_settings(args)
     except StartupError as exc:
         print(f"nexus-operator run: {exc}", file=sys.stderr)
         return 2

@@ -24,8 +24,10 @@ from ..routing.credentials import sync_from_secrets
 from .manifest_dir import DirectoryWatcher, ManifestError, Manifests
 from .serving_options import (
     StartupError,
+    add_gateway_arguments,
     add_log_level_argument,
     add_serving_arguments,
+    start_gateway,
     start_serving,
 )
 
@@ -49,6 +51,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     add_log_level_argument(parser)
     add_serving_arguments(parser, default_grpc_address="127.0.0.1:50051")
+    add_gateway_arguments(parser, default_extproc_address="127.0.0.1:9002")
 
 
 def main(args: argparse.Namespace) -> int:
@@ -80,9 +83,20 @@ async def _serve(args: argparse.Namespace) -> int:
     registry.synced = True
     engine = RoutingEngine(registry)
     server, port, metrics_port = await start_serving(engine, args)
-    print(f"serving gRPC on port {port}, metrics on port {metrics_port}", flush=True)
+    try:
+        gateway, gateway_port = await start_gateway(engine, args, credentials=registry.credentials)
+    except BaseException:
+        await server.stop(0)
+        raise
+    print(
+        f"serving gRPC on port {port}, metrics on port {metrics_port}, "
+        f"ext_proc on port {gateway_port}",
+        flush=True,
+    )
     async with _background(watcher, engine, registry, probe=not args.assume_healthy):
         await stop.wait()
+    if gateway is not None:
+        await gateway.stop(DRAIN_GRACE_S)
     await server.stop(DRAIN_GRACE_S)
     return 0
 

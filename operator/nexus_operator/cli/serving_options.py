@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 from pathlib import Path
 
-from ..routing import RoutingEngine
+from ..routing import CredentialStore, RoutingEngine
 from ..serving import GrpcServer, ServerLimits, TlsConfig, start_metrics_server
+from ..serving.gateway import DEFAULT_MAX_BODY_BYTES, GatewayServer, GatewaySettings
+from ..serving.requests import NAMESPACE_MAX
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+_DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
 
 
 class StartupError(Exception):
@@ -111,6 +115,56 @@ def server_limits(args: argparse.Namespace) -> ServerLimits:
         max_connection_idle_s=args.max_connection_idle,
         max_connection_age_s=args.max_connection_age,
     )
+
+
+def add_gateway_arguments(parser: argparse.ArgumentParser, *, default_extproc_address: str) -> None:
+    """--extproc-address, --gateway-namespace, --gateway-max-body-bytes (docs/gateway.md)."""
+    parser.add_argument(
+        "--extproc-address",
+        default=default_extproc_address,
+        help="host:port of the Envoy ext_proc endpoint picker; port 0 picks a free one, "
+        f"'off' or -1 disables it (default {default_extproc_address}).",
+    )
+    parser.add_argument(
+        "--gateway-namespace",
+        default="default",
+        help="Namespace whose Backends and RoutingPolicies serve gateway requests (default "
+        "'default'; never taken from a client header).",
+    )
+    parser.add_argument(
+        "--gateway-max-body-bytes",
+        type=positive_int,
+        default=DEFAULT_MAX_BODY_BYTES,
+        help=f"Largest request body the gateway accepts; larger ones get 413 (default {DEFAULT_MAX_BODY_BYTES}).",
+    )
+
+
+def gateway_enabled(args: argparse.Namespace) -> bool:
+    address = getattr(args, "extproc_address", None)
+    return address is not None and address.strip().lower() not in ("off", "-1", "")
+
+
+def gateway_settings(args: argparse.Namespace) -> GatewaySettings:
+    namespace = args.gateway_namespace
+    if len(namespace) > NAMESPACE_MAX or not _DNS_LABEL.fullmatch(namespace):
+        raise StartupError(f"--gateway-namespace {namespace!r}: not a namespace name")
+    return GatewaySettings(namespace=namespace, max_body_bytes=args.gateway_max_body_bytes)
+
+
+async def start_gateway(
+    engine: RoutingEngine, args: argparse.Namespace, *, credentials: CredentialStore
+) -> tuple[GatewayServer | None, int | None]:
+    """The ext_proc server per --extproc-address (None when off); a busy port is an OSError."""
+    if not gateway_enabled(args):
+        return None, None
+    server = GatewayServer(
+        engine,
+        settings=gateway_settings(args),
+        credentials=credentials,
+        address=args.extproc_address,
+        tls=tls_config(args),
+    )
+    return server, await server.start()
 
 
 def add_log_level_argument(parser: argparse.ArgumentParser) -> None:

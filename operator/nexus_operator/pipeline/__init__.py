@@ -19,7 +19,7 @@ from .reconcilers import (
     RequestAnalyzer,
     SelectionReconciler,
 )
-from .requirements import RequestRequirements
+from .requirements import RequestRequirements, estimate_tokens
 from .runner import (
     ReconcileError,
     ReconcileErrorPolicy,
@@ -74,6 +74,7 @@ __all__ = [
     "TraceEntry",
     "build_pipeline",
     "build_plugin",
+    "estimate_tokens",
     "resolve_alias",
     "run_to_end",
 ]

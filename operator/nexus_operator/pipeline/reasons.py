@@ -10,6 +10,7 @@ from typing import Final
 
 # Backend exclusions, by the stage that records them.
 DRAINING: Final = "draining"
+OUTSIDE_SUBSET_HINT: Final = "outside_subset_hint"
 PRIVACY_ZONE: Final = "privacy_zone"
 BUDGET_HARD_LIMIT: Final = "budget_hard_limit"
 COST_EXCEEDS_MAX: Final = "cost_exceeds_max"

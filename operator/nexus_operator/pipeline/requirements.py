@@ -13,6 +13,8 @@ class RequestRequirements:
 
     `min_context_length` is not sent by clients; it carries a primary policy's
     `requiredCapabilities.minContextLength` into fallback attempts so a fallback never loosens it.
+    `only_backends`, when set, names the only backends that may serve (the gateway's subset
+    hint, resolved to names); every other candidate is excluded as `outside_subset_hint`.
     """
 
     model: str
@@ -27,6 +29,7 @@ class RequestRequirements:
     namespace: str = "default"
     request_id: str | None = None
     min_context_length: int = 0
+    only_backends: frozenset[str] | None = None
 
     @property
     def output_tokens(self) -> int:
@@ -34,3 +37,8 @@ class RequestRequirements:
         if self.max_output_tokens is not None:
             return self.max_output_tokens
         return self.estimated_tokens // 2
+
+
+def estimate_tokens(text: str) -> int:
+    """The one token estimate for request text (gRPC messages, gateway bodies): len // 4."""
+    return len(text) // 4

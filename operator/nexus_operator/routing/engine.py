@@ -413,6 +413,11 @@ class RoutingEngine:
         resolution = ns.resolve(report.model)
         return ns.match(resolution.model) if resolution.error_code is None else None
 
+    def release_slot(self, namespace: str, backend: str, request_id: str | None) -> bool:
+        """Release a routed request's slot without accounting anything (the gateway, when the
+        proxy reports that another endpoint served the request, accounts usage there)."""
+        return self._slots.release((namespace, backend), request_id)
+
     def expire_slots(self, now: datetime) -> int:
         return self._slots.expire(now)
 

@@ -14,6 +14,7 @@ from typing import Literal
 
 from ..api import Privacy
 from ..api.base import MODEL_ID_MAX, NAME_MAX
+from ..pipeline import estimate_tokens
 from ..routing import RequestRequirements, UsageReport
 from .proto import router_pb2 as pb
 
@@ -186,7 +187,7 @@ def _messages_usage(messages: Sequence[pb.ChatMessage]) -> tuple[int, bool]:
             tokens += part_tokens
             has_image = has_image or part_image
         else:
-            tokens += len(message.text) // 4
+            tokens += estimate_tokens(message.text)
     return tokens, has_image
 
 
@@ -198,7 +199,7 @@ def _parts_usage(parts: Sequence[pb.ContentPart], *, field: str) -> tuple[int, b
     for index, part in enumerate(parts):
         where = f"{field}.content.parts[{index}]"
         if part.type == "text":
-            tokens += len(part.text) // 4
+            tokens += estimate_tokens(part.text)
         elif part.type == "image_url":
             if not part.image_url.url:
                 raise InvalidArgument(f"{where}.image_url.url", "must not be empty")

@@ -60,6 +60,8 @@ def chart_args(cluster: Cluster, release: Release) -> list[str]:
     for arg in deployment["spec"]["template"]["spec"]["containers"][0]["args"]:
         flag = arg.split("=", 1)[0]
         args.append(f"{flag}={local[flag]}" if flag in local else arg)
+    if not any(a.startswith("--extproc-address") for a in args):
+        args.append(f"--extproc-address=127.0.0.1:{free_port()}")
     return args
 
 

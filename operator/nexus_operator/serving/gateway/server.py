@@ -1,0 +1,169 @@
+"""GatewayServer: the grpc.aio server hosting the ext_proc picker on its own port (9002).
+
+gRPC health as the Endpoint Picker Protocol asks: `liveness` is SERVING while the server runs;
+`readiness`, `envoy.service.ext_proc.v3.ExternalProcessor` and the overall "" are NOT_SERVING
+until the registry has synced, whenever set_serving(False) marks the process degraded, and
+once a graceful stop begins. Create and start it inside the running event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+import grpc
+from envoy.service.ext_proc.v3 import external_processor_pb2, external_processor_pb2_grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+from prometheus_client import REGISTRY, CollectorRegistry
+
+from ...routing import CredentialStore, RoutingEngine
+from ..tls import TlsConfig
+from .endpoints import EndpointResolver
+from .metrics import GatewayMetrics
+from .service import GatewayService, GatewaySettings
+
+logger = logging.getLogger(__name__)
+
+EXT_PROC_SERVICE: str = external_processor_pb2.DESCRIPTOR.services_by_name[
+    "ExternalProcessor"
+].full_name
+LIVENESS = "liveness"
+READINESS = "readiness"
+DEFAULT_PORT = 9002
+MiB = 1024 * 1024
+HOUSEKEEPING_SECONDS = 0.5
+WARM_EVERY = 10  # housekeeping rounds between endpoint-cache refreshes (5 s)
+_SERVING = health_pb2.HealthCheckResponse.SERVING
+_NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+
+
+class GatewayServer:
+    """The ext_proc endpoint of one process: ExternalProcessor + health + reflection + metrics."""
+
+    def __init__(
+        self,
+        engine: RoutingEngine,
+        *,
+        settings: GatewaySettings,
+        credentials: CredentialStore,
+        address: str = f"127.0.0.1:{DEFAULT_PORT}",
+        tls: TlsConfig | None = None,
+        resolver: EndpointResolver | None = None,
+        metrics_registry: CollectorRegistry = REGISTRY,
+        max_message_bytes: int = 64 * MiB,
+    ) -> None:
+        self._engine = engine
+        self._address = address
+        self._tls = tls
+        self._metrics_registry = metrics_registry
+        self._max_message_bytes = max(max_message_bytes, settings.max_body_bytes + MiB)
+        self.metrics = GatewayMetrics()
+        self.resolver = resolver or EndpointResolver()
+        self.service = GatewayService(
+            engine,
+            settings=settings,
+            credentials=credentials,
+            resolver=self.resolver,
+            metrics=self.metrics,
+        )
+        self._health = health.aio.HealthServicer()
+        self._server: grpc.aio.Server | None = None
+        self._degraded = False
+        self._applied: int | None = None
+        self._housekeeping_task: asyncio.Task[None] | None = None
+        self.port: int | None = None
+
+    async def start(self) -> int:
+        """Bind, start serving and return the bound port (an address ending in :0 picks one)."""
+        server = grpc.aio.server(
+            options=[
+                ("grpc.max_receive_message_length", self._max_message_bytes),
+                ("grpc.max_send_message_length", self._max_message_bytes),
+                ("grpc.so_reuseport", 0),
+            ],
+        )
+        external_processor_pb2_grpc.add_ExternalProcessorServicer_to_server(self.service, server)
+        health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
+        reflection.enable_server_reflection(
+            (EXT_PROC_SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME), server
+        )
+        port = self._bind(server)
+        await self._health.set(LIVENESS, _SERVING)
+        await self._apply_health()
+        await self.warm()
+        await server.start()
+        self._server = server
+        self.port = port
+        self._metrics_registry.register(self.metrics)
+        self._housekeeping_task = asyncio.create_task(
+            self._housekeeping(), name="gateway-housekeeping"
+        )
+        logger.info(
+            "ext_proc gateway listening on %s (port %d, namespace %s, tls=%s)",
+            self._address,
+            port,
+            self.service.settings.namespace,
+            self._tls is not None,
+        )
+        return port
+
+    def set_serving(self, serving: bool) -> None:
+        """Report the process ready or degraded (readiness NOT_SERVING)."""
+        self._degraded = not serving
+        if self._server is not None:
+            asyncio.get_running_loop().create_task(self._apply_health())
+
+    async def stop(self, grace: float) -> None:
+        """Drain: NOT_SERVING everywhere, refuse new streams, give open ones `grace` seconds."""
+        if self._server is None:
+            return
+        if self._housekeeping_task is not None:
+            self._housekeeping_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._housekeeping_task
+        await self._health.enter_graceful_shutdown()
+        await self._server.stop(grace)
+        self._server = None
+        await self.resolver.close()
+        with contextlib.suppress(KeyError):
+            self._metrics_registry.unregister(self.metrics)
+
+    async def warm(self) -> None:
+        """Resolve the configured namespace's Backend URLs ahead of the requests that need them."""
+        namespace = self.service.settings.namespace
+        backends = self._engine.registry.snapshot.namespace(namespace).backends
+        await self.resolver.warm(view.url for view in backends.values())
+
+    def _bind(self, server: grpc.aio.Server) -> int:
+        try:
+            if self._tls is None:
+                return int(server.add_insecure_port(self._address))
+            return int(server.add_secure_port(self._address, self._tls.server_credentials()))
+        except RuntimeError as exc:
+            raise OSError(
+                f"cannot bind the ext_proc endpoint to {self._address!r} "
+                "(port in use, or not host:port)"
+            ) from exc
+
+    async def _housekeeping(self) -> None:
+        rounds = 0
+        while True:
+            await self._apply_health()
+            rounds += 1
+            if rounds % WARM_EVERY == 0:
+                try:
+                    await self.warm()
+                except Exception:
+                    logger.exception("refreshing backend endpoints failed")
+            await asyncio.sleep(HOUSEKEEPING_SECONDS)
+
+    async def _apply_health(self) -> None:
+        ready = self._engine.registry.synced and not self._degraded
+        status = _SERVING if ready else _NOT_SERVING
+        if status == self._applied:
+            return
+        self._applied = status
+        for service in ("", READINESS, EXT_PROC_SERVICE):
+            await self._health.set(service, status)
