@@ -33,7 +33,6 @@ import grpc
 from envoy.service.ext_proc.v3 import external_processor_pb2_grpc
 
 from ...routing import (
-    AsyncReconcilerError,
     CredentialStore,
     Decision,
     Outcome,
@@ -289,10 +288,7 @@ class _Stream:
     async def _route(self, requirements: RequestRequirements) -> Decision:
         engine = self._service.engine
         try:
-            try:
-                return engine.route(requirements)
-            except AsyncReconcilerError:
-                return await engine.route_async(requirements)
+            return await engine.route_async(requirements)
         except Exception:
             logger.exception("gateway routing failed for model %r", requirements.model)
             raise GatewayError(
