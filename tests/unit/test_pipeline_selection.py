@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from routing_factories import backend, engine, policy
 
-from nexus_operator.api import RoutingPolicy
+from nexus_operator.api import STRATEGY_SUMMARIES, RoutingPolicy, Selection, Strategy
 from nexus_operator.pipeline import reasons
+from nexus_operator.pipeline.strategies import PICKS
 from nexus_operator.routing import RequestRequirements
 
 REQ = RequestRequirements(model="llama3:8b")
@@ -119,3 +120,13 @@ def test_exactly_one_candidate_is_only_candidate_whatever_the_strategy() -> None
     for name in ("smart", "roundRobin", "priorityOnly", "random", "leastLatency"):
         eng = engine([backend("solo")], [strategy(name)])
         assert eng.route(REQ).reason == reasons.ONLY_CANDIDATE
+
+
+def test_every_strategy_has_a_pick_function_and_a_summary() -> None:
+    assert set(PICKS) == set(Strategy) == set(STRATEGY_SUMMARIES)
+
+
+def test_the_strategy_field_is_described_from_the_summaries() -> None:
+    description = Selection.model_fields["strategy"].description or ""
+    for strategy, summary in STRATEGY_SUMMARIES.items():
+        assert f"{strategy.value}: {summary}" in description

@@ -21,6 +21,7 @@ from .backend import (
 from .base import API_VERSION, GROUP, VERSION, ObjectMeta
 from .conditions import Condition, ConditionStatus
 from .policy import (
+    STRATEGY_SUMMARIES,
     Accounting,
     Budget,
     BudgetState,
@@ -50,6 +51,7 @@ __all__ = [
     "CLOUD_TYPES",
     "DEFAULT_HEALTH_PATHS",
     "GROUP",
+    "STRATEGY_SUMMARIES",
     "VERSION",
     "Accounting",
     "Backend",

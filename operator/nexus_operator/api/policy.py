@@ -105,6 +105,23 @@ class Strategy(StrEnum):
     LEAST_LATENCY = "leastLatency"
 
 
+# What each strategy does, as `kubectl explain` shows it. The pick functions are the table
+# `pipeline.strategies.PICKS`; a unit test checks both name every Strategy member.
+STRATEGY_SUMMARIES: Final[Mapping[Strategy, str]] = {
+    Strategy.SMART: "highest weighted score of priority, in-flight load and latency EMA",
+    Strategy.ROUND_ROBIN: "each candidate in turn, in name order, per model",
+    Strategy.PRIORITY_ONLY: "lowest priority value",
+    Strategy.RANDOM: "uniformly at random",
+    Strategy.LEAST_LATENCY: "lowest latency EMA (unmeasured counts as 0 ms)",
+}
+
+
+def strategy_description() -> str:
+    """The `selection.strategy` field's description, one clause per strategy."""
+    clauses = "; ".join(f"{s.value}: {text}" for s, text in STRATEGY_SUMMARIES.items())
+    return f"How one backend is picked among the eligible ones ({clauses}); ties break by name ascending."
+
+
 class LabelSelectorRequirement(SpecModel):
     """One label selector requirement (metav1.LabelSelectorRequirement)."""
 
@@ -220,9 +237,7 @@ class Weights(SpecModel):
 class Selection(SpecModel):
     """How one backend is picked among the eligible ones."""
 
-    strategy: Strategy = Field(
-        Strategy.SMART, description="smart, roundRobin, priorityOnly, random or leastLatency."
-    )
+    strategy: Strategy = Field(Strategy.SMART, description=strategy_description())
     weights: Weights = Field(
         default_factory=Weights, description="Weights of the smart strategy (sum 100)."
     )

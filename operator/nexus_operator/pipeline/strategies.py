@@ -1,19 +1,25 @@
 """Selection strategies: each picks one candidate and says why, in the SPEC's reason format.
 
-Candidates arrive in name order. Unknown latency counts as 0 ms (pLat 100) so a backend
-without measurements still gets traffic, and thereby measurements.
+`PICKS` maps every `api.Strategy` to its pick function; the SelectionReconciler looks the
+policy's strategy up there (a unit test checks that every member has an entry). What each
+strategy does, as users read it in the CRD, is `api.STRATEGY_SUMMARIES` (the api layer cannot
+import this one); the same test checks both tables name the same strategies.
+
+Unknown latency counts as 0 ms (pLat 100) so a backend without measurements still gets
+traffic, and thereby measurements.
 """
 
 from __future__ import annotations
 
 import random
-from collections.abc import Sequence
-from collections.abc import Set as AbstractSet
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import NamedTuple
+from types import MappingProxyType
+from typing import Final, NamedTuple, Protocol
 
-from nexus_operator.api import Zone
+from nexus_operator.api import Strategy, Zone
 
+from .intent import RoutingIntent
 from .views import Candidate
 
 
@@ -29,13 +35,31 @@ class Pick(NamedTuple):
     reason: str
 
 
+class Selector(Protocol):
+    """What a pick function may read from the SelectionReconciler that calls it."""
+
+    @property
+    def weights(self) -> SmartWeights: ...
+
+    @property
+    def ttft_penalty_threshold_ms(self) -> int: ...
+
+    @property
+    def rng(self) -> random.Random: ...
+
+    def take_turn(self, intent: RoutingIntent) -> int:
+        """The roundRobin position for this request's model; advances it unless a dry run."""
+        ...
+
+
+class PickFunction(Protocol):
+    def __call__(
+        self, intent: RoutingIntent, candidates: Sequence[Candidate], *, selector: Selector
+    ) -> Pick: ...
+
+
 def pick_smart(
-    by_priority: Sequence[Candidate],
-    excluded: AbstractSet[str],
-    weights: SmartWeights,
-    *,
-    penalize_open: bool,
-    ttft_threshold_ms: int,
+    intent: RoutingIntent, candidates: Sequence[Candidate], *, selector: Selector
 ) -> Pick:
     """Highest score, ties by name ascending, where
 
@@ -46,14 +70,16 @@ def pick_smart(
     halved for Open zones under budget pressure (`penalize_open`), and multiplied by
     1 − min((ttft − t) / t, 1) when 0 < t < ttft (t: `ttft_threshold_ms`).
 
-    `by_priority` is sorted by (priority, name). Load, latency and the penalties can only lower
+    Candidates are scanned by (priority, name). Load, latency and the penalties can only lower
     a score below its priority part plus the full load and latency weights, so once that bound
     falls below the best score found no later candidate can win and the scan stops. This is the
     hottest loop of a decision: the formula is inlined, with no call per candidate.
     """
+    by_priority, excluded = _by_priority(intent, candidates), intent.excluded_names
+    weights, penalize_open = selector.weights, intent.annotations.penalize_open
     w_prio, w_load, w_lat = weights.priority, weights.load, weights.latency
     dynamic_max = 100 * w_load + 100 * w_lat
-    t = ttft_threshold_ms
+    t = selector.ttft_penalty_threshold_ms
     open_zone = Zone.OPEN
     best: Candidate | None = None
     best_name = ""
@@ -85,13 +111,21 @@ def pick_smart(
     return Pick(best, f"highest_score:{best_name}:{best_score:.1f}")
 
 
-def pick_round_robin(candidates: Sequence[Candidate], counter: int) -> Pick:
-    chosen = candidates[counter % len(candidates)]
+def pick_round_robin(
+    intent: RoutingIntent, candidates: Sequence[Candidate], *, selector: Selector
+) -> Pick:
+    """Each candidate in turn, in name order; one counter per (namespace, policy, model)."""
+    by_name = _by_name(intent, candidates)
+    chosen = by_name[selector.take_turn(intent) % len(by_name)]
     return Pick(chosen, f"round_robin:{chosen.backend.name}")
 
 
-def pick_priority(by_priority: Sequence[Candidate], excluded: AbstractSet[str]) -> Pick:
-    for candidate in by_priority:
+def pick_priority(
+    intent: RoutingIntent, candidates: Sequence[Candidate], *, selector: Selector
+) -> Pick:
+    """Lowest priority value, ties by name."""
+    excluded = intent.excluded_names
+    for candidate in _by_priority(intent, candidates):
         if candidate.backend.name not in excluded:
             return Pick(
                 candidate, f"priority:{candidate.backend.name}:{candidate.backend.priority}"
@@ -99,17 +133,47 @@ def pick_priority(by_priority: Sequence[Candidate], excluded: AbstractSet[str]) 
     raise ValueError("pick_priority needs at least one candidate")
 
 
-def pick_random(candidates: Sequence[Candidate], rng: random.Random) -> Pick:
-    chosen = rng.choice(candidates)
+def pick_random(
+    intent: RoutingIntent, candidates: Sequence[Candidate], *, selector: Selector
+) -> Pick:
+    """Uniformly at random."""
+    chosen = selector.rng.choice(candidates)
     return Pick(chosen, f"random:{chosen.backend.name}")
 
 
-def pick_least_latency(candidates: Sequence[Candidate]) -> Pick:
-    """Lowest latency EMA; candidates are in name order, so min() keeps the first of a tie."""
-    chosen = min(candidates, key=_latency)
+def pick_least_latency(
+    intent: RoutingIntent, candidates: Sequence[Candidate], *, selector: Selector
+) -> Pick:
+    """Lowest latency EMA; in name order, so min() keeps the first of a tie."""
+    chosen = min(_by_name(intent, candidates), key=_latency)
     return Pick(chosen, f"least_latency:{chosen.backend.name}:{round(_latency(chosen))}")
 
 
 def _latency(candidate: Candidate) -> float:
     latency = candidate.runtime.latency_ms
     return 0.0 if latency is None else latency
+
+
+def _by_priority(intent: RoutingIntent, candidates: Sequence[Candidate]) -> Sequence[Candidate]:
+    plan = intent.plan
+    if plan is not None:
+        return plan.by_priority
+    return sorted(candidates, key=lambda c: (c.backend.priority, c.backend.name))
+
+
+def _by_name(intent: RoutingIntent, candidates: Sequence[Candidate]) -> Sequence[Candidate]:
+    """Plans keep candidates in name order; library callers may pass any order."""
+    if intent.plan is not None:
+        return candidates
+    return sorted(candidates, key=lambda c: c.backend.name)
+
+
+PICKS: Final[Mapping[Strategy, PickFunction]] = MappingProxyType(
+    {
+        Strategy.SMART: pick_smart,
+        Strategy.ROUND_ROBIN: pick_round_robin,
+        Strategy.PRIORITY_ONLY: pick_priority,
+        Strategy.RANDOM: pick_random,
+        Strategy.LEAST_LATENCY: pick_least_latency,
+    }
+)

@@ -14,15 +14,7 @@ from nexus_operator.api import Strategy, Weights
 from .. import reasons, stages
 from ..intent import RoutingIntent
 from ..runner import ReconcileErrorPolicy
-from ..strategies import (
-    Pick,
-    SmartWeights,
-    pick_least_latency,
-    pick_priority,
-    pick_random,
-    pick_round_robin,
-    pick_smart,
-)
+from ..strategies import PICKS, Pick, SmartWeights
 from ..verdict import RouteDecision
 from ..views import Candidate
 
@@ -69,43 +61,12 @@ class SelectionReconciler:
         intent.trace(f"selected {pick.candidate.backend.name}")
 
     def _pick(self, intent: RoutingIntent, candidates: list[Candidate]) -> Pick:
-        strategy = self.strategy
-        if strategy is Strategy.SMART:
-            return pick_smart(
-                self._by_priority(intent, candidates),
-                intent.excluded_names,
-                self.weights,
-                penalize_open=intent.annotations.penalize_open,
-                ttft_threshold_ms=self.ttft_penalty_threshold_ms,
-            )
-        if strategy is Strategy.PRIORITY_ONLY:
-            return pick_priority(self._by_priority(intent, candidates), intent.excluded_names)
-        if strategy is Strategy.ROUND_ROBIN:
-            return self._round_robin(intent, candidates)
-        if strategy is Strategy.RANDOM:
-            return pick_random(candidates, self.rng)
-        return pick_least_latency(_by_name(intent, candidates))
+        return PICKS[self.strategy](intent, candidates, selector=self)
 
-    def _round_robin(self, intent: RoutingIntent, candidates: list[Candidate]) -> Pick:
+    def take_turn(self, intent: RoutingIntent) -> int:
+        """The roundRobin counter advances only when a Route picks among two or more."""
         key = (*self.scope, intent.model)
         counter = self.counters.get(key, 0)
-        pick = pick_round_robin(_by_name(intent, candidates), counter)
         if not intent.dry_run:
             self.counters[key] = counter + 1
-        return pick
-
-    @staticmethod
-    def _by_priority(
-        intent: RoutingIntent, candidates: list[Candidate]
-    ) -> tuple[Candidate, ...] | list[Candidate]:
-        plan = intent.plan
-        if plan is not None:
-            return plan.by_priority
-        return sorted(candidates, key=lambda c: (c.backend.priority, c.backend.name))
-
-
-def _by_name(intent: RoutingIntent, candidates: list[Candidate]) -> list[Candidate]:
-    """Plans keep candidates in name order; library callers may pass any order."""
-    if intent.plan is not None:
-        return candidates
-    return sorted(candidates, key=lambda c: c.backend.name)
+        return counter
