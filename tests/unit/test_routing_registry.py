@@ -14,10 +14,12 @@ from nexus_operator.pipeline import PolicyRuntime, ReconcileErrorPolicy, Routing
 from nexus_operator.pipeline.runtime import BackendRuntime
 from nexus_operator.routing import (
     AsyncReconcilerError,
+    ModelNotFound,
     Outcome,
     Registry,
     RegistrySnapshot,
     RequestRequirements,
+    Router,
     RoutingEngine,
     UsageReport,
 )
@@ -251,3 +253,21 @@ def test_restricted_policy_report_names_open_backends_that_serve_none_of_its_mod
     assert [(x.backend, x.reason_code) for x in report.exclusions] == [
         ("cloud", reasons.PRIVACY_ZONE)
     ]
+
+
+def test_the_router_is_a_facade_over_its_engine() -> None:
+    router = Router(registry([backend("a", priority=20), backend("b", priority=10)]))
+    assert isinstance(router.engine, RoutingEngine)
+    expected = router.engine.explain(REQ)
+    result = router.select_backend(REQ)
+    assert expected.backend is not None
+    assert (result.backend, result.route_reason) == (expected.backend, expected.reason)
+
+
+def test_router_errors_are_chosen_by_the_decisions_reason_code() -> None:
+    router = Router(registry([backend("a")]))
+    unknown = RequestRequirements(model="no-such-model")
+    with pytest.raises(ModelNotFound) as failure:
+        router.select_backend(unknown)
+    assert failure.value.reason_code == router.engine.explain(unknown).reason
+    assert failure.value.reason_code == reasons.MODEL_NOT_FOUND

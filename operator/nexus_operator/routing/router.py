@@ -1,6 +1,12 @@
 """The seed's public API: Router.select_backend(requirements) → RoutingResult or RoutingError.
 
-Error tree (each maps to one gRPC status and one CLI exit code):
+Two front doors, one engine: `RoutingEngine` is the router (policy match, fallbacks, usage
+accounting, in-flight slots) and returns a `Decision` for every outcome; the operator and the
+gRPC server use it. `Router` is the seed-facing facade over a `RoutingEngine` (`router.engine`):
+it turns a routed Decision into a `RoutingResult` and any other outcome into one of the
+exceptions below, chosen by the decision's reason code (`_KINDS`, the only such mapping).
+Over gRPC the same outcomes are not errors but `RouteResponse`s with outcome REJECTED or
+QUEUED and that reason code (docs/grpc.md); nexusctl exits 3 / 4 for them.
 
     RoutingError
     ├── ModelNotFound            no backend in scope offers the model (and, as the seed has it,
@@ -100,8 +106,12 @@ _KINDS: dict[str, type[RoutingError]] = {
 
 
 class Router:
-    """Routes with the registry's policies; with `pipeline` given, that pipeline replaces the
-    policy-built one for every request (the seed's Router::with_pipeline)."""
+    """The seed-facing facade over `self.engine`, a RoutingEngine on `registry` whose default
+    policy (for requests no RoutingPolicy matches) selects with `strategy` and `weights`.
+
+    With `pipeline` given (the seed's Router::with_pipeline) that pipeline replaces the
+    policy-built one for every request; its candidates are every backend of the namespace that
+    lists the model."""
 
     def __init__(
         self,
