@@ -107,6 +107,28 @@ INVALID_SPECS: tuple[InvalidSpec, ...] = (
         {**CLOUD_BASE, "credentialsSecretRef": {"name": "Bad_Name", "key": "api-key"}},
         "spec.credentialsSecretRef.name",
     ),
+    _backend("backend-model-id-with-newline", "spec.models[0].id", models=[{"id": "llama\n3"}]),
+    _backend("backend-model-id-with-escape", "spec.models[0].id", models=[{"id": "m\x1b[31m"}]),
+    _backend(
+        "backend-max-output-above-context-length",
+        "spec.models[0].maxOutputTokens",
+        models=[{"id": "m", "contextLength": 1024, "maxOutputTokens": 2048}],
+    ),
+    _backend(
+        "backend-max-output-above-default-context-length",
+        "spec.models[0].maxOutputTokens",
+        models=[{"id": "m", "maxOutputTokens": 8192}],
+    ),
+    _backend(
+        "backend-probe-timeout-above-interval",
+        "spec.healthCheck.timeoutSeconds",
+        healthCheck={"intervalSeconds": 5, "timeoutSeconds": 10},
+    ),
+    _backend(
+        "backend-probe-default-timeout-above-interval",
+        "spec.healthCheck.timeoutSeconds",
+        healthCheck={"intervalSeconds": 2},
+    ),
     # RoutingPolicy
     _policy(
         "policy-weights-sum-90",
@@ -144,6 +166,20 @@ INVALID_SPECS: tuple[InvalidSpec, ...] = (
         budget={"hardLimitAction": "block"},
     ),
     _policy("policy-unknown-budget-field", "spec.budget.limit", budget={"limit": 10}),
+    _policy("policy-glob-unclosed-brace", "spec.modelPatterns[0]", modelPatterns=["gpt-{4o,4"]),
+    _policy("policy-empty-budget", "spec.budget.monthlyLimitUsd", budget={}),
+    _policy(
+        "policy-budget-without-limit",
+        "spec.budget.monthlyLimitUsd",
+        budget={"hardLimitAction": "blockAll"},
+    ),
+    _policy("policy-fallback-with-tab", "spec.fallbacks[0]", fallbacks=["gpt\t4o"]),
+    _policy("policy-alias-target-with-newline", "spec.aliases", aliases={"fast": "gpt\n4o"}),
+    _policy(
+        "policy-reconciler-name-with-space",
+        "spec.reconcilers[0].name",
+        reconcilers=[{"name": "my plugin"}],
+    ),
     _policy("policy-alias-to-itself", "spec.aliases", aliases={"fast": "fast"}),
     _policy("policy-alias-name-too-long", "spec.aliases", aliases={"a" * 300: "gpt-4o"}),
     _policy("policy-min-tier-six", "spec.minTier", minTier=6),

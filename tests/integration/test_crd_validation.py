@@ -13,9 +13,14 @@ from kubernetes.client.rest import ApiException
 
 from invalid_manifests import BACKEND_BASE, CLOUD_BASE, INVALID_SPECS, POLICY_BASE, InvalidSpec
 from nexus_crds import GROUP, PLURALS, VERSION, install_crds
+from nexus_operator import api
 from nexus_testkit.localcluster import Cluster
 
 pytestmark = pytest.mark.integration
+SPEC_MODELS: dict[str, type[api.BackendSpec] | type[api.RoutingPolicySpec]] = {
+    "Backend": api.BackendSpec,
+    "RoutingPolicy": api.RoutingPolicySpec,
+}
 
 
 @pytest.fixture(scope="module")
@@ -91,3 +96,32 @@ def test_api_server_accepts_urls_the_model_accepts(
     )
     assert created["spec"]["url"] == url
     objects.delete_namespaced_custom_object(GROUP, VERSION, namespace, "backends", "subject")
+
+
+@pytest.mark.parametrize(
+    ("kind", "spec"),
+    [
+        ("Backend", {**BACKEND_BASE, "healthCheck": {"intervalSeconds": 1, "timeoutSeconds": 1}}),
+        ("Backend", {**BACKEND_BASE, "healthCheck": {"intervalSeconds": 5}}),
+        ("Backend", {**BACKEND_BASE, "models": [{"id": "m", "maxOutputTokens": 4096}]}),
+        ("Backend", {**BACKEND_BASE, "models": [{"id": "org/model:8b-q4_K_M@v2 ünï"}]}),
+        ("RoutingPolicy", {"modelPatterns": ["gpt-{4o,4}*", "{a,{b,c}}"]}),
+        ("RoutingPolicy", {**POLICY_BASE, "budget": {"monthlyLimitUsd": 0}}),
+        ("RoutingPolicy", {**POLICY_BASE, "reconcilers": [{"name": "acme.latency-v2_x"}]}),
+    ],
+    ids=[
+        "probe-timeout-equal-to-interval",
+        "probe-default-timeout-equal-to-interval",
+        "max-output-equal-to-default-context",
+        "model-id-with-punctuation-and-unicode",
+        "closed-and-nested-braces",
+        "zero-budget",
+        "dotted-reconciler-name",
+    ],
+)
+def test_api_server_accepts_the_edges_of_the_cross_field_rules(
+    objects: client.CustomObjectsApi, namespace: str, kind: str, spec: dict[str, Any]
+) -> None:
+    created = _create(objects, namespace=namespace, kind=kind, spec=spec)
+    assert created["metadata"]["name"] == "subject"
+    SPEC_MODELS[kind].model_validate(created["spec"])

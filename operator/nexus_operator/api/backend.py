@@ -11,6 +11,7 @@ from pydantic import Field, field_validator, model_validator
 from .base import (
     MESSAGE_MAX,
     MODEL_ID_MAX,
+    MODEL_ID_PATTERN,
     NAME_MAX,
     TIME_MAX,
     TIMESTAMP,
@@ -94,6 +95,17 @@ def redact_url(url: str) -> str:
     return _USERINFO.sub(r"\1***@", url) if "@" in url else url
 
 
+MAX_OUTPUT_RULE = CelRule(
+    rule="!has(self.maxOutputTokens) || self.maxOutputTokens <= self.contextLength",
+    message="`maxOutputTokens` must not exceed `contextLength` (default 4096)",
+    field_path=".maxOutputTokens",
+)
+PROBE_TIMEOUT_RULE = CelRule(
+    rule="self.timeoutSeconds <= self.intervalSeconds",
+    message="`timeoutSeconds` (default 5) must not exceed `intervalSeconds` (default 10)",
+    field_path=".timeoutSeconds",
+)
+
 DNS_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
 SECRET_KEY = r"^[-._a-zA-Z0-9]+$"
 
@@ -127,10 +139,13 @@ class Pricing(SpecModel):
 class BackendModel(SpecModel):
     """A model served by the backend and what it can do."""
 
+    model_config = SpecModel.model_config | {"json_schema_extra": validations(MAX_OUTPUT_RULE)}
+
     id: str = Field(
         min_length=1,
         max_length=MODEL_ID_MAX,
-        description="Model identifier as requested by clients, e.g. 'llama3:8b'; unique per Backend.",
+        pattern=MODEL_ID_PATTERN,
+        description="Model identifier as requested by clients, e.g. 'llama3:8b'; unique per Backend, no control characters.",
     )
     context_length: int = Field(
         4096, ge=1, le=10_000_000, description="Maximum tokens (input + output) the model accepts."
@@ -144,11 +159,17 @@ class BackendModel(SpecModel):
         None,
         ge=1,
         le=10_000_000,
-        description="Largest maxOutputTokens a request may ask for; a request asking for more is excluded by the Capability reconciler. No cap when absent.",
+        description="Largest maxOutputTokens a request may ask for (at most contextLength); a request asking for more is excluded by the Capability reconciler. No cap when absent.",
     )
     pricing: Pricing | None = Field(
         None, description="Price per 1,000 tokens in USD; an unpriced model costs 0."
     )
+
+    @model_validator(mode="after")
+    def _output_within_context(self) -> BackendModel:
+        if self.max_output_tokens is not None and self.max_output_tokens > self.context_length:
+            raise ValueError(MAX_OUTPUT_RULE.message)
+        return self
 
 
 class SecretKeyRef(SpecModel):
@@ -171,6 +192,8 @@ class SecretKeyRef(SpecModel):
 class HealthCheck(SpecModel):
     """How the operator probes the backend."""
 
+    model_config = SpecModel.model_config | {"json_schema_extra": validations(PROBE_TIMEOUT_RULE)}
+
     enabled: bool = Field(
         True,
         description="Probe the backend. When false the backend is assumed Healthy (condition reason HealthCheckDisabled).",
@@ -186,7 +209,10 @@ class HealthCheck(SpecModel):
         10, ge=1, le=3600, description="Seconds between probes (1 to 3600)."
     )
     timeout_seconds: int = Field(
-        5, ge=1, le=300, description="Seconds before a probe counts as failed (1 to 300)."
+        5,
+        ge=1,
+        le=300,
+        description="Seconds before a probe counts as failed (1 to 300, at most intervalSeconds).",
     )
     failure_threshold: int = Field(
         3, ge=1, le=100, description="Consecutive failures before Healthy becomes Unhealthy."
@@ -194,6 +220,12 @@ class HealthCheck(SpecModel):
     recovery_threshold: int = Field(
         2, ge=1, le=100, description="Consecutive successes before Unhealthy becomes Healthy."
     )
+
+    @model_validator(mode="after")
+    def _timeout_within_interval(self) -> HealthCheck:
+        if self.timeout_seconds > self.interval_seconds:
+            raise ValueError(PROBE_TIMEOUT_RULE.message)
+        return self
 
 
 class BackendSpec(SpecModel):

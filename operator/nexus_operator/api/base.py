@@ -29,6 +29,10 @@ TIME_MAX = 64
 LABEL_KEY_MAX = 317
 LABEL_VALUE_MAX = 63
 
+# Model ids and names: any printable text, no control characters (C0 and DEL), which would break
+# log lines, `kubectl get` columns and header values.
+MODEL_ID_PATTERN = r"^[^\x00-\x1f\x7f]+$"
+
 # JSON-schema extras for RFC 3339 timestamps: the API server checks the format.
 TIMESTAMP: JsonDict = {"format": "date-time"}
 

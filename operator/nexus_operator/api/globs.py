@@ -2,7 +2,8 @@
 
 The translation lives in api so validation and routing share it: a pattern the API admits is
 a pattern routing compiles. Classes follow fnmatch: `!` first negates, a `]` right after the
-opening (or after `!`) is a member, a `[` without a closing `]` is a literal `[`.
+opening (or after `!`) is a member, a `[` without a closing `]` is a literal `[`. A `{` without
+its closing `}` is an error (GlobError), not a literal: it is always a typo.
 """
 
 from __future__ import annotations
@@ -68,7 +69,8 @@ _META = frozenset("*?[{")
 
 
 class GlobError(ValueError):
-    """A pattern no model can match because a class holds a reversed range such as `z-a`."""
+    """A pattern no model can match: a class holds a reversed range such as `z-a`, or a `{`
+    alternation is never closed."""
 
 
 def translate(pattern: str) -> str:
@@ -143,4 +145,4 @@ def _alternation(pattern: str, start: int) -> tuple[str, int]:
         if pattern[i] == "}":
             return "(?:" + "|".join(options) + ")", i + 1
         i += 1
-    return re.escape("{"), start + 1
+    raise GlobError(f"'{{' at position {start} is never closed by '}}'")

@@ -17,6 +17,7 @@ from .base import (
     LIST_SET,
     MESSAGE_MAX,
     MODEL_ID_MAX,
+    MODEL_ID_PATTERN,
     NAME_MAX,
     TIME_MAX,
     TIMESTAMP,
@@ -41,6 +42,23 @@ GLOB_RANGE_RULE = CelRule(
     rule=f"!self.matches(r'{REVERSED_RANGE_PATTERN}')",
     message="`modelPatterns` entries must not hold a reversed character range such as '[z-a]'",
 )
+# A '{' with no '}' after it opens an alternation that never closes: the pattern would match
+# only the literal text, which no model id is meant to be. (A nested unclosed brace that this
+# regex cannot see is refused by the models, through api.globs.translate.)
+UNCLOSED_BRACE_PATTERN = r"\{[^}]*$"
+GLOB_BRACE_RULE = CelRule(
+    rule=f"!self.matches(r'{UNCLOSED_BRACE_PATTERN}')",
+    message="`modelPatterns` entries must close every '{' of an alternation with '}'",
+)
+BUDGET_LIMIT_RULE = CelRule(
+    rule="has(self.monthlyLimitUsd)",
+    message="`budget` needs `monthlyLimitUsd`; omit `budget` for no limit",
+    field_path=".monthlyLimitUsd",
+    reason="FieldValueRequired",
+)
+# Entry-point names as packaging writes them (the registered set itself is only known at run
+# time: an unknown name shows as ReconcilersReady=False on the policy's status).
+RECONCILER_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
 WEIGHTS_RULE = CelRule(
     rule="self.priority + self.load + self.latency == 100",
     message="`selection.weights` priority + load + latency must sum to 100",
@@ -58,6 +76,8 @@ MIN_TIER_RULE = CelRule(
 def _glob(pattern: str) -> str:
     if re.fullmatch(GLOB_PATTERN, pattern) is None:
         raise ValueError(GLOB_RULE.message)
+    if re.search(UNCLOSED_BRACE_PATTERN, pattern) is not None:
+        raise ValueError(GLOB_BRACE_RULE.message)
     return pattern
 
 
@@ -66,11 +86,13 @@ ModelGlob = Annotated[
     Field(
         min_length=1,
         max_length=MODEL_ID_MAX,
-        json_schema_extra=validations(GLOB_RULE, GLOB_RANGE_RULE),
+        json_schema_extra=validations(GLOB_RULE, GLOB_RANGE_RULE, GLOB_BRACE_RULE),
     ),
     AfterValidator(_glob),
 ]
-ModelName = Annotated[str, Field(min_length=1, max_length=MODEL_ID_MAX)]
+ModelName = Annotated[str, Field(min_length=1, max_length=MODEL_ID_MAX, pattern=MODEL_ID_PATTERN)]
+# Map keys: the CRD can bound their length only (CEL), so no pattern here.
+AliasName = Annotated[str, Field(min_length=1, max_length=MODEL_ID_MAX)]
 
 
 class Privacy(StrEnum):
@@ -182,11 +204,13 @@ def reaches(amount: float, threshold: float) -> bool:
 class Budget(SpecModel):
     """Monthly spend limit for requests matched by this policy."""
 
+    model_config = SpecModel.model_config | {"json_schema_extra": validations(BUDGET_LIMIT_RULE)}
+
     monthly_limit_usd: float | None = Field(
         None,
         ge=0,
         le=10_000_000,
-        description="Monthly limit in USD (calendar month, UTC); no limit when absent.",
+        description="Monthly limit in USD (calendar month, UTC); required (omit `budget` for no limit). 0 blocks what hardLimitAction blocks from the start.",
     )
     soft_limit_percent: int = Field(
         75,
@@ -270,7 +294,8 @@ class ReconcilerRef(SpecModel):
     name: str = Field(
         min_length=1,
         max_length=128,
-        description="Registered name in the 'nexus_operator.reconcilers' entry-point group; unique per policy.",
+        pattern=RECONCILER_NAME_PATTERN,
+        description="Registered name in the 'nexus_operator.reconcilers' entry-point group; unique per policy. A name the operator has not installed shows as ReconcilersReady=False.",
     )
     config: dict[str, Any] = Field(
         default_factory=dict,
@@ -310,7 +335,7 @@ class RoutingPolicySpec(SpecModel):
     required_capabilities: RequiredCapabilities = Field(
         default_factory=RequiredCapabilities, description="Capabilities every request needs."
     )
-    aliases: dict[ModelName, ModelName] = Field(
+    aliases: dict[AliasName, ModelName] = Field(
         default_factory=dict,
         max_length=128,
         json_schema_extra=validations(ALIASES_RULE),
@@ -353,6 +378,14 @@ class RoutingPolicySpec(SpecModel):
             except GlobError as error:
                 raise ValueError(f"`modelPatterns[{index}]` {pattern!r}: {error}") from None
         return patterns
+
+    @field_validator("budget")
+    @classmethod
+    def _budget_has_limit(cls, budget: Budget | None) -> Budget | None:
+        """Budget() alone (no limit) stays constructible; a spec's budget must set one."""
+        if budget is not None and budget.monthly_limit_usd is None:
+            raise ValueError(BUDGET_LIMIT_RULE.message)
+        return budget
 
     @field_validator("reconcilers")
     @classmethod
@@ -455,9 +488,13 @@ class RoutingPolicyStatus(StatusModel):
     conditions: Annotated[list[Condition], Field(max_length=CONDITIONS_MAX)] = Field(
         default_factory=list,
         json_schema_extra=list_map("type"),
-        description="Ready, Shadowed, BudgetSoftLimit, BudgetExhausted and NoEligibleBackends conditions.",
+        description="Ready, Shadowed, BudgetSoftLimit, BudgetExhausted, NoEligibleBackends and ReconcilersReady conditions.",
     )
-    matched_backends: int = Field(0, ge=0, description="Number of Backends in scope.")
+    matched_backends: int = Field(
+        0,
+        ge=0,
+        description="Number of Backends in scope (backendSelector, or the whole namespace) that list at least one model the modelPatterns match.",
+    )
     eligible_count: int = Field(
         0, ge=0, description="Number of Backends in scope not excluded statically."
     )
