@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-from nexus_operator.routing import Outcome, RequestRequirements
-
 from routing_factories import backend, codes, engine, policy
+
+from nexus_operator.routing import Outcome, RequestRequirements
 
 
 def test_only_backends_inside_the_subset_are_candidates() -> None:
     routing = engine([backend("a", priority=1), backend("b", priority=90)])
     decision = routing.route(RequestRequirements("llama3:8b", only_backends=frozenset({"b"})))
-    assert decision.backend is not None and decision.backend.name == "b"
+    assert decision.backend is not None
+    assert decision.backend.name == "b"
     assert codes(decision) == {"a": "outside_subset_hint"}
 
 
