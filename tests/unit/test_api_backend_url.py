@@ -6,7 +6,8 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from nexus_operator.api import BackendSpec, redact_url
+from nexus_operator.api import Backend, BackendSpec, redact_url
+from nexus_operator.operator.invalid_specs import invalid_spec
 
 
 @pytest.mark.parametrize(
@@ -50,3 +51,16 @@ def test_redaction_hides_user_info_and_keeps_everything_else() -> None:
         "https://***@api.example.com:8443/v1?x=@"
     )
     assert redact_url("http://ollama.llm:11434/a@b") == "http://ollama.llm:11434/a@b"
+
+
+def test_a_stored_url_with_user_info_is_reported_invalid_without_the_password() -> None:
+    """An object stored before the rule: Ready=False (InvalidSpec) names the field, not the value."""
+    body = {
+        "metadata": {"name": "old", "namespace": "ns"},
+        "spec": {"type": "ollama", "url": "http://admin:hunter2@ollama.llm:11434"},
+    }
+    with pytest.raises(ValidationError) as caught:
+        Backend.model_validate(body)
+    record = invalid_spec("Backend", body, caught.value)
+    assert record.message.startswith("spec.url: `url` must not contain user-info")
+    assert "hunter2" not in record.message

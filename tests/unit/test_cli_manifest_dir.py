@@ -209,3 +209,13 @@ def test_directory_secrets_feed_the_credential_store_and_their_absence_excludes(
     (tmp_path / "cloud.yaml").unlink()
     cmd_serve._apply(registry, load_directory(tmp_path), assume_healthy=True)
     assert registry.credentials.keys() == frozenset()
+
+
+def test_a_url_refused_for_its_user_info_is_reported_without_the_password(tmp_path: Path) -> None:
+    broken = yaml.safe_load(yaml.safe_dump(BACKEND))
+    broken["spec"]["url"] = "http://admin:hunter2@localhost:11434"
+    (tmp_path / "broken.yaml").write_text(yaml.safe_dump(broken))
+    with pytest.raises(ManifestError, match=r"spec\.url: .*must not contain user-info") as caught:
+        load_directory(tmp_path)
+    assert "hunter2" not in str(caught.value)
+    assert caught.value.__cause__ is None

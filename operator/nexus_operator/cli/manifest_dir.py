@@ -111,7 +111,18 @@ def _parse(document: Any, *, path: Path) -> Backend | RoutingPolicy | None:
         return model.model_validate(document)
     except ValidationError as exc:
         name = (document.get("metadata") or {}).get("name", "?")
-        raise ManifestError(f"{path}: {document['kind']} {name!r} is invalid: {exc}") from exc
+        raise ManifestError(
+            f"{path}: {document['kind']} {name!r} is invalid: {_describe(exc)}"
+        ) from None
+
+
+def _describe(error: ValidationError) -> str:
+    """Each error at its field path, without the rejected input: a URL refused for its
+    user-info must not be printed with the password in it."""
+    return "; ".join(
+        ".".join(str(part) for part in item["loc"]) + ": " + item["msg"]
+        for item in error.errors(include_url=False, include_input=False)
+    )
 
 
 class DirectoryWatcher:
