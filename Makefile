@@ -22,7 +22,7 @@ $(STAMP): pyproject.toml testkit/pyproject.toml
 
 venv: $(STAMP) ## Create .venv and install the package with its dev dependencies
 
-tools: ## Build (or reuse) kube-apiserver, etcd, helm, grpcurl and ghz into ~/.cache/nexus-operator
+tools: ## Build (or reuse) kube-apiserver, etcd, helm, grpcurl, ghz and vegeta into ~/.cache/nexus-operator
 	@tools/build.sh >/dev/null
 
 test: venv tools ## Run every test (unit, integration and e2e against a real kube-apiserver + etcd)
@@ -65,6 +65,7 @@ bench: venv tools ## Run every benchmark, write benchmarks/results/*.json and BE
 	$(PY) benchmarks/bench_pipeline.py
 	NEXUS_BIN_DIR="$$(tools/build.sh 2>/dev/null | tail -1)" $(PY) benchmarks/bench_grpc.py
 	NEXUS_BIN_DIR="$$(tools/build.sh 2>/dev/null | tail -1)" $(PY) benchmarks/bench_operator.py
+	NEXUS_BIN_DIR="$$(tools/build.sh 2>/dev/null | tail -1)" $(PY) benchmarks/bench_gateway.py
 	$(PY) benchmarks/report.py >/dev/null
 	@echo "wrote BENCHMARKS.md"
 

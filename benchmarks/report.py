@@ -104,6 +104,33 @@ def _operator_section(data: dict[str, float]) -> list[str]:
     ]
 
 
+def _gateway_section(data: dict[str, Any]) -> list[str]:
+    added_p50 = data["picker_p50_ms"] - data["direct_p50_ms"]
+    added_p99 = data["picker_p99_ms"] - data["direct_p99_ms"]
+    rate = data["rate_rps"]
+    return [
+        "## Gateway: Envoy with the picker vs the same Envoy without it (`benchmarks/bench_gateway.py`)",
+        "",
+        f"Chat completions through a real Envoy to one stand-in, at a fixed {rate:,} requests/s and",
+        "unthrottled; *direct* is the same bootstrap rendered with `--no-picker`.",
+        "",
+        f"| path | p50 at {rate:,}/s (ms) | p99 at {rate:,}/s (ms) | max requests/s |",
+        "|---|---:|---:|---:|",
+        f"| Envoy → stand-in (direct) | {data['direct_p50_ms']:.2f} | {data['direct_p99_ms']:.2f} | "
+        f"{data['direct_max_rps']:,.0f} |",
+        f"| Envoy + picker → stand-in | {data['picker_p50_ms']:.2f} | {data['picker_p99_ms']:.2f} | "
+        f"{data['picker_max_rps']:,.0f} |",
+        f"| picker adds | {added_p50:+.2f} | {added_p99:+.2f} | |",
+        "",
+        "Goals: the picker adds ≤ 1 ms at p50 and ≤ 5 ms at p99 at 500/s; ≥ 1,000 requests/s",
+        f"with the picker. Body mode {data.get('body_mode', 'buffered')}; max rate with "
+        f"{data.get('max_rate_workers', '?')} vegeta workers. Load generator: "
+        f"{data.get('load_generator', 'vegeta')}. The machine is shared, so compare rows of",
+        "one run only.",
+        "",
+    ]
+
+
 def render() -> str:
     lines = [
         "# Benchmarks",
@@ -118,6 +145,7 @@ def render() -> str:
         ("pipeline", _pipeline_section),
         ("grpc", _grpc_section),
         ("operator", _operator_section),
+        ("gateway", _gateway_section),
     ]
     for name, section in sections:
         data = _load(name)

@@ -1,0 +1,176 @@
+"""What the picker costs a request through Envoy, measured with the real vegeta.
+
+One run, one machine, one stand-in (an OpenAI-compatible server answering a chat completion
+with `usage`), the same Envoy bootstrap from `nexus-operator envoy-config`'s renderer twice:
+
+- direct: `--no-picker` — Envoy routes every request straight to the stand-in;
+- picker: the ext_proc filter asks `nexus-operator serve --from-dir` (a subprocess, BUFFERED
+  body mode) for a decision, which writes the stand-in's ip:port, and reads the response
+  for usage.
+
+For each: latency percentiles at a fixed 500 requests/s (`rate_rps`), then the highest rate
+it sustains (vegeta unthrottled with a fixed number of workers: successful requests/s).
+Prints the figures and writes benchmarks/results/gateway.json. The machine is shared (two
+cores, other work running), so figures move between runs; compare direct and picker from
+the same run only.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from nexus_operator.cli.cmd_envoy_config import EnvoyOptions, render_bootstrap
+from nexus_testkit.envoy import Envoy
+from nexus_testkit.gateway import Picker
+from nexus_testkit.localcluster import find_bin_dir
+from nexus_testkit.localcluster.standins import StandIns
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "benchmarks" / "results" / "gateway.json"
+RATE = int(os.environ.get("NEXUS_BENCH_RATE", "500"))
+DURATION = os.environ.get("NEXUS_BENCH_DURATION", "10s")
+MAX_WORKERS = int(os.environ.get("NEXUS_BENCH_WORKERS", "32"))
+MODEL = "bench-model"
+REQUEST = {
+    "model": MODEL,
+    "messages": [{"role": "user", "content": "Say hello in five words."}],
+    "max_tokens": 16,
+}
+API_VERSION = "nexus.routing.dev/v1alpha1"
+
+
+def manifests(directory: Path, standin_url: str) -> None:
+    backend = {
+        "apiVersion": API_VERSION,
+        "kind": "Backend",
+        "metadata": {"name": "bench-standin"},
+        "spec": {"type": "vllm", "url": standin_url, "models": [{"id": MODEL}]},
+    }
+    policy = {
+        "apiVersion": API_VERSION,
+        "kind": "RoutingPolicy",
+        "metadata": {"name": "everything"},
+        "spec": {"modelPatterns": ["*"]},
+    }
+    (directory / "fleet.yaml").write_text(yaml.safe_dump_all([backend, policy]))
+
+
+def attack(vegeta: Path, url: str, *, workdir: Path, rate: int, duration: str) -> dict[str, Any]:
+    """vegeta attack | vegeta report -type=json; rate 0 = as fast as MAX_WORKERS allow."""
+    target = {
+        "method": "POST",
+        "url": f"{url}/v1/chat/completions",
+        "header": {"Content-Type": ["application/json"]},
+        "body": base64.b64encode(json.dumps(REQUEST).encode()).decode(),
+    }
+    targets = workdir / "targets.json"
+    targets.write_text(json.dumps(target) + "\n")
+    argv = [
+        str(vegeta),
+        "attack",
+        "-format=json",
+        f"-targets={targets}",
+        f"-rate={rate}/s" if rate else "-rate=0",
+        f"-duration={duration}",
+        "-timeout=10s",
+        "-keepalive=true",
+    ]
+    if not rate:
+        argv += [f"-workers={MAX_WORKERS}", f"-max-workers={MAX_WORKERS}"]
+    attack_run = subprocess.run(argv, capture_output=True, check=True)
+    report = subprocess.run(
+        [str(vegeta), "report", "-type=json"],
+        input=attack_run.stdout,
+        capture_output=True,
+        check=True,
+    )
+    result: dict[str, Any] = json.loads(report.stdout)
+    return result
+
+
+def measure(vegeta: Path, envoy: Envoy, *, workdir: Path, label: str) -> dict[str, float]:
+    attack(vegeta, envoy.url, workdir=workdir, rate=100, duration="2s")  # warm up
+    fixed = attack(vegeta, envoy.url, workdir=workdir, rate=RATE, duration=DURATION)
+    unthrottled = attack(vegeta, envoy.url, workdir=workdir, rate=0, duration=DURATION)
+    figures = {
+        "p50_ms": fixed["latencies"]["50th"] / 1e6,
+        "p99_ms": fixed["latencies"]["99th"] / 1e6,
+        "success_at_rate": fixed["success"],
+        "max_rps": unthrottled["throughput"],
+        "success_at_max": unthrottled["success"],
+    }
+    print(
+        f"{label:>7}: p50 {figures['p50_ms']:.2f} ms, p99 {figures['p99_ms']:.2f} ms at "
+        f"{RATE}/s (success {fixed['success']:.3f}); max {figures['max_rps']:,.0f}/s "
+        f"(success {unthrottled['success']:.3f}, {MAX_WORKERS} workers)",
+        flush=True,
+    )
+    return figures
+
+
+def main() -> int:
+    vegeta = find_bin_dir() / "vegeta"
+    stand_ins = StandIns()
+    try:
+        with tempfile.TemporaryDirectory(prefix="bench-gateway-") as tmp:
+            work = Path(tmp)
+            standin = stand_ins.start("openai", (MODEL,), name="bench-standin")
+            (work / "manifests").mkdir()
+            manifests(work / "manifests", standin.url)
+            base = EnvoyOptions(listener_address="127.0.0.1", listener_port=0, access_log=False)
+            direct_options = replace(base, direct_endpoint=standin.endpoint)
+            with Envoy(render_bootstrap(direct_options), work / "envoy-direct") as envoy:
+                direct = measure(vegeta, envoy, workdir=work, label="direct")
+            picker = Picker(
+                [
+                    "serve",
+                    "--from-dir",
+                    str(work / "manifests"),
+                    "--assume-healthy",
+                    "--log-level=WARNING",
+                ],
+                work / "picker",
+            )
+            with picker:
+                picker_options = replace(base, picker_address=picker.extproc_address)
+                with Envoy(render_bootstrap(picker_options), work / "envoy-picker") as envoy:
+                    via_picker = measure(vegeta, envoy, workdir=work, label="picker")
+    finally:
+        stand_ins.close()
+    result: dict[str, object] = {
+        "direct_p50_ms": round(direct["p50_ms"], 3),
+        "direct_p99_ms": round(direct["p99_ms"], 3),
+        "picker_p50_ms": round(via_picker["p50_ms"], 3),
+        "picker_p99_ms": round(via_picker["p99_ms"], 3),
+        "rate_rps": RATE,
+        "picker_max_rps": round(via_picker["max_rps"], 1),
+        "direct_max_rps": round(direct["max_rps"], 1),
+        "direct_success_at_rate": direct["success_at_rate"],
+        "picker_success_at_rate": via_picker["success_at_rate"],
+        "max_rate_workers": MAX_WORKERS,
+        "duration": DURATION,
+        "body_mode": "buffered",
+        "load_generator": "vegeta v12.13.0",
+    }
+    print(
+        f"picker adds {via_picker['p50_ms'] - direct['p50_ms']:+.2f} ms at p50, "
+        f"{via_picker['p99_ms'] - direct['p99_ms']:+.2f} ms at p99 ({RATE}/s)"
+    )
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"wrote {RESULTS.relative_to(ROOT)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
