@@ -78,7 +78,7 @@ class Envoy:
     """One Envoy process from a bootstrap dict; start/stop/restart, log captured."""
 
     def __init__(
-        self, bootstrap: dict[str, Any], workdir: Path, *, log_level: str = "info"
+        self, bootstrap: dict[str, Any], workdir: Path, *, log_level: str = "warning"
     ) -> None:
         self._bootstrap = copy.deepcopy(bootstrap)
         self._bootstrap["admin"] = {

@@ -1,0 +1,124 @@
+"""Budgets and capacity through a real Envoy: spend taken from real responses moves a policy
+to SoftLimit then HardLimit and the next request is refused with the reason; a full backend
+answers 429 with Retry-After. Each test runs its own gateway (its own spend and slots)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import httpx
+import openai
+import pytest
+from openai.types.chat import ChatCompletionMessageParam
+
+from nexus_testkit.localcluster.standins import NAME_HEADER, StandIns
+
+from .conftest import BODY_MODES, backend, policy, run_gateway
+
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
+
+HELLO: list[ChatCompletionMessageParam] = [{"role": "user", "content": "Say hello."}]
+
+
+@pytest.mark.parametrize("body_mode", BODY_MODES)
+def test_spend_from_responses_moves_the_budget_to_soft_then_hard_limit_then_refuses(
+    stand_ins: StandIns, tmp_path: Path, body_mode: str
+) -> None:
+    server = stand_ins.start("openai", ("priced-model",), name=f"priced-{body_mode}")
+    # Every answer reports 1,000 completion tokens at 1 USD per 1,000: one dollar a request.
+    server.behaviour.completion_tokens = 1000
+    server.behaviour.prompt_tokens = 1
+    documents = [
+        backend(
+            "priced",
+            server,
+            [{"id": "priced-model", "pricing": {"inputPer1k": 0, "outputPer1k": 1.0}}],
+        ),
+        policy(
+            "budgeted",
+            ["*"],
+            budget={"monthlyLimitUsd": 2.5, "softLimitPercent": 50, "hardLimitAction": "blockAll"},
+        ),
+    ]
+    with run_gateway(tmp_path, documents, body_mode=body_mode) as gateway:
+        client = gateway.client()
+        labels = {"namespace": "default", "policy": "budgeted"}
+
+        def spent_is(usd: float) -> None:
+            gateway.wait_for_metric(
+                "nexus_budget_spent_usd",
+                lambda value: value is not None and abs(value - usd) < 0.01,
+                **labels,
+            )
+
+        def state_is(state: str) -> None:
+            gateway.wait_for_metric(
+                "nexus_budget_state", lambda value: value == 1, state=state, **labels
+            )
+
+        client.chat.completions.create(model="priced-model", messages=HELLO)
+        spent_is(1.0)
+        state_is("Normal")  # 1 USD of 2.50
+        stream = client.chat.completions.create(
+            model="priced-model",
+            messages=HELLO,
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+        assert [chunk for chunk in stream if chunk.usage is not None]
+        spent_is(2.0)
+        state_is("SoftLimit")  # 80 % >= 50 %
+        client.chat.completions.create(model="priced-model", messages=HELLO)
+        spent_is(3.0)
+        state_is("HardLimit")
+        received = len(server.received)
+        with pytest.raises(openai.APIStatusError) as refused:
+            client.chat.completions.create(model="priced-model", messages=HELLO)
+        assert len(server.received) == received, "a refused request never reaches the backend"
+        error = refused.value.response.json()["error"]
+        assert error["nexus"]["policy"].endswith("budgeted")
+        reasons = [e["reasonCode"] for e in error["nexus"]["exclusions"]]
+        assert any("budget" in code.lower() for code in reasons), error
+
+
+@pytest.mark.parametrize("body_mode", BODY_MODES)
+def test_a_full_backend_queues_with_429_and_retry_after(
+    stand_ins: StandIns, tmp_path: Path, body_mode: str
+) -> None:
+    server = stand_ins.start("openai", ("busy-model",), name=f"busy-{body_mode}")
+    server.behaviour.stream_delay_s = 0.1
+    server.behaviour.stream_chunks = 300  # a 30 s stream, closed by the client below
+    documents = [
+        backend("busy", server, [{"id": "busy-model"}], maxConcurrency=1),
+        policy("everything", ["*"]),
+    ]
+    with run_gateway(tmp_path, documents, body_mode=body_mode) as gateway:
+        body = {"model": "busy-model", "messages": HELLO, "stream": True}
+        with (
+            httpx.Client(timeout=30) as http,
+            http.stream("POST", f"{gateway.url}/v1/chat/completions", json=body) as holding,
+        ):
+            assert holding.status_code == 200
+            assert holding.headers[NAME_HEADER] == server.name
+            lines = holding.iter_lines()  # kept: a dropped iterator closes the response
+            assert next(lines).startswith("data:")
+            gateway.wait_for_metric(
+                "nexus_backend_in_flight",
+                lambda value: value == 1,
+                namespace="default",
+                backend="busy",
+            )
+            with pytest.raises(openai.RateLimitError) as queued:
+                gateway.client().chat.completions.create(model="busy-model", messages=HELLO)
+        retry_after = queued.value.response.headers["retry-after"]
+        assert retry_after.isdigit()
+        assert int(retry_after) >= 1
+        assert queued.value.response.json()["error"]["code"]
+        # the held stream was closed by the client: the slot frees and requests flow again
+        gateway.wait_for_metric(
+            "nexus_backend_in_flight", lambda value: value == 0, namespace="default", backend="busy"
+        )
+        server.behaviour.stream_chunks = 4
+        server.behaviour.stream_delay_s = 0.0
+        done = gateway.client().chat.completions.create(model="busy-model", messages=HELLO)
+        assert done.choices[0].message.content
