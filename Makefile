@@ -34,8 +34,8 @@ test-unit: venv ## Run the unit tests only (no control plane)
 test-integration: venv tools ## Run the integration tests (real kube-apiserver + etcd)
 	NEXUS_BIN_DIR="$$(tools/build.sh 2>/dev/null | tail -1)" $(PY) -m pytest tests/integration $(PYTEST_ARGS)
 
-test-e2e: venv tools ## Run the end-to-end tests (helm chart, gRPC endpoint, the README quickstart)
-	NEXUS_BIN_DIR="$$(tools/build.sh 2>/dev/null | tail -1)" $(PY) -m pytest tests/e2e tests/endpoint $(PYTEST_ARGS)
+test-e2e: venv tools ## Run the end-to-end tests (helm chart, gRPC endpoint, gateway through Envoy, the README quickstart)
+	NEXUS_BIN_DIR="$$(tools/build.sh 2>/dev/null | tail -1)" $(PY) -m pytest tests/e2e tests/endpoint tests/gateway $(PYTEST_ARGS)
 
 lint: venv ## ruff, ruff format --check, mypy --strict (product, testkit, benchmarks, tests) and the import-layer contracts
 	$(VENV)/bin/ruff check operator testkit tests benchmarks
@@ -44,9 +44,10 @@ lint: venv ## ruff, ruff format --check, mypy --strict (product, testkit, benchm
 	$(VENV)/bin/mypy benchmarks
 	@# pytest puts each test folder on sys.path, so the three conftest.py are each `conftest`:
 	@# mypy checks one group per folder that has its own conftest, with that folder on its path.
-	MYPYPATH=tests:tests/unit $(VENV)/bin/mypy $$(find tests -name '*.py' -not -path 'tests/integration/*' -not -path 'tests/e2e/chart/*')
+	MYPYPATH=tests:tests/unit $(VENV)/bin/mypy $$(find tests -name '*.py' -not -path 'tests/integration/*' -not -path 'tests/e2e/chart/*' -not -path 'tests/gateway/*')
 	MYPYPATH=tests:tests/integration $(VENV)/bin/mypy tests/integration
 	MYPYPATH=tests:tests/e2e/chart $(VENV)/bin/mypy tests/e2e/chart
+	MYPYPATH=tests $(VENV)/bin/mypy tests/gateway
 	$(VENV)/bin/lint-imports
 
 proto: venv ## Regenerate the gRPC stubs in operator/nexus_operator/serving/proto from proto/

@@ -302,7 +302,7 @@ def _ext_proc(options: EnvoyOptions) -> dict[str, Any]:
             "response_trailer_mode": "SEND" if streamed else "SKIP",
         },
         "metadata_options": {
-            "forwarding_namespaces": {"untyped": [SUBSET_HINT_NAMESPACE]},
+            "forwarding_namespaces": {"untyped": [SUBSET_HINT_NAMESPACE, "envoy.lb"]},
             "receiving_namespaces": {"untyped": ["envoy.lb"]},
         },
     }
