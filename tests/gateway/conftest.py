@@ -46,11 +46,16 @@ def backend(
     }
 
 
-def policy(name: str, patterns: Sequence[str], **spec: Any) -> dict[str, Any]:
+def policy(
+    name: str, patterns: Sequence[str], *, namespace: str | None = None, **spec: Any
+) -> dict[str, Any]:
+    metadata: dict[str, Any] = {"name": name}
+    if namespace is not None:
+        metadata["namespace"] = namespace
     return {
         "apiVersion": API_VERSION,
         "kind": "RoutingPolicy",
-        "metadata": {"name": name},
+        "metadata": metadata,
         "spec": {"modelPatterns": list(patterns), **spec},
     }
 
@@ -109,13 +114,18 @@ def run_gateway(
     options: EnvoyOptions | None = None,
     picker_command: Sequence[str] | None = None,
     picker_env: dict[str, str] | None = None,
+    assume_healthy: bool = True,
 ) -> Iterator[Gateway]:
-    """Write `documents` to a manifest folder, start `serve --from-dir` on it (or
-    `picker_command`) and an Envoy in front; stop both afterwards."""
+    """Write `documents` to a manifest folder, start `serve --from-dir` on it (backends assumed
+    Healthy unless `assume_healthy=False`), or `picker_command`, and an Envoy in front; stop
+    both afterwards."""
     manifests = workdir / "manifests"
     manifests.mkdir(parents=True, exist_ok=True)
     (manifests / "fleet.yaml").write_text(yaml.safe_dump_all(list(documents)))
-    command = list(picker_command or ["serve", "--from-dir", str(manifests), "--assume-healthy"])
+    serve = ["serve", "--from-dir", str(manifests)]
+    if assume_healthy:
+        serve.append("--assume-healthy")
+    command = list(picker_command or serve)
     with ExitStack() as stack:
         picker = Picker(
             command,
