@@ -165,7 +165,7 @@ async def live_gateway(
     server = GatewayServer(
         RoutingEngine(registry),
         settings=GatewaySettings(namespace="default", max_body_bytes=max_body_bytes),
-        credentials=credentials or CredentialStore(),
+        credentials=credentials if credentials is not None else registry.credentials,
         address="127.0.0.1:0",
         metrics_registry=CollectorRegistry(),
     )

@@ -17,7 +17,7 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from nexus_operator.routing import Credential, CredentialStore, Registry
+from nexus_operator.routing import Credential, Registry
 from nexus_operator.serving.gateway import GatewayServer
 
 from .extproc import (
@@ -65,21 +65,16 @@ def gateway_fleet() -> list[dict[str, Any]]:
 
 @pytest.fixture
 def registry() -> Registry:
-    return registry_of(gateway_fleet())
+    registry = registry_of(gateway_fleet())
+    registry.credentials.set(
+        ("default", "cloud"), Credential("authorization", "Bearer sk-upstream", "cloud-key/apiKey")
+    )
+    return registry
 
 
 @pytest.fixture
-def credentials() -> CredentialStore:
-    store = CredentialStore()
-    store.set(("default", "cloud"), Credential("authorization", "Bearer sk-upstream", "k/apiKey"))
-    return store
-
-
-@pytest.fixture
-async def gateway(
-    registry: Registry, credentials: CredentialStore
-) -> AsyncIterator[tuple[GatewayServer, Any]]:
-    async with live_gateway(registry, credentials=credentials, max_body_bytes=128 * 1024) as pair:
+async def gateway(registry: Registry) -> AsyncIterator[tuple[GatewayServer, Any]]:
+    async with live_gateway(registry, max_body_bytes=128 * 1024) as pair:
         yield pair
 
 
@@ -338,6 +333,20 @@ async def test_a_cloud_backend_gets_its_upstream_header_and_credential_not_the_c
     assert client["x-nexus-budget"] == "Normal"
     assert "sk-upstream" not in json.dumps(client)
     await stream.close()
+
+
+async def test_a_cloud_backend_whose_secret_is_missing_is_excluded_with_its_reason(
+    gateway: tuple[GatewayServer, Any], registry: Registry
+) -> None:
+    _, stub = gateway
+    registry.credentials.set_problem(("default", "cloud"), "Secret cloud-key not found")
+    _, answer = await routed_buffered(stub, chat("gpt-4o"))
+    immediate = answer.immediate_response
+    assert immediate.status.code == 503
+    [exclusion] = json.loads(immediate.body)["error"]["nexus"]["exclusions"]
+    assert exclusion["backend"] == "cloud"
+    assert exclusion["reasonCode"] == "credentials_unavailable"
+    assert in_flight(registry, "cloud") == 0
 
 
 async def test_json_usage_is_accounted_as_spend_and_releases_the_slot(
