@@ -18,7 +18,8 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from nexus_operator.routing import Credential, Registry
-from nexus_operator.serving.gateway import GatewayServer
+from nexus_operator.serving.gateway import GatewayServer, openai_request, service
+from nexus_operator.serving.gateway.usage import UsageMeter
 
 from .extproc import (
     FULL_DUPLEX,
@@ -267,6 +268,19 @@ async def test_an_unknown_path_is_a_404_before_any_body(
     assert json.loads(answer.immediate_response.body)["error"]["code"] == "unknown_path"
 
 
+async def test_the_model_list_is_answered_from_the_registry(
+    gateway: tuple[GatewayServer, Any],
+) -> None:
+    _, stub = gateway
+    stream = ExtProcStream(stub)
+    await stream.send(request_headers(method="GET", path="/v1/models", end_of_stream=True))
+    answer = (await stream.recv()).immediate_response
+    assert answer.status.code == 200
+    listed = json.loads(answer.body)
+    assert listed["object"] == "list"
+    assert [m["id"] for m in listed["data"]] == ["fast", "gpt-4o", "llama3:8b", "solo"]
+
+
 async def test_a_declared_or_streamed_body_over_the_limit_is_413(
     gateway: tuple[GatewayServer, Any],
 ) -> None:
@@ -425,6 +439,29 @@ async def test_an_upstream_500_counts_as_a_failure(
     await stream.close()
     assert registry.runtime.backend("default", "local").error_rate(datetime.now(UTC)) == 1.0
     assert in_flight(registry, "local") == 0
+
+
+async def test_a_picker_bug_refuses_before_the_decision_and_passes_responses_after_it(
+    gateway: tuple[GatewayServer, Any], registry: Registry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _, stub = gateway
+
+    def broken(*_: object, **__: object) -> None:
+        raise RuntimeError("bug")
+
+    stream, _ = await routed_buffered(stub, chat(), response_mode=FULL_DUPLEX)
+    monkeypatch.setattr(UsageMeter, "feed", broken)
+    await stream.send(response_headers(200), response_body(b"{}", end_of_stream=True))
+    await stream.recv()
+    echoed = (await stream.recv()).response_body.response.body_mutation.streamed_response
+    assert (echoed.body, echoed.end_of_stream) == (b"{}", True)
+    await stream.close()
+    assert in_flight(registry, "local") == 0
+    monkeypatch.setattr(openai_request, "parse_body", broken)
+    monkeypatch.setattr(service, "parse_body", broken)
+    _, refused = await routed_buffered(stub, chat())
+    assert refused.immediate_response.status.code == 503
+    assert json.loads(refused.immediate_response.body)["error"]["code"] == "routing_failed"
 
 
 async def test_usage_goes_to_the_endpoint_the_proxy_reports_as_served(

@@ -1,7 +1,8 @@
 """OpenAI-compatible request bodies → the routing core's RequestRequirements (plus stream facts).
 
-Paths: `POST /v1/chat/completions` and `POST /v1/completions` (a query string is ignored); every
-other path or method is answered 404 `unknown_path`. From the body: `model`; the token estimate
+Paths: `POST /v1/chat/completions` and `POST /v1/completions` (a query string is ignored);
+`GET /v1/models` is answered by the picker from the registry; every other path or method is
+answered 404 `unknown_path`. From the body: `model`; the token estimate
 (the same `len(text) // 4` over text parts as the gRPC API, `pipeline.estimate_tokens`); vision
 from `image_url` parts; tools from a non-empty `tools` or `functions`; JSON mode from
 `response_format.type` json_object / json_schema; the output budget from
@@ -12,7 +13,7 @@ from `image_url` parts; tools from a non-empty `tools` or `functions`; JSON mode
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,6 +34,7 @@ from .errors import (
 
 CHAT = "chat"
 COMPLETIONS = "completions"
+MODELS_PATH = "/v1/models"
 ENDPOINTS: Mapping[str, str] = {"/v1/chat/completions": CHAT, "/v1/completions": COMPLETIONS}
 
 PRIVACY_HEADER = "x-nexus-privacy"
@@ -58,6 +60,19 @@ class ParsedRequest:
     document: dict[str, Any]
     stream: bool
     include_usage: bool
+
+
+def is_model_list(method: str, path: str) -> bool:
+    """`GET /v1/models`: the picker answers it itself from the registry."""
+    return method == "GET" and path.split("?", 1)[0].rstrip("/") == MODELS_PATH
+
+
+def model_list(models: Iterable[str]) -> bytes:
+    """OpenAI's model list: `{"object": "list", "data": [{"id", "object", "owned_by"}]}`."""
+    data = [
+        {"id": m, "object": "model", "created": 0, "owned_by": "nexus-operator"} for m in models
+    ]
+    return json.dumps({"object": "list", "data": data}, separators=(",", ":")).encode()
 
 
 def endpoint_kind(method: str, path: str) -> str:

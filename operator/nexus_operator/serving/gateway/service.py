@@ -53,7 +53,15 @@ from .errors import (
     invalid,
 )
 from .metrics import GatewayMetrics
-from .openai_request import ParsedRequest, Tightening, endpoint_kind, parse_body, rewrite_model
+from .openai_request import (
+    ParsedRequest,
+    Tightening,
+    endpoint_kind,
+    is_model_list,
+    model_list,
+    parse_body,
+    rewrite_model,
+)
 from .openai_request import tightening as read_tightening
 from .usage import UsageMeter
 
@@ -112,6 +120,12 @@ class GatewayService(external_processor_pb2_grpc.ExternalProcessorServicer):  # 
         finally:
             self.metrics.active_streams -= 1
             stream.finish()
+
+    def models(self) -> list[str]:
+        """Every model the configured namespace's Backends offer, and every alias name."""
+        ns = self.engine.registry.snapshot.namespace(self.settings.namespace)
+        names = {model for view in ns.backends.values() for model in view.models}
+        return sorted(names | set(ns.aliases))
 
     def backend_of_endpoint(self, endpoint: str) -> str | None:
         """The configured namespace's Backend whose URL resolves (cached) to `endpoint`."""
@@ -201,6 +215,13 @@ class _Stream:
                 return [wire.continue_response_trailers()]
         except GatewayError as error:
             return [self._refuse(error)]
+        except Exception:
+            # A bug must not become Envoy's 500 (or a hung request): refuse before the
+            # decision, pass the response through after it.
+            logger.exception("gateway stream %s failed on %s", self.request_id, which)
+            if self._routed is None and which is not None and which.startswith("request"):
+                return [self._refuse(_internal())]
+            return _passthrough(request, self._response_mode)
         return []
 
     # Request phase
@@ -208,7 +229,12 @@ class _Stream:
     def _on_request_headers(self, request: wire.ProcessingRequest) -> list[wire.ProcessingResponse]:
         message = request.request_headers
         headers = self._headers = wire.header_map(message)
-        self._kind = endpoint_kind(headers.get(":method", ""), headers.get(":path", ""))
+        method, path = headers.get(":method", ""), headers.get(":path", "")
+        if is_model_list(method, path):
+            self.closed = True
+            self._service.metrics.observe_request("MODELS", 200)
+            return [wire.immediate(200, model_list(self._service.models()))]
+        self._kind = endpoint_kind(method, path)
         self._tighten = read_tightening(headers)
         self._subset = wire.subset_hint(request)
         length = headers.get("content-length")
@@ -442,6 +468,27 @@ def _header_value(text: str) -> str:
     if text.isascii() and text.isprintable() and len(text) <= HEADER_VALUE_MAX:
         return text
     return "".join(c if c.isascii() and c.isprintable() else "?" for c in text[:HEADER_VALUE_MAX])
+
+
+def _internal() -> GatewayError:
+    return GatewayError(503, ROUTING_FAILED, "the picker failed; see its log")
+
+
+def _passthrough(request: wire.ProcessingRequest, mode: int) -> list[wire.ProcessingResponse]:
+    """The answer that lets a response phase message through unchanged."""
+    which = request.WhichOneof("request")
+    if which == "response_headers":
+        return [wire.response_headers(())]
+    if which == "response_body":
+        body = request.response_body
+        if mode == wire.FULL_DUPLEX_STREAMED:
+            return wire.streamed_response_body(body.body, end_of_stream=body.end_of_stream)
+        return [wire.continue_response_body()]
+    if which == "response_trailers":
+        return [wire.continue_response_trailers()]
+    if which == "request_trailers":
+        return [wire.continue_request_trailers()]
+    return [wire.continue_request_body()]
 
 
 def _too_large(limit: int) -> GatewayError:
