@@ -3,9 +3,24 @@
 from __future__ import annotations
 
 import ast
+import importlib.util
 from pathlib import Path
+from types import ModuleType
 
-PRODUCT = Path(__file__).resolve().parents[2] / "operator" / "nexus_operator"
+ROOT = Path(__file__).resolve().parents[2]
+PRODUCT = ROOT / "operator" / "nexus_operator"
+
+
+def _tool(name: str) -> ModuleType:
+    spec = importlib.util.spec_from_file_location(name, ROOT / "tools" / f"{name}.py")
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+check_keyword_only = _tool("check_keyword_only")
 
 
 def _modules() -> list[tuple[Path, ast.Module]]:
@@ -26,3 +41,30 @@ def test_only_the_budget_model_knows_the_soft_limit_percent() -> None:
         if isinstance(node, ast.Attribute) and node.attr == "soft_limit_percent"
     }
     assert readers == {"api/policy.py"}
+
+
+def test_functions_take_at_most_two_positional_parameters() -> None:
+    """STYLE: keyword-only parameters beyond two (tools/check_keyword_only.py; dunders and the
+    seed's Router constructor exempt). Checked here for the layers below serving and cli."""
+    found = [
+        line
+        for package in ("api", "pipeline", "routing", "operator")
+        for line in check_keyword_only.violations(PRODUCT / package)
+    ]
+    assert found == []
+
+
+def test_every_started_task_is_kept_in_a_name() -> None:
+    """The event loop holds tasks weakly: a task whose only reference is dropped can vanish
+    mid-run. No create_task/ensure_future call may be a bare statement."""
+    bare = [
+        f"{path.relative_to(PRODUCT)}:{node.lineno}"
+        for path, tree in _modules()
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Expr)
+        and isinstance(node.value, ast.Call)
+        and isinstance(node.value.func, ast.Attribute | ast.Name)
+        and getattr(node.value.func, "attr", getattr(node.value.func, "id", ""))
+        in ("create_task", "ensure_future")
+    ]
+    assert bare == []

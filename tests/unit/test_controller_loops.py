@@ -122,7 +122,7 @@ def _cluster(*, unhealthy_error: str | None = None) -> tuple[Registry, StubKube]
         cell.set_assumed_healthy()
     else:
         cell.record_probe(
-            False, None, unhealthy_error, failure_threshold=1, recovery_threshold=1, now=NOW
+            False, None, error=unhealthy_error, failure_threshold=1, recovery_threshold=1, now=NOW
         )
     kube = StubKube()
     kube.add(BACKENDS.path("default", "local"), local)

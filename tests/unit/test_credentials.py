@@ -124,7 +124,7 @@ def test_credential_problem_is_checked_before_health() -> None:
     eng, registry = _cloud_engine()
     registry.credentials.set_problem(("default", "cloud"), "Secret default/key not found")
     registry.runtime.backend("default", "cloud").record_probe(
-        False, None, "HTTP 401", failure_threshold=1, recovery_threshold=1, now=NOW
+        False, None, error="HTTP 401", failure_threshold=1, recovery_threshold=1, now=NOW
     )
     decision = eng.explain(RequestRequirements(model="llama3:8b", namespace="default"))
     assert codes(decision)["cloud"] == reasons.CREDENTIALS_UNAVAILABLE

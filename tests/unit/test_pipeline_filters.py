@@ -274,7 +274,7 @@ def test_unhealthy_and_unknown_backends_are_excluded() -> None:
     runtime = eng.registry.runtime
     runtime.backend("default", "up").set_assumed_healthy()
     runtime.backend("default", "down").record_probe(
-        False, None, "refused", failure_threshold=3, recovery_threshold=2, now=NOW
+        False, None, error="refused", failure_threshold=3, recovery_threshold=2, now=NOW
     )
     decision = eng.route(req())
     assert codes(decision) == {"unknown": reasons.HEALTH_UNKNOWN, "down": reasons.UNHEALTHY}

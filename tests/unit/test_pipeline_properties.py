@@ -262,7 +262,7 @@ def test_a_plug_in_cannot_restore_excluded_backends(
     engine = build(fleet, spec, 0.0)
     ns = engine.registry.snapshot.namespace("default")
     everyone = [
-        Candidate.of(v, req.model, engine.registry.runtime.backend("default", v.name))
+        Candidate.of(v, req.model, runtime=engine.registry.runtime.backend("default", v.name))
         for v in ns.offering(None, req.model)
     ]
     compiled = ns.policy("p")

@@ -108,7 +108,7 @@ def test_latency_reconciler_filters_backends_over_the_limit_and_traces() -> None
     with_latency(reg, **{"ollama-1": 150.0, "ollama-2": 350.0})
     views = reg.snapshot.namespace("default").backends
     candidates = [
-        Candidate.of(views[n], "llama3:8b", reg.runtime.backend("default", n))
+        Candidate.of(views[n], "llama3:8b", runtime=reg.runtime.backend("default", n))
         for n in ("ollama-1", "ollama-2")
     ]
     intent = RoutingIntent(requirements(), candidates)

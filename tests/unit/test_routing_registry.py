@@ -83,7 +83,7 @@ def test_health_state_machine_follows_thresholds() -> None:
         (True, 20.0, None),
         (True, 20.0, None),
     ]:
-        changed = cell.record_probe(ok, latency, error, **probe)
+        changed = cell.record_probe(ok, latency, error=error, **probe)
         states.append((changed, cell.health_state))
     assert states == [
         (True, HealthState.HEALTHY),
@@ -97,8 +97,8 @@ def test_health_state_machine_follows_thresholds() -> None:
 def test_latency_ema_takes_the_first_sample_then_weights_four_to_one() -> None:
     cell = BackendRuntime()
     probe: dict[str, Any] = {"failure_threshold": 3, "recovery_threshold": 2, "now": NOW}
-    cell.record_probe(True, 100.0, None, **probe)
-    cell.record_probe(True, 200.0, None, **probe)
+    cell.record_probe(True, 100.0, error=None, **probe)
+    cell.record_probe(True, 200.0, error=None, **probe)
     assert cell.latency_ms == pytest.approx(120.0)
 
 
@@ -119,7 +119,8 @@ def test_policy_spend_survives_a_failed_flush_and_adopts_the_persisted_total() -
     spend.add_spend(2.0, NOW)
     taken = spend.take_unflushed()
     assert taken == (2.0, 0, 0, 0)
-    spend.give_back(*taken)
+    usd, routed, rejected, queued = taken
+    spend.give_back(usd, routed, rejected=rejected, queued=queued)
     spend.load_persisted("2026-03", 5.0)
     assert (spend.spent_usd, spend.unflushed_usd) == (7.0, 2.0)
 

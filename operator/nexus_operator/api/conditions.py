@@ -81,7 +81,6 @@ NO_ELIGIBLE_BACKENDS = "NoEligibleBackends"
 CREDENTIALS_READY = "CredentialsReady"
 
 # Reasons
-RECONCILING = "Reconciling"
 ACCEPTED = "Accepted"
 HEALTH_CHECK_PASSED = "HealthCheckPassed"
 HEALTH_CHECK_FAILED = "HealthCheckFailed"

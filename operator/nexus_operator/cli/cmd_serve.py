@@ -93,7 +93,7 @@ async def _serve(args: argparse.Namespace) -> int:
         f"ext_proc on port {gateway_port}",
         flush=True,
     )
-    async with _background(watcher, engine, registry, probe=not args.assume_healthy):
+    async with _background(watcher, engine, registry=registry, probe=not args.assume_healthy):
         await stop.wait()
     if gateway is not None:
         await gateway.stop(DRAIN_GRACE_S)
@@ -105,7 +105,9 @@ def _apply(registry: Registry, manifests: Manifests, *, assume_healthy: bool) ->
     """Secrets in the directory feed the credentials as the operator's Secret reads would; a
     Backend whose Secret or key is missing is excluded (`credentials_unavailable`)."""
     registry.replace_all(manifests.backends, manifests.policies)
-    problems = sync_from_secrets(registry.credentials, manifests.backends, manifests.secrets)
+    problems = sync_from_secrets(
+        registry.credentials, manifests.backends, secrets=manifests.secrets
+    )
     for (namespace, name), problem in sorted(problems.items()):
         logger.warning(
             "Backend %s/%s: credentials unavailable: %s", namespace, name, problem.message
@@ -119,7 +121,7 @@ def _apply(registry: Registry, manifests: Manifests, *, assume_healthy: bool) ->
 
 @contextlib.asynccontextmanager
 async def _background(
-    watcher: DirectoryWatcher, engine: RoutingEngine, registry: Registry, *, probe: bool
+    watcher: DirectoryWatcher, engine: RoutingEngine, *, registry: Registry, probe: bool
 ) -> AsyncIterator[None]:
     """Directory watching, slot expiry and (unless assumed healthy) probing, for the server's life."""
     prober = HealthProber(registry) if probe else None

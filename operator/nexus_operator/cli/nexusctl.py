@@ -362,8 +362,8 @@ def _call(
 def render(
     message: Message,
     table: Callable[[], str],
-    output: str,
     *,
+    output: str,
     fields: Sequence[str] | None = None,
 ) -> str:
     """The table view, or the message as json/yaml limited to `fields` (all when None)."""
@@ -399,7 +399,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"nexusctl: {exc}", file=sys.stderr)
         return 2
     fields = None if args.command != "get" or args.kind == "all" else [args.kind]
-    print(render(response, table, args.output, fields=fields))
+    print(render(response, table, output=args.output, fields=fields))
     return code
 
 

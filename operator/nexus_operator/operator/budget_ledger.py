@@ -64,10 +64,6 @@ class PolicyDelta:
     last_routed: RoutedRecord | None
     last_rejected: RejectedRecord | None
 
-    @property
-    def counted(self) -> bool:
-        return bool(self.usd or self.routed or self.rejected or self.queued)
-
 
 def budget_block(
     *, spent_usd: float, budget: api.Budget | None, persisted: Mapping[str, Any], now: datetime
@@ -184,11 +180,11 @@ class BudgetLedger:
         usd, routed, rejected, queued = cell.take_unflushed()
         return PolicyDelta(usd, routed, rejected, queued, cell.last_routed, cell.last_rejected)
 
-    def give_back(self, namespace: str, name: str, delta: PolicyDelta) -> None:
+    def give_back(self, namespace: str, name: str, *, delta: PolicyDelta) -> None:
         cell = self._registry.runtime.policy(namespace, name)
-        cell.give_back(delta.usd, delta.routed, delta.rejected, delta.queued)
+        cell.give_back(delta.usd, delta.routed, rejected=delta.rejected, queued=delta.queued)
 
-    def settle_policy(self, namespace: str, name: str, status: Mapping[str, Any]) -> None:
+    def settle_policy(self, namespace: str, name: str, *, status: Mapping[str, Any]) -> None:
         """Adopt the total now persisted (all replicas' spend) for the next decisions."""
         block = status.get("budget") or {}
         if block.get("period"):
@@ -208,7 +204,9 @@ class BudgetLedger:
         flushed_cell, count = self._flushed_selected.get(key, (None, 0))
         return count if flushed_cell is cell else 0
 
-    async def write(self, kind: Kind, namespace: str, name: str, build: Build) -> JsonObject | None:
+    async def write(
+        self, kind: Kind, namespace: str, *, name: str, build: Build
+    ) -> JsonObject | None:
         """Apply the patch build(current status) returns, under a resourceVersion precondition.
 
         Returns the status now on the server, or None when the write did not happen (API server

@@ -33,7 +33,7 @@ class InvalidSpec:
 
 
 def invalid_spec(
-    kind: str, body: Mapping[str, Any], error: pydantic.ValidationError
+    kind: str, body: Mapping[str, Any], *, error: pydantic.ValidationError
 ) -> InvalidSpec:
     metadata = body.get("metadata") or {}
     return InvalidSpec(

@@ -11,6 +11,7 @@ The operator never reads Secrets: no method here takes a core/v1 Secret path.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import os
 from concurrent.futures import ThreadPoolExecutor
@@ -122,9 +123,10 @@ class KubeApi:
         query: list[tuple[str, str]] | None = None,
     ) -> JsonObject:
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(
-            self._executor, self._call, method, path, body, content_type, query or []
+        call = functools.partial(
+            self._call, method, path, body=body, content_type=content_type, query=query or []
         )
+        return await loop.run_in_executor(self._executor, call)
 
     async def get(self, path: str) -> JsonObject:
         return await self.request("GET", path)
@@ -140,6 +142,7 @@ class KubeApi:
         self,
         method: str,
         path: str,
+        *,
         body: JsonObject | None,
         content_type: str,
         query: list[tuple[str, str]],

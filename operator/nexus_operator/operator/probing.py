@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import aiohttp
 
@@ -37,7 +37,20 @@ logger = logging.getLogger(__name__)
 
 BackendKey = tuple[str, str]
 Clock = Callable[[], datetime]
-TransitionHook = Callable[[BackendKey, api.HealthState, api.HealthState, str | None], None]
+
+
+class TransitionHook(Protocol):
+    """Called when a backend's health state changes."""
+
+    def __call__(
+        self,
+        key: BackendKey,
+        previous: api.HealthState,
+        *,
+        state: api.HealthState,
+        error: str | None,
+    ) -> None: ...
+
 
 _AUTH_REFUSALS = frozenset({401, 403})
 # Cap on the random delay before a new task's first probe: enough to spread a thousand
@@ -157,13 +170,13 @@ class HealthProber:
         changed = cell.record_probe(
             result.ok,
             result.latency_ms,
-            result.error,
+            error=result.error,
             failure_threshold=target.failure_threshold,
             recovery_threshold=target.recovery_threshold,
             now=self._clock(),
         )
         if changed and self._on_transition is not None:
-            self._on_transition(key, previous, cell.health_state, result.error)
+            self._on_transition(key, previous, state=cell.health_state, error=result.error)
         return bool(changed)
 
     async def _probe(self, target: ProbeTarget, credential: Credential | None) -> ProbeResult:

@@ -145,7 +145,7 @@ class RegistrySync:
         try:
             parsed = model.model_validate({"metadata": body.get("metadata") or {}, "spec": spec})
         except pydantic.ValidationError as exc:
-            record = invalid_spec(model.__name__, body, exc)
+            record = invalid_spec(model.__name__, body, error=exc)
             if self.invalid.note(key, record):
                 logger.warning(
                     "Invalid %s %s/%s, keeping its last valid spec if any: %s",
@@ -202,14 +202,14 @@ def _with_last_valid(
     return kept
 
 
-async def list_all(kube: KubeApi, scope: Scope, kind: Kind) -> list[dict[str, Any]]:
+async def list_all(kube: KubeApi, scope: Scope, *, kind: Kind) -> list[dict[str, Any]]:
     items: list[dict[str, Any]] = []
     for path in scope.list_paths(kind):
         items.extend((await kube.get(path)).get("items") or [])
     return items
 
 
-async def resync(kube: KubeApi, scope: Scope, sync: RegistrySync) -> None:
-    backends = await list_all(kube, scope, BACKENDS)
-    policies = await list_all(kube, scope, POLICIES)
+async def resync(kube: KubeApi, scope: Scope, *, sync: RegistrySync) -> None:
+    backends = await list_all(kube, scope, kind=BACKENDS)
+    policies = await list_all(kube, scope, kind=POLICIES)
     sync.replace_all(backends, policies)

@@ -161,7 +161,7 @@ class Controller:
         delay = 0.2
         while True:
             try:
-                await resync(self.kube, self.scope, self.sync)
+                await resync(self.kube, self.scope, sync=self.sync)
                 return
             except KubeError as exc:
                 logger.warning("Initial list failed, retrying in %.1fs: %s", delay, exc)
@@ -172,7 +172,7 @@ class Controller:
         while True:
             await asyncio.sleep(self.config.resync_interval_s)
             try:
-                await resync(self.kube, self.scope, self.sync)
+                await resync(self.kube, self.scope, sync=self.sync)
             except KubeError as exc:
                 logger.warning("Resync skipped: %s", exc)
 
@@ -212,6 +212,7 @@ class Controller:
         self,
         key: BackendKey,
         previous: api.HealthState,
+        *,
         state: api.HealthState,
         error: str | None,
     ) -> None:

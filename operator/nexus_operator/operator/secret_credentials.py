@@ -162,7 +162,7 @@ class SecretCredentials:
     def _apply(self, key: BackendKey, outcome: Outcome) -> None:
         previous = self._outcomes.get(key)
         self._outcomes[key] = outcome
-        record(self._registry.credentials, key, outcome)
+        record(self._registry.credentials, key, result=outcome)
         if _same(previous, outcome):
             return
         if isinstance(outcome, CredentialProblem):

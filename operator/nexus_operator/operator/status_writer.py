@@ -130,16 +130,16 @@ class StatusWriter:
                     desired = _flag_invalid(desired, invalid, now=now)
                 return self._coalesced(key, merge_diff(status, desired))
 
-            written = await self._ledger.write(POLICIES, namespace, name, build)
+            written = await self._ledger.write(POLICIES, namespace, name=name, build=build)
         except Exception:
-            self._ledger.give_back(namespace, name, delta)
+            self._ledger.give_back(namespace, name, delta=delta)
             raise
         if written is None:
-            self._ledger.give_back(namespace, name, delta)
+            self._ledger.give_back(namespace, name, delta=delta)
             return
-        self._ledger.settle_policy(namespace, name, written)
+        self._ledger.settle_policy(namespace, name, status=written)
         if facts is not None:
-            self._note_budget(policy, facts.budget_state, facts.spent_usd)
+            self._note_budget(policy, facts.budget_state, spent=facts.spent_usd)
 
     async def _flush_backend(self, backend: api.Backend, now: datetime) -> None:
         namespace, name = backend.metadata.namespace, backend.metadata.name
@@ -158,7 +158,7 @@ class StatusWriter:
                 desired = _flag_invalid(_merge(desired, mine), invalid, now=now)
             return self._coalesced(key, merge_diff(status, desired))
 
-        written = await self._ledger.write(BACKENDS, namespace, name, build)
+        written = await self._ledger.write(BACKENDS, namespace, name=name, build=build)
         if written is not None and selected > 0:
             self._ledger.settle_selected((namespace, name), selected)
 
@@ -169,15 +169,15 @@ class StatusWriter:
             plural, namespace, name = key
             held = snapshot.backends if plural == BACKENDS.plural else snapshot.policies
             if (namespace, name) not in held:
-                await self._write_invalid(key, invalid, now)
+                await self._write_invalid(key, invalid, now=now)
 
-    async def _write_invalid(self, key: ObjectKey, invalid: InvalidSpec, now: datetime) -> None:
+    async def _write_invalid(self, key: ObjectKey, invalid: InvalidSpec, *, now: datetime) -> None:
         def build(status: Mapping[str, Any]) -> JsonObject:
             desired = invalid_spec_status(invalid, existing=_conditions(status), now=now)
             return self._coalesced(key, merge_diff(status, desired))
 
         plural, namespace, name = key
-        await self._ledger.write(Kind(plural), namespace, name, build)
+        await self._ledger.write(Kind(plural), namespace, name=name, build=build)
 
     def _invalid_record(self, key: ObjectKey) -> InvalidSpec | None:
         """The rejection the leader reports instead of normal status; followers write none."""
@@ -237,7 +237,9 @@ class StatusWriter:
         age = time.monotonic() - self._written_at.get(key, float("-inf"))
         return age < self._settings.refresh_interval_s
 
-    def _note_budget(self, policy: api.RoutingPolicy, state: api.BudgetState, spent: float) -> None:
+    def _note_budget(
+        self, policy: api.RoutingPolicy, state: api.BudgetState, *, spent: float
+    ) -> None:
         """Post an Event when the budget state moves up (or back to Normal after a rollover)."""
         key = (policy.metadata.namespace, policy.metadata.name)
         previous = self._budget_states.get(key)

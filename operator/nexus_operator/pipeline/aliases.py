@@ -33,19 +33,19 @@ def resolve_alias(model: str, aliases: Mapping[str, str]) -> AliasResolution:
         current = aliases[current]
         chain.append(current)
         if current in seen:
-            return _failure(model, chain, reasons.ALIAS_CYCLE, "alias cycle")
+            return _failure(model, chain, code=reasons.ALIAS_CYCLE, what="alias cycle")
         seen.add(current)
     if len(chain) - 1 > MAX_ALIAS_HOPS:
         return _failure(
             model,
             chain,
-            reasons.ALIAS_DEPTH_EXCEEDED,
-            f"alias chain longer than {MAX_ALIAS_HOPS} hops",
+            code=reasons.ALIAS_DEPTH_EXCEEDED,
+            what=f"alias chain longer than {MAX_ALIAS_HOPS} hops",
         )
     return AliasResolution(model=current, chain=tuple(chain))
 
 
-def _failure(model: str, chain: list[str], code: str, what: str) -> AliasResolution:
+def _failure(model: str, chain: list[str], *, code: str, what: str) -> AliasResolution:
     path = " → ".join(chain)
     return AliasResolution(
         model=model, chain=tuple(chain), error_code=code, message=f"{what}: {path}"

@@ -45,7 +45,7 @@ def build_pipeline(
             credential_problems=runtime.credential_problems,
         ),
     ]
-    stages.extend(build_plugin(ref.name, ref.config, plugins) for ref in spec.reconcilers)
+    stages.extend(build_plugin(ref.name, ref.config, factories=plugins) for ref in spec.reconcilers)
     stages.append(
         SelectionReconciler(
             spec.selection.strategy,

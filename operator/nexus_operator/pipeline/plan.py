@@ -48,7 +48,12 @@ class PriceBounds:
         )
 
     def cost(self, input_tokens: int, output_tokens: int) -> float:
-        return token_cost(input_tokens, output_tokens, self.input_per1k, self.output_per1k)
+        return token_cost(
+            input_tokens,
+            output_tokens,
+            input_per1k=self.input_per1k,
+            output_per1k=self.output_per1k,
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,7 +99,6 @@ class CandidatePlan:
         "by_priority",
         "candidates",
         "capabilities",
-        "capped",
         "model",
         "open_candidates",
         "prices",
@@ -112,7 +116,6 @@ class CandidatePlan:
             sorted(ordered, key=lambda c: (c.backend.priority, c.backend.name))
         )
         self.open_candidates = tuple(c for c in ordered if c.backend.is_open)
-        self.capped = tuple(c for c in ordered if c.backend.max_concurrency is not None)
         self.prices = PriceBounds.of(ordered)
         self.capabilities = CapabilityBounds.of(ordered)
         self.static = _static_stages(ordered, filters)

@@ -42,7 +42,10 @@ class UnavailableReconciler:
 
 
 def build_plugin(
-    name: str, config: Mapping[str, Any], factories: Mapping[str, ReconcilerFactory] | None = None
+    name: str,
+    config: Mapping[str, Any],
+    *,
+    factories: Mapping[str, ReconcilerFactory] | None = None,
 ) -> Reconciler:
     """The plug-in registered as `name`, configured; explicit `factories` win over entry points."""
     factory = (factories or {}).get(name) or installed_factories().get(name)

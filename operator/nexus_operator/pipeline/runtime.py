@@ -139,8 +139,8 @@ class BackendRuntime:
         self,
         ok: bool,
         latency_ms: float | None,
-        error: str | None,
         *,
+        error: str | None,
         failure_threshold: int,
         recovery_threshold: int,
         now: datetime,
@@ -293,7 +293,7 @@ class PolicyRuntime:
         self.unflushed_routed = self.unflushed_rejected = self.unflushed_queued = 0
         return taken
 
-    def give_back(self, usd: float, routed: int, rejected: int, queued: int) -> None:
+    def give_back(self, usd: float, routed: int, *, rejected: int, queued: int) -> None:
         self.unflushed_usd += usd
         self.unflushed_routed += routed
         self.unflushed_rejected += rejected

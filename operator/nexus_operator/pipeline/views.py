@@ -52,11 +52,16 @@ class ModelView:
 
     def cost(self, input_tokens: int, output_tokens: int) -> float:
         """USD for the given token counts; unpriced models cost 0."""
-        return token_cost(input_tokens, output_tokens, self.input_per1k, self.output_per1k)
+        return token_cost(
+            input_tokens,
+            output_tokens,
+            input_per1k=self.input_per1k,
+            output_per1k=self.output_per1k,
+        )
 
 
 def token_cost(
-    input_tokens: int, output_tokens: int, input_per1k: float, output_per1k: float
+    input_tokens: int, output_tokens: int, *, input_per1k: float, output_per1k: float
 ) -> float:
     """SPEC's estimate: input and output tokens, each priced per 1,000 (USD)."""
     return input_tokens / 1000 * input_per1k + output_tokens / 1000 * output_per1k
@@ -119,7 +124,7 @@ class Candidate:
 
     @classmethod
     def of(
-        cls, backend: Backend | BackendView, model: str, runtime: BackendRuntime | None = None
+        cls, backend: Backend | BackendView, model: str, *, runtime: BackendRuntime | None = None
     ) -> Candidate:
         """A candidate for library use; the backend must list `model`."""
         view = backend if isinstance(backend, BackendView) else BackendView.from_api(backend)

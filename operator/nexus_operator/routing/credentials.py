@@ -141,7 +141,7 @@ def resolve(
     return Credential(name, header, source=f"{ref.name}/{ref.key}")
 
 
-def record(store: CredentialStore, key: Key, result: Credential | CredentialProblem) -> None:
+def record(store: CredentialStore, key: Key, *, result: Credential | CredentialProblem) -> None:
     if isinstance(result, Credential):
         store.set(key, result)
     else:
@@ -151,6 +151,7 @@ def record(store: CredentialStore, key: Key, result: Credential | CredentialProb
 def sync_from_secrets(
     store: CredentialStore,
     backends: Iterable[Backend],
+    *,
     secrets: Mapping[tuple[str, str], Mapping[str, bytes]],
 ) -> dict[Key, CredentialProblem]:
     """Fill `store` for every Backend naming a Secret, from Secrets already at hand (`serve
@@ -165,7 +166,7 @@ def sync_from_secrets(
         named.add(key)
         data = secrets.get((key[0], ref.name))
         result = resolve(backend.spec.type, ref, namespace=key[0], data=data)
-        record(store, key, result)
+        record(store, key, result=result)
         if isinstance(result, CredentialProblem):
             problems[key] = result
     for key in store.keys() - named:

@@ -122,7 +122,7 @@ class RoutingEngine:
             attempts.append(await self._attempt(ctx, fallback, in_thread=in_thread))
             if isinstance(attempts[-1].result, RouteDecision):
                 break
-        return self._finish(ctx, req, attempts)
+        return self._finish(ctx, req, attempts=attempts)
 
     async def _attempt(
         self, ctx: _Context, req: RequestRequirements, *, in_thread: bool
@@ -165,9 +165,9 @@ class RoutingEngine:
         model = resolution.model
         policy = ctx.ns.match(model)
         pipeline = self._pipeline(ctx, policy)
-        plan = self._plan(ctx, policy, model, pipeline)
+        plan = self._plan(ctx, policy, model=model, pipeline=pipeline)
         if plan is None:
-            return self._not_found(ctx, req, model, policy, started)
+            return self._not_found(ctx, req, model=model, policy=policy, started=started)
         intent = RoutingIntent(req, plan=plan, dry_run=ctx.dry_run, now=ctx.now)
         intent.model = model
         return Attempt(req.model, model, policy, intent=intent, pipeline=pipeline)
@@ -176,6 +176,7 @@ class RoutingEngine:
         self,
         ctx: _Context,
         req: RequestRequirements,
+        *,
         model: str,
         policy: CompiledPolicy | None,
         started: int,
@@ -212,6 +213,7 @@ class RoutingEngine:
         self,
         ctx: _Context,
         policy: CompiledPolicy | None,
+        *,
         model: str,
         pipeline: ReconcilerPipeline,
     ) -> CandidatePlan | None:
@@ -233,7 +235,9 @@ class RoutingEngine:
 
     # Outcome and side effects
 
-    def _finish(self, ctx: _Context, req: RequestRequirements, attempts: list[Attempt]) -> Decision:
+    def _finish(
+        self, ctx: _Context, req: RequestRequirements, *, attempts: list[Attempt]
+    ) -> Decision:
         history = _History(
             [entry for a in attempts for entry in a.trace],
             [e for a in attempts for e in a.exclusions],
@@ -242,17 +246,22 @@ class RoutingEngine:
         for attempt in attempts:
             result = attempt.result
             if isinstance(result, RouteDecision):
-                return self._routed(ctx, req, primary, attempt, result, history)
+                return self._routed(
+                    ctx, req, primary=primary, attempt=attempt, result=result, history=history
+                )
         for attempt in attempts:
             result = attempt.result
             if isinstance(result, QueueDecision):
-                return self._queued(ctx, req, primary, attempt, result, history)
-        return self._rejected(ctx, req, attempts, history)
+                return self._queued(
+                    ctx, req, primary=primary, attempt=attempt, result=result, history=history
+                )
+        return self._rejected(ctx, req, attempts=attempts, history=history)
 
     def _routed(
         self,
         ctx: _Context,
         req: RequestRequirements,
+        *,
         primary: Attempt,
         attempt: Attempt,
         result: RouteDecision,
@@ -275,13 +284,14 @@ class RoutingEngine:
             request_id=req.request_id,
         )
         if not ctx.dry_run:
-            self._commit_route(ctx, req, attempt, result, decision)
+            self._commit_route(ctx, req, attempt=attempt, result=result, decision=decision)
         return decision
 
     def _commit_route(
         self,
         ctx: _Context,
         req: RequestRequirements,
+        *,
         attempt: Attempt,
         result: RouteDecision,
         decision: Decision,
@@ -290,7 +300,7 @@ class RoutingEngine:
         backend = result.candidate.backend
         cell.selected_total += 1
         cell.last_selected_time = ctx.now
-        self._slots.take(cell, backend.key, req.request_id, ctx.now)
+        self._slots.take(cell, backend.key, request_id=req.request_id, now=ctx.now)
         policy = attempt.policy
         if policy is None:
             return
@@ -304,6 +314,7 @@ class RoutingEngine:
         self,
         ctx: _Context,
         req: RequestRequirements,
+        *,
         primary: Attempt,
         attempt: Attempt,
         result: QueueDecision,
@@ -330,6 +341,7 @@ class RoutingEngine:
         self,
         ctx: _Context,
         req: RequestRequirements,
+        *,
         attempts: list[Attempt],
         history: _History,
     ) -> Decision:
@@ -413,7 +425,7 @@ class RoutingEngine:
         resolution = ns.resolve(report.model)
         return ns.match(resolution.model) if resolution.error_code is None else None
 
-    def release_slot(self, namespace: str, backend: str, request_id: str | None) -> bool:
+    def release_slot(self, namespace: str, backend: str, *, request_id: str | None) -> bool:
         """Release a routed request's slot without accounting anything (the gateway, when the
         proxy reports that another endpoint served the request, accounts usage there)."""
         return self._slots.release((namespace, backend), request_id)

@@ -77,7 +77,7 @@ class Registry:
         for view in views:
             self._ensure_runtime(view)
         spaces = {
-            ns: _namespace(ns, views, policy_map)
+            ns: _namespace(ns, views, policies=policy_map)
             for ns in {v.namespace for v in views} | {k[0] for k in policy_map}
         }
         self._publish(backends=by_key, policies=policy_map, namespaces=spaces)
@@ -117,7 +117,7 @@ class Registry:
 
 
 def _namespace(
-    namespace: str, views: list[BackendView], policies: dict[Key, RoutingPolicy]
+    namespace: str, views: list[BackendView], *, policies: dict[Key, RoutingPolicy]
 ) -> NamespaceSnapshot:
     own = [v for v in views if v.namespace == namespace]
     index: dict[str, dict[str, BackendView]] = {}

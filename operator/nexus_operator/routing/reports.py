@@ -57,7 +57,9 @@ def policy_report(ns: NamespaceSnapshot, name: str, *, runtime: RuntimeState) ->
     for backend in sorted(ns.in_scope(policy), key=lambda b: b.name):
         models = sorted(m for m in backend.models if policy.match_prefix(m) is not None)
         if not models:
-            _report_backend_level(report, policy, backend, runtime=runtime, namespace=ns.namespace)
+            _report_backend_level(
+                report, policy, backend=backend, runtime=runtime, namespace=ns.namespace
+            )
             continue
         report.matched_backends.append(backend.name)
         candidates = [
@@ -77,8 +79,8 @@ def policy_report(ns: NamespaceSnapshot, name: str, *, runtime: RuntimeState) ->
 def _report_backend_level(
     report: PolicyReport,
     policy: CompiledPolicy,
-    backend: BackendView,
     *,
+    backend: BackendView,
     runtime: RuntimeState,
     namespace: str,
 ) -> None:
@@ -155,12 +157,14 @@ def shadowed_by(ns: NamespaceSnapshot, policy: CompiledPolicy) -> str | None:
     if not policy.globs:
         return None
     for other in ns.policies:
-        if other is not policy and all(_covered(policy, glob, other) for glob in policy.globs):
+        if other is not policy and all(
+            _covered(policy, glob, other=other) for glob in policy.globs
+        ):
             return other.name
     return None
 
 
-def _covered(policy: CompiledPolicy, glob: Glob, other: CompiledPolicy) -> bool:
+def _covered(policy: CompiledPolicy, glob: Glob, *, other: CompiledPolicy) -> bool:
     mine = (policy.precedence, -glob.literal_prefix, policy.name)
     for candidate in other.globs:
         theirs = (other.precedence, -candidate.literal_prefix, other.name)

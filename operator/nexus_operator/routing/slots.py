@@ -40,7 +40,12 @@ class SlotLedger:
         return len(self._slots)
 
     def take(
-        self, cell: BackendRuntime, backend: tuple[str, str], request_id: str | None, now: datetime
+        self,
+        cell: BackendRuntime,
+        backend: tuple[str, str],
+        *,
+        request_id: str | None,
+        now: datetime,
     ) -> None:
         key = next(self._keys)
         cell.in_flight += 1

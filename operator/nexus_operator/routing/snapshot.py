@@ -92,7 +92,7 @@ class NamespaceSnapshot:
         found = self._resolutions.get(model)
         if found is None:
             found = resolve_alias(model, self.aliases)
-            _remember(self._resolutions, model, found)
+            _remember(self._resolutions, model, value=found)
         return found
 
     def match(self, model: str) -> CompiledPolicy | None:
@@ -109,7 +109,7 @@ class NamespaceSnapshot:
             rank = (policy.precedence, -prefix, policy.name)
             if best is None or rank < best:
                 best, winner = rank, policy
-        _remember(self._matches, model, winner)
+        _remember(self._matches, model, value=winner)
         return winner
 
     def offering(self, policy: CompiledPolicy | None, model: str) -> list[BackendView]:
@@ -201,7 +201,7 @@ def _alias_map(policies: tuple[CompiledPolicy, ...]) -> tuple[dict[str, str], di
     return aliases, sources
 
 
-def _remember(memo: dict[str, T], key: str, value: T) -> None:
+def _remember(memo: dict[str, T], key: str, *, value: T) -> None:
     """Bounded memo: arbitrary client model names must not grow memory without limit."""
     if len(memo) >= _MEMO_MAX:
         memo.clear()

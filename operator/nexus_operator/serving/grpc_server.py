@@ -73,6 +73,7 @@ class GrpcServer:
         self._degraded = False
         self._applied: int | None = None
         self._housekeeping_task: asyncio.Task[None] | None = None
+        self._health_updates: set[asyncio.Task[None]] = set()
 
     async def start(self) -> int:
         """Bind, start serving and return the bound port (an address ending in :0 picks one)."""
@@ -111,7 +112,9 @@ class GrpcServer:
         """Report the process healthy or degraded (NOT_SERVING) on grpc.health.v1."""
         self._degraded = not serving
         if self._server is not None:
-            asyncio.get_running_loop().create_task(self._apply_health())
+            update = asyncio.get_running_loop().create_task(self._apply_health())
+            self._health_updates.add(update)  # the loop keeps only a weak reference
+            update.add_done_callback(self._health_updates.discard)
 
     async def stop(self, grace: float) -> None:
         """Drain: report NOT_SERVING, refuse new RPCs, give in-flight ones `grace` seconds."""

@@ -65,11 +65,13 @@ class BudgetReconciler:
                 if plan
                 else [c for c in pool if c.backend.is_open]
             )
-        count = intent.exclude_many(self._hard_exclusion(c, intent.model, action) for c in pool)
+        count = intent.exclude_many(
+            self._hard_exclusion(c, intent.model, action=action) for c in pool
+        )
         intent.trace(f"hard limit reached ({action.value}); {count} excluded")
 
     def _hard_exclusion(
-        self, candidate: Candidate, model: str, action: HardLimitAction
+        self, candidate: Candidate, model: str, *, action: HardLimitAction
     ) -> Exclusion:
         scope = (
             "Open-zone backends are"
@@ -100,10 +102,12 @@ class BudgetReconciler:
             for c in intent.candidate_backends
             if not reaches(cap, cost := c.model.cost(tokens_in, tokens_out))
         ]
-        intent.exclude_many(self._cost_exclusion(c, cost, cap, intent.model) for c, cost in over)
+        intent.exclude_many(
+            self._cost_exclusion(c, cost, cap=cap, model=intent.model) for c, cost in over
+        )
 
     def _cost_exclusion(
-        self, candidate: Candidate, cost: float, cap: float, model: str
+        self, candidate: Candidate, cost: float, *, cap: float, model: str
     ) -> Exclusion:
         return Exclusion(
             backend=candidate.backend.name,

@@ -52,7 +52,9 @@ class CapabilityReconciler:
     def reconcile(self, intent: RoutingIntent) -> None:
         needs = combine(self.policy_needs, intent.request_requirements)
         plan = intent.plan
-        if plan is not None and not adds_constraint(needs, self.policy_needs, plan.capabilities):
+        if plan is not None and not adds_constraint(
+            needs, self.policy_needs, bounds=plan.capabilities
+        ):
             intent.apply_static(self)
             return
         model = intent.model
@@ -75,7 +77,7 @@ def combine(policy: Needs, req: RequestRequirements) -> Needs:
     )
 
 
-def adds_constraint(needs: Needs, policy: Needs, bounds: CapabilityBounds) -> bool:
+def adds_constraint(needs: Needs, policy: Needs, *, bounds: CapabilityBounds) -> bool:
     """Whether the request could exclude (or re-word the exclusion of) any plan candidate
     beyond what the policy alone does; when not, the precomputed exclusions are exact."""
     return (

@@ -41,7 +41,9 @@ class QualityReconciler:
             rate = candidate.runtime.error_rate(now)
             if rate is not None and rate >= threshold:
                 over.append((candidate, rate))
-        intent.exclude_many(self._exclusion(c, rate, threshold, intent.model) for c, rate in over)
+        intent.exclude_many(
+            self._exclusion(c, rate, threshold=threshold, model=intent.model) for c, rate in over
+        )
 
     def _suspects(self, intent: RoutingIntent) -> list[Candidate]:
         plan = intent.plan
@@ -50,7 +52,7 @@ class QualityReconciler:
         return intent.alive(among(self.failing, plan)) if self.failing else []
 
     def _exclusion(
-        self, candidate: Candidate, rate: float, threshold: float, model: str
+        self, candidate: Candidate, rate: float, *, threshold: float, model: str
     ) -> Exclusion:
         return Exclusion(
             backend=candidate.backend.name,

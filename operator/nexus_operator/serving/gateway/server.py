@@ -73,6 +73,7 @@ class GatewayServer:
         self._degraded = False
         self._applied: int | None = None
         self._housekeeping_task: asyncio.Task[None] | None = None
+        self._health_updates: set[asyncio.Task[None]] = set()
         self.port: int | None = None
 
     async def start(self) -> int:
@@ -113,7 +114,9 @@ class GatewayServer:
         """Report the process ready or degraded (readiness NOT_SERVING)."""
         self._degraded = not serving
         if self._server is not None:
-            asyncio.get_running_loop().create_task(self._apply_health())
+            update = asyncio.get_running_loop().create_task(self._apply_health())
+            self._health_updates.add(update)  # the loop keeps only a weak reference
+            update.add_done_callback(self._health_updates.discard)
 
     async def stop(self, grace: float) -> None:
         """Drain: NOT_SERVING everywhere, refuse new streams, give open ones `grace` seconds."""

@@ -294,7 +294,7 @@ class _Stream:
         backend = decision.backend
         target = service.resolver.cached(backend.url) or await service.resolver.target(backend.url)
         if not target.cloud and target.endpoint is None:
-            service.engine.release_slot(backend.namespace, backend.name, self.request_id)
+            service.engine.release_slot(backend.namespace, backend.name, request_id=self.request_id)
             raise GatewayError(
                 503,
                 ENDPOINT_UNRESOLVABLE,
@@ -442,7 +442,7 @@ class _Stream:
             )
         )
         if served_name != backend.name:
-            service.engine.release_slot(backend.namespace, backend.name, self.request_id)
+            service.engine.release_slot(backend.namespace, backend.name, request_id=self.request_id)
         service.metrics.observe_usage(estimated=usage.estimated, success=success)
 
 
