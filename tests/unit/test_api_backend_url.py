@@ -61,6 +61,6 @@ def test_a_stored_url_with_user_info_is_reported_invalid_without_the_password() 
     }
     with pytest.raises(ValidationError) as caught:
         Backend.model_validate(body)
-    record = invalid_spec("Backend", body, caught.value)
+    record = invalid_spec("Backend", body, error=caught.value)
     assert record.message.startswith("spec.url: `url` must not contain user-info")
     assert "hunter2" not in record.message
