@@ -5,7 +5,8 @@ needs JSON in and JSON out for custom-object status, Leases and Events. Why thre
 synchronous; running it on a dedicated, bounded executor keeps kopf's event loop (and the gRPC
 server sharing it) free while the API server is slow or gone.
 
-The operator never reads Secrets: no method here takes a core/v1 Secret path.
+Secrets are read only by secret_credentials.py, one named Secret at a time with `get` (never
+list or watch); nothing here logs a response body.
 """
 
 from __future__ import annotations
