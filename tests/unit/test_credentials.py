@@ -277,3 +277,32 @@ async def test_probe_errors_print_the_url_without_user_info() -> None:
     assert error is not None
     assert "***@127.0.0.1:9" in error
     assert SENTINEL not in error
+
+
+async def test_anthropic_probes_send_the_api_version_with_the_key() -> None:
+    seen: list[dict[str, str]] = []
+
+    async def models(request: web.Request) -> web.Response:
+        seen.append(dict(request.headers))
+        return web.json_response({"data": []})
+
+    app = web.Application()
+    app.router.add_get("/v1/models", models)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    url = f"http://127.0.0.1:{runner.addresses[0][1]}"
+    cloud = backend("claude", type="anthropic", url=url)
+    registry = Registry()
+    registry.credentials.set(("default", "claude"), Credential("x-api-key", SENTINEL, "s/k"))
+    prober = HealthProber(registry, clock=lambda: NOW)
+    await prober.start()
+    try:
+        target = ProbeTarget.of(cloud)
+        assert target is not None
+        await prober.probe_once(("default", "claude"), target)
+    finally:
+        await prober.stop()
+        await runner.cleanup()
+    assert seen[0]["x-api-key"] == SENTINEL
+    assert seen[0]["anthropic-version"] == "2023-06-01"

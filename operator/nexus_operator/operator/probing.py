@@ -53,6 +53,11 @@ class TransitionHook(Protocol):
 
 
 _AUTH_REFUSALS = frozenset({401, 403})
+# Headers a type's API wants on every request besides the credential: Anthropic's native
+# endpoints (the probed /v1/models among them) refuse requests without a version.
+_TYPE_HEADERS: dict[api.BackendType, tuple[tuple[str, str], ...]] = {
+    api.BackendType.ANTHROPIC: (("anthropic-version", "2023-06-01"),),
+}
 # Cap on the random delay before a new task's first probe: enough to spread a thousand
 # backends found at startup, small enough that a new Backend is probed within a second.
 _FIRST_PROBE_JITTER_S = 1.0
@@ -72,6 +77,7 @@ class ProbeTarget:
     failure_threshold: int
     recovery_threshold: int
     authenticated: bool  # the API expects a credential: cloud type or credentialsSecretRef set
+    headers: tuple[tuple[str, str], ...] = ()
 
     @classmethod
     def of(cls, backend: api.Backend) -> ProbeTarget | None:
@@ -87,6 +93,7 @@ class ProbeTarget:
             recovery_threshold=check.recovery_threshold,
             authenticated=backend.spec.type.is_cloud
             or backend.spec.credentials_secret_ref is not None,
+            headers=_TYPE_HEADERS.get(backend.spec.type, ()),
         )
 
 
@@ -182,7 +189,9 @@ class HealthProber:
     async def _probe(self, target: ProbeTarget, credential: Credential | None) -> ProbeResult:
         """Any exception is a failed probe: a URL aiohttp cannot even encode must not end the task."""
         assert self._session is not None
-        headers = {credential.header_name: credential.header_value} if credential else None
+        headers = dict(target.headers)
+        if credential is not None:
+            headers[credential.header_name] = credential.header_value
         started = time.perf_counter()
         try:
             timeout = aiohttp.ClientTimeout(total=target.timeout_s)

@@ -89,9 +89,10 @@ class CredentialProblem:
 
 
 def header_for(backend_type: BackendType, value: str) -> tuple[str, str]:
-    """The upstream header a key becomes. Anthropic's native API wants `x-api-key`; its
-    OpenAI-compatible endpoint accepts that too, so anthropic always gets `x-api-key`. Every
-    other type (openai, google's OpenAI-compatible endpoint, vllm --api-key, …) gets a bearer."""
+    """The upstream header a key becomes. Anthropic's native API requires `x-api-key` (its
+    OpenAI-compatible endpoint is used with a bearer; docs/api.md says how to get one there).
+    Every other type (openai, google's OpenAI-compatible endpoint, vllm --api-key, …) gets a
+    bearer."""
     if backend_type is BackendType.ANTHROPIC:
         return ("x-api-key", value)
     return ("authorization", f"Bearer {value}")
