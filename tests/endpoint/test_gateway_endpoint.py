@@ -16,6 +16,7 @@ from typing import Any
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from prometheus_client import CollectorRegistry, generate_latest
 
 from nexus_operator.routing import Credential, Registry
 from nexus_operator.serving.gateway import GatewayServer, openai_request, service
@@ -266,6 +267,21 @@ async def test_an_unknown_path_is_a_404_before_any_body(
     answer = await stream.recv()
     assert answer.immediate_response.status.code == 404
     assert json.loads(answer.immediate_response.body)["error"]["code"] == "unknown_path"
+
+
+async def test_metrics_count_requests_by_outcome_and_status(
+    gateway: tuple[GatewayServer, Any],
+) -> None:
+    server, stub = gateway
+    stream, _ = await routed_buffered(stub, chat())
+    await stream.close()
+    await routed_buffered(stub, chat("no-such-model"))
+    registry = CollectorRegistry()
+    registry.register(server.metrics)
+    text = generate_latest(registry).decode()
+    assert 'nexus_gateway_requests_total{outcome="ROUTED",status="0"} 1.0' in text
+    assert 'nexus_gateway_requests_total{outcome="REJECTED",status="404"} 1.0' in text
+    assert 'nexus_gateway_usage_reports_total{source="estimated",success="true"} 1.0' in text
 
 
 async def test_the_model_list_is_answered_from_the_registry(

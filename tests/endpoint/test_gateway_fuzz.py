@@ -71,6 +71,7 @@ plausible = st.fixed_dictionaries(
                 {
                     "role": st.just("user"),
                     "content": st.text(max_size=50)
+                    | st.text(st.characters(categories=["Cs", "Lo"]), max_size=5)
                     | st.lists(
                         st.fixed_dictionaries(
                             {"type": st.sampled_from(["text", "image_url", "audio"])}

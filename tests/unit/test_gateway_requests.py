@@ -217,3 +217,10 @@ def test_tightening_and_subset_reach_the_requirements() -> None:
     ).requirements
     assert (req.privacy, req.min_tier, req.strict) == (Privacy.RESTRICTED, 2, True)
     assert req.only_backends == frozenset({"a"})
+
+
+def test_the_rewrite_keeps_a_lone_surrogate_as_an_escape() -> None:
+    body = b'{"model": "fast", "messages": [{"role": "user", "content": "a\\ud800b"}]}'
+    parsed = parse_body(body, kind=CHAT, namespace="default")
+    rewritten = rewrite_model(parsed, "llama3:8b")
+    assert json.loads(rewritten)["messages"][0]["content"] == "a\ud800b"

@@ -166,7 +166,10 @@ def rewrite_model(parsed: ParsedRequest, model: str) -> bytes:
     """The body with `model` replaced (compact JSON; every other field unchanged)."""
     document = dict(parsed.document)
     document["model"] = model
-    return json.dumps(document, separators=(",", ":"), ensure_ascii=False).encode()
+    try:
+        return json.dumps(document, separators=(",", ":"), ensure_ascii=False).encode()
+    except UnicodeEncodeError:  # a lone surrogate ("\ud800" in the JSON) has no UTF-8 form
+        return json.dumps(document, separators=(",", ":")).encode()
 
 
 def _model(value: object) -> str:

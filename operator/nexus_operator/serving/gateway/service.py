@@ -292,15 +292,21 @@ class _Stream:
         if decision.outcome is not Outcome.ROUTED or decision.backend is None:
             raise decision_error(decision)
         backend = decision.backend
-        target = service.resolver.cached(backend.url) or await service.resolver.target(backend.url)
-        if not target.cloud and target.endpoint is None:
-            service.engine.release_slot(backend.namespace, backend.name, request_id=self.request_id)
-            raise GatewayError(
-                503,
-                ENDPOINT_UNRESOLVABLE,
-                f"backend {backend.namespace}/{backend.name} was chosen but its URL does not "
-                "resolve to an address",
+        try:  # the decision took a slot: anything failing before _routed exists gives it back
+            target = service.resolver.cached(backend.url) or await service.resolver.target(
+                backend.url
             )
+            if not target.cloud and target.endpoint is None:
+                raise GatewayError(
+                    503,
+                    ENDPOINT_UNRESOLVABLE,
+                    f"backend {backend.namespace}/{backend.name} was chosen but its URL does not "
+                    "resolve to an address",
+                )
+            responses = self._forward(decision, parsed, target)
+        except BaseException:
+            service.engine.release_slot(backend.namespace, backend.name, request_id=self.request_id)
+            raise
         self._routed = _Routed(
             decision=decision,
             requirements=parsed.requirements,
@@ -309,7 +315,7 @@ class _Stream:
             meter=UsageMeter(prompt_estimate=parsed.requirements.estimated_tokens),
         )
         service.metrics.observe_request(Outcome.ROUTED.value, 0)
-        return self._forward(decision, parsed, target)
+        return responses
 
     async def _route(self, requirements: RequestRequirements) -> Decision:
         engine = self._service.engine
