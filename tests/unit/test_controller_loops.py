@@ -207,7 +207,7 @@ async def test_rejected_policy_edit_reports_invalid_spec_and_keeps_the_rest_curr
     assert status["budget"]["spentUsd"] == 0.5
     assert status["eligibleCount"] == 0
     types = {c["type"]: c["reason"] for c in status["conditions"]}
-    assert types["NoEligibleBackends"] == "AllBackendsExcluded"
+    assert types["NoEligibleBackends"] == "NoBackendOffersModels"
 
 
 async def test_normal_status_resumes_once_the_record_is_cleared() -> None:

@@ -78,6 +78,7 @@ SHADOWED = "Shadowed"
 BUDGET_SOFT_LIMIT = "BudgetSoftLimit"
 BUDGET_EXHAUSTED = "BudgetExhausted"
 NO_ELIGIBLE_BACKENDS = "NoEligibleBackends"
+RECONCILERS_READY = "ReconcilersReady"
 CREDENTIALS_READY = "CredentialsReady"
 
 # Reasons
@@ -104,3 +105,11 @@ KEY_NOT_FOUND = "KeyNotFound"
 EMPTY_VALUE = "EmptyValue"
 INVALID_VALUE = "InvalidValue"
 SECRET_UNREADABLE = "SecretUnreadable"
+# A policy that can never route (Ready=False, and NoEligibleBackends=True with the same reason)
+NO_MODEL_PATTERNS = "NoModelPatterns"
+SELECTOR_MATCHES_NOTHING = "SelectorMatchesNothing"
+BUDGET_BLOCKS_ALL = "BudgetBlocksAll"
+NO_BACKEND_OFFERS_MODELS = "NoBackendOffersModels"
+# Plug-in reconcilers (ReconcilersReady)
+RECONCILERS_LOADED = "ReconcilersLoaded"
+RECONCILER_UNAVAILABLE = "ReconcilerUnavailable"

@@ -57,6 +57,13 @@ class PolicyFacts:
     alias_error: tuple[str, str] | None = None
     spent_usd: float = 0.0
     budget_state: BudgetState = BudgetState.NORMAL
+    # (reason, message): the policy can never route (Ready=False with that reason).
+    never_routes: tuple[str, str] | None = None
+    # (reason, message): no in-scope backend lists a matching model (NoEligibleBackends).
+    no_backends: tuple[str, str] | None = None
+    # The plug-in names the spec lists, and (name, problem) of those that could not be built.
+    plugins: Sequence[str] = ()
+    plugin_problems: Sequence[tuple[str, str]] = ()
 
 
 def backend_status(
@@ -172,11 +179,15 @@ def _policy_conditions(facts: PolicyFacts) -> list[DesiredCondition]:
         _soft_limit_condition(facts),
         _exhausted_condition(facts),
         _no_eligible_condition(facts),
+        _reconcilers_condition(facts),
     ]
 
 
 def _ready_condition(facts: PolicyFacts) -> DesiredCondition:
     if facts.alias_error is None:
+        if facts.never_routes is not None:
+            reason, message = facts.never_routes
+            return DesiredCondition(c.READY, FALSE, reason, message)
         return DesiredCondition(c.READY, TRUE, c.ACCEPTED, "Policy is in the routing registry.")
     code, message = facts.alias_error
     reason = c.ALIAS_CYCLE if code == "alias_cycle" else c.ALIAS_DEPTH_EXCEEDED
@@ -224,11 +235,35 @@ def _no_eligible_condition(facts: PolicyFacts) -> DesiredCondition:
         return DesiredCondition(
             c.NO_ELIGIBLE_BACKENDS, FALSE, c.ELIGIBLE_BACKENDS_FOUND, f"{count} eligible backends."
         )
+    if facts.no_backends is not None:
+        reason, message = facts.no_backends
+        return DesiredCondition(c.NO_ELIGIBLE_BACKENDS, TRUE, reason, message)
     return DesiredCondition(
         c.NO_ELIGIBLE_BACKENDS,
         TRUE,
         c.ALL_BACKENDS_EXCLUDED,
         f"All {facts.matched_backends} backends in scope are excluded; see status.exclusions.",
+    )
+
+
+def _reconcilers_condition(facts: PolicyFacts) -> DesiredCondition:
+    if facts.plugin_problems:
+        named = "; ".join(f"{name!r}: {problem}" for name, problem in facts.plugin_problems)
+        return DesiredCondition(
+            c.RECONCILERS_READY,
+            FALSE,
+            c.RECONCILER_UNAVAILABLE,
+            clip(f"Skipped on every request (plug-ins fail open): {named}"),
+        )
+    if not facts.plugins:
+        return DesiredCondition(
+            c.RECONCILERS_READY, TRUE, c.RECONCILERS_LOADED, "No plug-in reconcilers configured."
+        )
+    return DesiredCondition(
+        c.RECONCILERS_READY,
+        TRUE,
+        c.RECONCILERS_LOADED,
+        clip(f"Plug-in reconcilers loaded: {', '.join(facts.plugins)}."),
     )
 
 

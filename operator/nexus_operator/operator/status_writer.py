@@ -25,7 +25,7 @@ import pydantic
 
 from nexus_operator import api
 
-from . import events
+from . import condition_events, events
 from .bounds import clip
 from .budget_ledger import BudgetLedger, backend_desired, budget_state, policy_desired
 from .diffing import merge_diff
@@ -121,6 +121,7 @@ class StatusWriter:
         try:
             invalid = self._invalid_record(key)
             facts = self._policy_facts(policy, now) if self.leading else None
+            noted: list[condition_events.ConditionEvent] = []
 
             def build(status: Mapping[str, Any]) -> JsonObject:
                 desired = policy_desired(status, delta, budget=policy.spec.budget, now=now)
@@ -128,6 +129,7 @@ class StatusWriter:
                     existing = _conditions(status)
                     desired |= policy_status(policy, facts, existing=existing, now=now)
                     desired = _flag_invalid(desired, invalid, now=now)
+                    noted[:] = _transitions("RoutingPolicy", status, desired)
                 return self._coalesced(key, merge_diff(status, desired))
 
             written = await self._ledger.write(POLICIES, namespace, name=name, build=build)
@@ -140,6 +142,8 @@ class StatusWriter:
         self._ledger.settle_policy(namespace, name, status=written)
         if facts is not None:
             self._note_budget(policy, facts.budget_state, spent=facts.spent_usd)
+            ref = events.ObjectRef("RoutingPolicy", namespace, name, policy.metadata.uid)
+            condition_events.post(self._recorder, ref, found=noted)
 
     async def _flush_backend(self, backend: api.Backend, now: datetime) -> None:
         namespace, name = backend.metadata.namespace, backend.metadata.name
@@ -147,6 +151,7 @@ class StatusWriter:
         selected, last = self._ledger.take_selected((namespace, name))
         invalid = self._invalid_record(key)
         leader_part = self._backend_leader_part(backend) if self.leading else None
+        noted: list[condition_events.ConditionEvent] = []
 
         def build(status: Mapping[str, Any]) -> JsonObject:
             desired = backend_desired(status, selected=selected, last=last)
@@ -156,9 +161,13 @@ class StatusWriter:
                     backend, facts, exclusions=exclusions, existing=_conditions(status), now=now
                 )
                 desired = _flag_invalid(_merge(desired, mine), invalid, now=now)
+                noted[:] = _transitions("Backend", status, desired)
             return self._coalesced(key, merge_diff(status, desired))
 
         written = await self._ledger.write(BACKENDS, namespace, name=name, build=build)
+        if written is not None:
+            ref = events.ObjectRef("Backend", namespace, name, backend.metadata.uid)
+            condition_events.post(self._recorder, ref, found=noted)
         if written is not None and selected > 0:
             self._ledger.settle_selected((namespace, name), selected)
 
@@ -172,12 +181,17 @@ class StatusWriter:
                 await self._write_invalid(key, invalid, now=now)
 
     async def _write_invalid(self, key: ObjectKey, invalid: InvalidSpec, *, now: datetime) -> None:
+        noted: list[condition_events.ConditionEvent] = []
+
         def build(status: Mapping[str, Any]) -> JsonObject:
             desired = invalid_spec_status(invalid, existing=_conditions(status), now=now)
+            noted[:] = _transitions(invalid.kind, status, desired)
             return self._coalesced(key, merge_diff(status, desired))
 
         plural, namespace, name = key
-        await self._ledger.write(Kind(plural), namespace, name=name, build=build)
+        if await self._ledger.write(Kind(plural), namespace, name=name, build=build) is not None:
+            ref = events.ObjectRef(invalid.kind, namespace, name, invalid.uid)
+            condition_events.post(self._recorder, ref, found=noted)
 
     def _invalid_record(self, key: ObjectKey) -> InvalidSpec | None:
         """The rejection the leader reports instead of normal status; followers write none."""
@@ -219,6 +233,10 @@ class StatusWriter:
             ],
             shadowed_by=report.shadowed_by,
             alias_error=report.alias_error,
+            never_routes=report.never_routes,
+            no_backends=report.no_backends,
+            plugins=[ref.name for ref in policy.spec.reconcilers],
+            plugin_problems=self._engine.plugin_problems(namespace, name),
             spent_usd=spent,
             budget_state=budget_state(spent, policy.spec.budget),
         )
@@ -272,6 +290,14 @@ def _flag_invalid(desired: JsonObject, invalid: InvalidSpec | None, *, now: date
     if invalid is None:
         return desired
     return desired | invalid_spec_status(invalid, existing=_conditions(desired), now=now)
+
+
+def _transitions(
+    kind: str, stored: Mapping[str, Any], desired: Mapping[str, Any]
+) -> list[condition_events.ConditionEvent]:
+    return condition_events.condition_events(
+        kind, stored=stored.get("conditions") or [], desired=desired.get("conditions") or []
+    )
 
 
 def _conditions(status: Mapping[str, Any]) -> list[api.Condition]:

@@ -33,6 +33,7 @@ from nexus_operator.pipeline import (
     run_to_end,
 )
 from nexus_operator.pipeline.plan import StaticFilter
+from nexus_operator.pipeline.plugins import UnavailableReconciler
 from nexus_operator.pipeline.runtime import RejectedRecord, RoutedRecord
 
 from .attempts import Attempt, early_reject, fallback_requests
@@ -435,6 +436,21 @@ class RoutingEngine:
 
     def policy_report(self, namespace: str, name: str) -> PolicyReport:
         return self._static_index(namespace).reports.get(name) or PolicyReport()
+
+    def plugin_problems(self, namespace: str, name: str) -> list[tuple[str, str]]:
+        """(name, problem) of each of the policy's plug-ins that could not be built (no such
+        entry point, or its factory refused the config): those stages are skipped on every
+        request (plug-ins fail open), which only the policy's status can tell a user."""
+        compiled = self._compiled_for(namespace)
+        policy = compiled.snapshot.policy(name)
+        if policy is None or not policy.spec.reconcilers:
+            return []
+        ctx = _Context(compiled.snapshot, compiled, self._clock(), True)
+        return [
+            (stage.name, stage.problem)
+            for stage in self._pipeline(ctx, policy).reconcilers
+            if isinstance(stage, UnavailableReconciler)
+        ]
 
     def backend_exclusions(self, namespace: str, name: str) -> list[StaticExclusion]:
         return list(self._static_index(namespace).by_backend.get(name, ()))

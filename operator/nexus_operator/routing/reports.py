@@ -13,7 +13,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from nexus_operator.api import HealthState, RequiredCapabilities
+from nexus_operator.api import HardLimitAction, HealthState, RequiredCapabilities
+from nexus_operator.api import conditions as c
 from nexus_operator.pipeline import (
     BackendView,
     Candidate,
@@ -47,13 +48,21 @@ class PolicyReport:
     exclusions: list[StaticExclusion] = field(default_factory=list)
     shadowed_by: str | None = None
     alias_error: tuple[str, str] | None = None
+    # (condition reason, message) when the policy can never route whatever the backends do.
+    never_routes: tuple[str, str] | None = None
+    # (condition reason, message) when no in-scope backend lists a matching model.
+    no_backends: tuple[str, str] | None = None
 
 
 def policy_report(ns: NamespaceSnapshot, name: str, *, runtime: RuntimeState) -> PolicyReport:
     policy = ns.policy(name)
     if policy is None:
         return PolicyReport()
-    report = PolicyReport(shadowed_by=shadowed_by(ns, policy), alias_error=alias_error(ns, policy))
+    report = PolicyReport(
+        shadowed_by=shadowed_by(ns, policy),
+        alias_error=alias_error(ns, policy),
+        never_routes=never_routes(ns, policy),
+    )
     for backend in sorted(ns.in_scope(policy), key=lambda b: b.name):
         models = sorted(m for m in backend.models if policy.match_prefix(m) is not None)
         if not models:
@@ -73,7 +82,57 @@ def policy_report(ns: NamespaceSnapshot, name: str, *, runtime: RuntimeState) ->
         first = found[0]
         assert first is not None
         report.exclusions.append(_static_exclusion(policy, first))
+    if not report.matched_backends:
+        report.no_backends = report.never_routes or _no_backend_offers(ns, policy)
     return report
+
+
+def never_routes(ns: NamespaceSnapshot, policy: CompiledPolicy) -> tuple[str, str] | None:
+    """Why the policy can never route a request, whatever Backends do; None when it can.
+
+    A policy wins the models its patterns match whether or not any backend is in its scope
+    (SPEC §3), so a selector matching nothing rejects those models namespace-wide: that is said
+    here, loudly, rather than routed around.
+    """
+    spec = policy.spec
+    if not spec.model_patterns and not spec.aliases:
+        return (
+            c.NO_MODEL_PATTERNS,
+            "spec.modelPatterns is empty: the policy matches no model and never routes.",
+        )
+    if spec.model_patterns and spec.backend_selector is not None and not ns.in_scope(policy):
+        patterns = ", ".join(spec.model_patterns)
+        return (
+            c.SELECTOR_MATCHES_NOTHING,
+            f"spec.backendSelector matches no Backend in namespace {ns.namespace!r}: requests "
+            f"for models matching {patterns} are rejected, because this policy still wins them.",
+        )
+    budget = spec.budget
+    if (
+        budget is not None
+        and budget.monthly_limit_usd == 0
+        and budget.hard_limit_action is HardLimitAction.BLOCK_ALL
+    ):
+        return (
+            c.BUDGET_BLOCKS_ALL,
+            "spec.budget.monthlyLimitUsd is 0 with hardLimitAction blockAll: every request is "
+            "rejected.",
+        )
+    return None
+
+
+def _no_backend_offers(ns: NamespaceSnapshot, policy: CompiledPolicy) -> tuple[str, str]:
+    if not policy.spec.model_patterns:
+        return (
+            c.NO_MODEL_PATTERNS,
+            "spec.modelPatterns is empty: the policy only contributes its aliases.",
+        )
+    scope = "selected by spec.backendSelector" if policy.spec.backend_selector else "in scope"
+    patterns = ", ".join(policy.spec.model_patterns)
+    return (
+        c.NO_BACKEND_OFFERS_MODELS,
+        f"No Backend {scope} in namespace {ns.namespace!r} lists a model matching {patterns}.",
+    )
 
 
 def _report_backend_level(
