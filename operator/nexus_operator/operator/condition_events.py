@@ -55,14 +55,14 @@ def condition_events(
         changed = old is None or (old.get("status"), old.get("reason")) != (status, reason)
         if not changed or any(event.reason == reason for event in found):
             continue
-        if _is_problem(kind, type_, status, reason):
+        if _is_problem(kind, type_=type_, status=status, reason=reason):
             found.append(ConditionEvent(events.WARNING, reason, message))
         elif type_ == c.READY and status == TRUE and old is not None and old.get("status") == FALSE:
             found.append(ConditionEvent(events.NORMAL, reason, message))
     return found
 
 
-def _is_problem(kind: str, type_: str, status: str, reason: str) -> bool:
+def _is_problem(kind: str, *, type_: str, status: str, reason: str) -> bool:
     if kind == "RoutingPolicy":
         return (type_, status) in _POLICY_PROBLEMS
     return type_ == c.READY and status == FALSE and reason in _BACKEND_PROBLEM_REASONS

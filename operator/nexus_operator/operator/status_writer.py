@@ -129,7 +129,7 @@ class StatusWriter:
                     existing = _conditions(status)
                     desired |= policy_status(policy, facts, existing=existing, now=now)
                     desired = _flag_invalid(desired, invalid, now=now)
-                    noted[:] = _transitions("RoutingPolicy", status, desired)
+                    noted[:] = _transitions("RoutingPolicy", stored=status, desired=desired)
                 return self._coalesced(key, merge_diff(status, desired))
 
             written = await self._ledger.write(POLICIES, namespace, name=name, build=build)
@@ -161,7 +161,7 @@ class StatusWriter:
                     backend, facts, exclusions=exclusions, existing=_conditions(status), now=now
                 )
                 desired = _flag_invalid(_merge(desired, mine), invalid, now=now)
-                noted[:] = _transitions("Backend", status, desired)
+                noted[:] = _transitions("Backend", stored=status, desired=desired)
             return self._coalesced(key, merge_diff(status, desired))
 
         written = await self._ledger.write(BACKENDS, namespace, name=name, build=build)
@@ -185,7 +185,7 @@ class StatusWriter:
 
         def build(status: Mapping[str, Any]) -> JsonObject:
             desired = invalid_spec_status(invalid, existing=_conditions(status), now=now)
-            noted[:] = _transitions(invalid.kind, status, desired)
+            noted[:] = _transitions(invalid.kind, stored=status, desired=desired)
             return self._coalesced(key, merge_diff(status, desired))
 
         plural, namespace, name = key
@@ -293,7 +293,7 @@ def _flag_invalid(desired: JsonObject, invalid: InvalidSpec | None, *, now: date
 
 
 def _transitions(
-    kind: str, stored: Mapping[str, Any], desired: Mapping[str, Any]
+    kind: str, *, stored: Mapping[str, Any], desired: Mapping[str, Any]
 ) -> list[condition_events.ConditionEvent]:
     return condition_events.condition_events(
         kind, stored=stored.get("conditions") or [], desired=desired.get("conditions") or []
