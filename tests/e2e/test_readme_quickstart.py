@@ -7,6 +7,7 @@ through `make run`, like a newcomer would.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -82,7 +83,7 @@ def test_make_run_prints_a_progress_line_per_step_and_the_commands_to_try(
 ) -> None:
     _, log = demo
     text = log.read_text()
-    assert [f"[{n}/7]" in text for n in range(1, 8)] == [True] * 7
+    assert [f"[{n}/8]" in text for n in range(1, 9)] == [True] * 8
     for line in readme_block("try"):
         assert line.replace("~", str(Path.home())) in text or line in text
 
@@ -149,6 +150,24 @@ def test_readme_kubectl_command_shows_backends_with_health_and_policies(
     assert "routingpolicy.nexus.routing.dev/internal-restricted" in rows
 
 
+def test_readme_curl_line_gets_a_chat_completion_through_envoy(
+    demo: tuple[subprocess.Popen[str], Path],
+) -> None:
+    curl = next(line for line in readme_block("try") if line.startswith("curl "))
+    answer = json.loads(run_readme_line(curl))
+    assert answer["object"] == "chat.completion"
+    assert answer["model"] == "llama3.1:8b"
+    assert answer["choices"][0]["message"]["content"].startswith("hello from ollama-workstation")
+    assert answer["usage"]["total_tokens"] > 0
+
+
+def test_readme_openai_sdk_line_gets_a_chat_completion_through_envoy(
+    demo: tuple[subprocess.Popen[str], Path],
+) -> None:
+    sdk = next(line for line in readme_block("try") if "import openai" in line)
+    assert run_readme_line(sdk).startswith("hello from ollama-workstation")
+
+
 def test_ctrl_c_stops_everything_make_run_started(
     demo: tuple[subprocess.Popen[str], Path],
 ) -> None:
@@ -156,6 +175,7 @@ def test_ctrl_c_stops_everything_make_run_started(
     os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in a terminal does: the whole group
     proc.wait(60)
     assert log.read_text().rstrip().endswith("stopped")
-    for started in ("nexus_operator.cli.operator_main run", "nexus-operator/demo"):
+    # the demo's operator (by its fixed gRPC address) and everything under the demo dir, Envoy too
+    for started in ("operator_main run --grpc-address=127.0.0.1:50051", "nexus-operator/demo"):
         leftovers = subprocess.run(["pgrep", "-f", started], capture_output=True, text=True)
         assert leftovers.stdout.strip() == "", f"still running: {started}"
