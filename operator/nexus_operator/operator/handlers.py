@@ -33,7 +33,39 @@ class Hooks:
     stopping: Hook | None = None
 
 
+_KOPF_OBJECTS = logging.getLogger("kopf.objects")
+_EVENT_HANDLERS = ("backend_event", "policy_event")
+
+
+class QuietEventHandlerSuccess(logging.Filter):
+    """Drops kopf's "Handler '...backend_event' succeeded." INFO lines.
+
+    Our on.event handlers only hand the event to the registry sync, and every status write the
+    operator makes comes back as a watch event, so these lines were nearly the whole log while
+    saying nothing. Failures and retries of the same handlers (WARNING/ERROR), and every other
+    kopf line, still pass. The registry sync logs what an operator needs (rejected specs,
+    health transitions, resyncs).
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno != logging.INFO:
+            return True
+        message = record.getMessage()
+        return not (
+            message.startswith("Handler '")
+            and message.endswith("' succeeded.")
+            and message[len("Handler '") : -len("' succeeded.")].endswith(_EVENT_HANDLERS)
+        )
+
+
+def quiet_event_handler_success(logger: logging.Logger = _KOPF_OBJECTS) -> None:
+    """Install the filter once (startup may run again after a failed start)."""
+    if not any(isinstance(f, QuietEventHandlerSuccess) for f in logger.filters):
+        logger.addFilter(QuietEventHandlerSuccess())
+
+
 def configure(settings: kopf.OperatorSettings) -> None:
+    quiet_event_handler_success()
     settings.persistence.finalizer = f"{GROUP}/finalizer"
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
