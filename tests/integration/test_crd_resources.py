@@ -250,7 +250,7 @@ def test_kubectl_get_prints_the_backend_columns(
         objects, namespace=namespace, kind="Backend", name="openai", status=FULL_BACKEND_STATUS
     )
     header, rows = _table(cluster.kubectl("get", "be", "-n", namespace).stdout)
-    assert header == ["NAME", "TYPE", "ZONE", "TIER", "HEALTH", "LATENCY", "AGE"]
+    assert header == ["NAME", "TYPE", "ZONE", "TIER", "HEALTH", "LATENCY(MS)", "AGE"]
     assert rows["openai"][1:6] == ["openai", "Open", "5", "Healthy", "12.5"]
 
 
@@ -266,9 +266,12 @@ def test_kubectl_get_prints_the_routing_policy_columns(
         status=FULL_POLICY_STATUS,
     )
     header, rows = _table(cluster.kubectl("get", "rp", "-n", namespace).stdout)
-    assert header == ["NAME", "PATTERNS", "PRIVACY", "STRATEGY", "ELIGIBLE", "BUDGET", "AGE"]
-    assert rows["internal-restricted"][1:6] == [
+    assert header == [
+        "NAME", "PATTERNS", "PRECEDENCE", "PRIVACY", "STRATEGY", "ELIGIBLE", "BUDGET", "AGE",
+    ]  # fmt: skip
+    assert rows["internal-restricted"][1:7] == [
         '["internal-*"]',
+        "100",
         "restricted",
         "priorityOnly",
         "2",
@@ -301,3 +304,21 @@ def test_kubectl_explain_shows_the_model_description(
     description = model.model_fields[field].description or ""
     assert description
     assert " ".join(description.split()) in " ".join(output.split())
+
+
+def test_kubectl_get_wide_names_the_units_of_its_numbers(
+    cluster: Cluster, objects: client.CustomObjectsApi, namespace: str
+) -> None:
+    cluster.kubectl("apply", "-n", namespace, "-f", str(EXAMPLES_DIR))
+    _write_status(
+        objects,
+        namespace=namespace,
+        kind="RoutingPolicy",
+        name="internal-restricted",
+        status=FULL_POLICY_STATUS,
+    )
+    output = cluster.kubectl("get", "rp", "-n", namespace, "-o", "wide").stdout
+    header, rows = _table(output)
+    spent = FULL_POLICY_STATUS["budget"]["spentUsd"]
+    assert rows["internal-restricted"][header.index("SPENT(USD)")] == str(spent)
+    assert "LATENCY(MS)" in _table(cluster.kubectl("get", "be", "-n", namespace).stdout)[0]

@@ -121,11 +121,24 @@ def test_absent_nested_objects_default_to_the_models_defaults() -> None:
 @pytest.mark.parametrize(
     ("kind", "columns"),
     [
-        (crdgen.BACKEND, ["TYPE", "ZONE", "TIER", "HEALTH", "LATENCY", "AGE"]),
-        (crdgen.ROUTING_POLICY, ["PATTERNS", "PRIVACY", "STRATEGY", "ELIGIBLE", "BUDGET", "AGE"]),
+        (crdgen.BACKEND, ["TYPE", "ZONE", "TIER", "HEALTH", "LATENCY(MS)", "AGE"]),
+        (
+            crdgen.ROUTING_POLICY,
+            ["PATTERNS", "PRECEDENCE", "PRIVACY", "STRATEGY", "ELIGIBLE", "BUDGET", "AGE"],
+        ),
     ],
     ids=KIND_IDS,
 )
 def test_default_printer_columns_follow_the_spec(kind: crdgen.Kind, columns: list[str]) -> None:
     printed = crdgen.crd(kind)["spec"]["versions"][0]["additionalPrinterColumns"]
     assert [c["name"] for c in printed if not c.get("priority")] == columns
+
+
+def test_numeric_columns_name_their_unit() -> None:
+    wide = {
+        c["name"]
+        for kind in crdgen.KINDS
+        for c in crdgen.crd(kind)["spec"]["versions"][0]["additionalPrinterColumns"]
+    }
+    assert {"LATENCY(MS)", "SPENT(USD)"} <= wide
+    assert not {"LATENCY", "SPENT"} & wide

@@ -115,7 +115,9 @@ BACKEND = Kind(
         PrinterColumn("ZONE", ".status.zone", "string", "Effective privacy zone."),
         PrinterColumn("TIER", ".spec.tier", "integer", "Capability tier."),
         PrinterColumn("HEALTH", ".status.health.state", "string", "Health probing verdict."),
-        PrinterColumn("LATENCY", ".status.health.latencyMs", "number", "Probe latency EMA in ms."),
+        PrinterColumn(
+            "LATENCY(MS)", ".status.health.latencyMs", "number", "Probe latency EMA, milliseconds."
+        ),
         _READY,
         PrinterColumn("URL", ".spec.url", "string", "Base URL.", 1),
         _AGE,
@@ -134,13 +136,18 @@ ROUTING_POLICY = Kind(
     status=RoutingPolicyStatus,
     columns=(
         PrinterColumn("PATTERNS", ".spec.modelPatterns", "string", "Model globs matched."),
+        PrinterColumn(
+            "PRECEDENCE", ".spec.precedence", "integer", "Lower wins when several policies match."
+        ),
         PrinterColumn("PRIVACY", ".spec.privacy", "string", "unrestricted or restricted."),
         PrinterColumn("STRATEGY", ".spec.selection.strategy", "string", "Selection strategy."),
         PrinterColumn(
             "ELIGIBLE", ".status.eligibleCount", "integer", "Backends not excluded statically."
         ),
         PrinterColumn("BUDGET", ".status.budget.state", "string", "Budget state."),
-        PrinterColumn("SPENT", ".status.budget.spentUsd", "number", "Spend this month, USD.", 1),
+        PrinterColumn(
+            "SPENT(USD)", ".status.budget.spentUsd", "number", "Spend this month, USD.", 1
+        ),
         _READY,
         _AGE,
     ),
