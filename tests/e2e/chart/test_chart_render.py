@@ -183,9 +183,9 @@ def test_tls_mounts_the_secret_and_probes_readiness_over_tcp(helm_template: Helm
     assert "replicas" not in deployment["spec"], "the HPA owns the replica count"
 
 
-def test_service_exposes_grpc_and_metrics(helm_template: HelmTemplate) -> None:
+def test_service_exposes_grpc_extproc_and_metrics(helm_template: HelmTemplate) -> None:
     ports = {p["name"]: p["port"] for p in one(helm_template(), "Service")["spec"]["ports"]}
-    assert ports == {"grpc": 50051, "metrics": 9090}
+    assert ports == {"grpc": 50051, "extproc": 9002, "metrics": 9090}
 
 
 def test_router_sidecar_example_keeps_grpc_inside_the_pod(helm_template: HelmTemplate) -> None:
@@ -200,6 +200,7 @@ def test_router_sidecar_example_keeps_grpc_inside_the_pod(helm_template: HelmTem
         for p in rule["ports"]
     ]
     assert "grpc" not in ingress_ports
+    assert "extproc" not in ingress_ports
 
 
 def test_helm_test_hook_checks_grpc_health_of_the_service(helm_template: HelmTemplate) -> None:
