@@ -379,6 +379,20 @@ async def test_a_cloud_backend_whose_secret_is_missing_is_excluded_with_its_reas
     assert in_flight(registry, "cloud") == 0
 
 
+async def test_client_copies_of_the_routing_headers_never_steer_the_route(
+    gateway: tuple[GatewayServer, Any],
+) -> None:
+    _, stub = gateway
+    spoofed = {"x-nexus-upstream": "default.cloud", "x-gateway-destination-endpoint": "10.9.9.9:22"}
+    _, local = await routed_buffered(stub, chat(), extra=spoofed)
+    common = local.request_body.response
+    assert set_headers(common)["x-gateway-destination-endpoint"] == LOCAL
+    assert list(common.header_mutation.remove_headers) == ["x-nexus-upstream"]
+    _, cloud = await routed_buffered(stub, chat("gpt-4o"), extra=spoofed)
+    removed = set(cloud.request_body.response.header_mutation.remove_headers)
+    assert "x-gateway-destination-endpoint" in removed
+
+
 async def test_json_usage_is_accounted_as_spend_and_releases_the_slot(
     gateway: tuple[GatewayServer, Any], registry: Registry
 ) -> None:

@@ -334,17 +334,22 @@ class _Stream:
         assert backend is not None
         set_headers: list[tuple[str, str]] = []
         remove: list[str] = []
+        # Routing headers come from the picker only: a client's own copy is dropped, or it
+        # could steer Envoy's route past the decision (e.g. to a cloud cluster).
         if target.endpoint is not None:
             set_headers.append((wire.DESTINATION_KEY, target.endpoint))
+        elif wire.DESTINATION_KEY in self._headers:
+            remove.append(wire.DESTINATION_KEY)
+        if not target.cloud and UPSTREAM_HEADER in self._headers:
+            remove.append(UPSTREAM_HEADER)
         if target.cloud:
             key = (backend.namespace, backend.name)
             set_headers.append((UPSTREAM_HEADER, upstream_name(*key)))
             credential = self._service.credentials.header(key)
-            remove.extend(CLIENT_CREDENTIAL_HEADERS)
+            injected = credential.header_name.lower() if credential is not None else None
+            remove.extend(h for h in CLIENT_CREDENTIAL_HEADERS if h != injected)
             if credential is not None:
-                name = credential.header_name.lower()
-                remove = [h for h in remove if h != name]
-                set_headers.append((name, credential.header_value))
+                set_headers.append((credential.header_name.lower(), credential.header_value))
         body: bytes | None = None
         if decision.model != parsed.requirements.model:
             body = rewrite_model(parsed, decision.model)
