@@ -15,6 +15,7 @@ from typing import Any
 
 import grpc
 import pytest
+from envoy.service.ext_proc.v3 import external_processor_pb2 as ext
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from prometheus_client import CollectorRegistry, generate_latest
 
@@ -139,6 +140,35 @@ async def test_full_duplex_holds_the_headers_answer_until_the_body_is_complete(
     assert (streamed.body, streamed.end_of_stream) == (body, True)
     await stream.close()
     assert in_flight(registry, "local") == 0
+
+
+async def test_request_trailers_end_a_full_duplex_body(
+    gateway: tuple[GatewayServer, Any],
+) -> None:
+    _, stub = gateway
+    stream = ExtProcStream(stub)
+    body = chat()
+    await stream.send(request_headers(body_mode=FULL_DUPLEX))
+    await stream.send(request_body(body, end_of_stream=False))
+    await stream.send(ext.ProcessingRequest(request_trailers=ext.HttpTrailers()))
+    kinds = [(await stream.recv()).WhichOneof("response") for _ in range(3)]
+    assert kinds == ["request_headers", "request_body", "request_trailers"]
+    await stream.close()
+
+
+async def test_without_protocol_config_the_picker_assumes_buffered(
+    gateway: tuple[GatewayServer, Any],
+) -> None:
+    _, stub = gateway
+    stream = ExtProcStream(stub)
+    first = request_headers()
+    first.ClearField("protocol_config")
+    await stream.send(first)
+    assert (await stream.recv()).WhichOneof("response") == "request_headers"
+    await stream.send(request_body(chat()))
+    answer = await stream.recv()
+    assert set_headers(answer.request_body.response)["x-gateway-destination-endpoint"] == LOCAL
+    await stream.close()
 
 
 async def test_an_alias_rewrites_the_model_and_the_content_length_in_buffered_mode(
