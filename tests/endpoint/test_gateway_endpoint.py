@@ -538,7 +538,7 @@ async def test_usage_goes_to_the_endpoint_the_proxy_reports_as_served(
     assert in_flight(registry, "local") == 0
 
 
-async def test_health_is_not_serving_until_the_registry_has_synced() -> None:
+async def test_readiness_follows_the_registry_sync_and_set_serving_liveness_stays() -> None:
     registry = registry_of(gateway_fleet())
     registry.synced = False
     async with live_gateway(registry) as (server, _):
@@ -560,3 +560,10 @@ async def test_health_is_not_serving_until_the_registry_has_synced() -> None:
                     break
                 await asyncio.sleep(0.05)
             assert await status("envoy.service.ext_proc.v3.ExternalProcessor") == serving
+            server.set_serving(False)
+            for _ in range(100):
+                if await status("readiness") != serving:
+                    break
+                await asyncio.sleep(0.05)
+            assert await status("envoy.service.ext_proc.v3.ExternalProcessor") != serving
+            assert await status("liveness") == serving

@@ -114,3 +114,28 @@ def test_fuzzed_bodies_get_an_answer_and_never_leak_a_slot(
         assert final.WhichOneof("response") == "request_body"
     for name in NAMES:
         assert registry.runtime.backend("default", name).in_flight == 0
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    model=st.sampled_from(["llama3:8b", "fast"]),
+    text=st.text(max_size=200),
+    cuts=st.lists(st.integers(min_value=0, max_value=400), max_size=6),
+)
+def test_full_duplex_bodies_cut_anywhere_reach_the_upstream_whole(
+    served: tuple[Registry, str], stub: Any, model: str, text: str, cuts: list[int]
+) -> None:
+    body = json.dumps({"model": model, "messages": [{"role": "user", "content": text}]}).encode()
+    points = sorted({min(c, len(body)) for c in cuts})
+    pieces = [body[a:b] for a, b in zip([0, *points], [*points, len(body)], strict=True)]
+    messages = [request_headers(body_mode=4, content_length=len(body))]
+    messages += [request_body(p, end_of_stream=False) for p in pieces[:-1]]
+    messages.append(request_body(pieces[-1], end_of_stream=True))
+    answers = list(stub.Process(iter(messages), timeout=10))
+    assert answers[0].WhichOneof("response") == "request_headers"
+    streamed = [a.request_body.response.body_mutation.streamed_response for a in answers[1:]]
+    assert [s.end_of_stream for s in streamed][-1]
+    upstream = b"".join(s.body for s in streamed)
+    assert json.loads(upstream) == {**json.loads(body), "model": "llama3:8b"}
+    if model == "llama3:8b":
+        assert upstream == body
