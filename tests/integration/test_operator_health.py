@@ -23,8 +23,16 @@ pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("nexus_crds")]
 
 
 def _event_reasons(api: client.ApiClient, namespace: str) -> set[str]:
-    events = client.CoreV1Api(api).list_namespaced_event(namespace).items
-    return {e.reason for e in events}
+    """Reasons of the events.k8s.io/v1 Events the operator posted about Backend `flaky`."""
+    events = client.EventsV1Api(api).list_namespaced_event(namespace).items
+    return {
+        e.reason
+        for e in events
+        if e.reporting_controller == "nexus-operator"
+        and e.regarding.kind == "Backend"
+        and e.regarding.name == "flaky"
+        and e.action == "ProbeHealth"
+    }
 
 
 def test_backend_that_stops_answering_is_excluded_until_it_recovers(

@@ -12,7 +12,6 @@ stops (drain gRPC first), inside the operator's event loop, with handles kept in
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -74,7 +73,7 @@ def configure(settings: kopf.OperatorSettings) -> None:
     settings.peering.standalone = True
     settings.peering.mandatory = False
     settings.scanning.disabled = True
-    settings.posting.level = logging.WARNING
+    settings.posting.enabled = False  # our Events are events.k8s.io/v1 (events.py)
     settings.watching.reconnect_backoff = 0.5
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
