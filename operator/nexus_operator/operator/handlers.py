@@ -12,6 +12,7 @@ stops (drain gRPC first), inside the operator's event loop, with handles kept in
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
