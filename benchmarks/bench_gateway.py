@@ -12,7 +12,8 @@ For each: latency percentiles at a fixed 500 requests/s (`rate_rps`), then the h
 it sustains (vegeta unthrottled with a fixed number of workers: successful requests/s).
 Prints the figures and writes benchmarks/results/gateway.json. The machine is shared (two
 cores, other work running), so figures move between runs; compare direct and picker from
-the same run only.
+the same run only. NEXUS_BENCH_PROFILE=1 runs only the picker at the fixed rate under
+pyinstrument and prints where the picker's time goes (nothing is recorded).
 """
 
 from __future__ import annotations
@@ -118,8 +119,44 @@ def measure(vegeta: Path, envoy: Envoy, *, workdir: Path, label: str) -> dict[st
     return figures
 
 
+def profile(vegeta: Path, work: Path, standin_url: str) -> None:
+    """The picker under pyinstrument at the fixed rate; prints the profile."""
+    report = work / "profile.txt"
+    picker = Picker(
+        ["serve", "--from-dir", str(work / "manifests"), "--assume-healthy", "--log-level=WARNING"],
+        work / "picker-profiled",
+        python_args=["-m", "pyinstrument", "-r", "text", "-o", str(report)],
+    )
+    with picker:
+        options = EnvoyOptions(
+            listener_address="127.0.0.1",
+            listener_port=0,
+            access_log=False,
+            picker_address=picker.extproc_address,
+        )
+        with Envoy(render_bootstrap(options), work / "envoy-profiled") as envoy:
+            fixed = attack(vegeta, envoy.url, workdir=work, rate=RATE, duration=DURATION)
+    print(
+        f"profiled picker: p50 {fixed['latencies']['50th'] / 1e6:.2f} ms, "
+        f"p99 {fixed['latencies']['99th'] / 1e6:.2f} ms at {RATE}/s (slower under the profiler)"
+    )
+    print(report.read_text())
+
+
 def main() -> int:
     vegeta = find_bin_dir() / "vegeta"
+    if os.environ.get("NEXUS_BENCH_PROFILE") == "1":
+        stand_ins = StandIns()
+        try:
+            with tempfile.TemporaryDirectory(prefix="bench-gateway-") as tmp:
+                work = Path(tmp)
+                standin = stand_ins.start("openai", (MODEL,), name="bench-standin")
+                (work / "manifests").mkdir()
+                manifests(work / "manifests", standin.url)
+                profile(vegeta, work, standin.url)
+        finally:
+            stand_ins.close()
+        return 0
     stand_ins = StandIns()
     try:
         with tempfile.TemporaryDirectory(prefix="bench-gateway-") as tmp:

@@ -50,9 +50,12 @@ class Picker:
         workdir: Path,
         *,
         env: dict[str, str] | None = None,
+        python_args: Sequence[str] = (),
     ) -> None:
-        """`command` is the subcommand and its own flags, e.g. ["serve", "--from-dir", DIR]."""
+        """`command` is the subcommand and its own flags, e.g. ["serve", "--from-dir", DIR];
+        `python_args` go between the interpreter and `-m` (e.g. a profiler's `-m pyinstrument`)."""
         self.command = list(command)
+        self.python_args = list(python_args)
         self.workdir = workdir
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.log_path = workdir / "picker.log"
@@ -74,6 +77,7 @@ class Picker:
     def argv(self) -> list[str]:
         argv = [
             sys.executable,
+            *self.python_args,
             "-m",
             "nexus_operator.cli.operator_main",
             *self.command,

@@ -526,15 +526,17 @@ def _cluster_backends(kubeconfig: str | None, *, namespace: str) -> list[Backend
     from kubernetes import client
     from kubernetes.client.rest import ApiException
     from kubernetes.config import ConfigException
+    from urllib3.exceptions import HTTPError
 
     from ..operator.kube import load_configuration
 
     try:
         configuration = load_configuration(kubeconfig)
+        configuration.retries = 0  # one line and exit 2 now, not urllib3's retries
         with client.ApiClient(configuration) as api:
             listed = client.CustomObjectsApi(api).list_namespaced_custom_object(
                 GROUP, VERSION, namespace, "backends"
             )
-    except (ApiException, ConfigException, OSError) as exc:
+    except (ApiException, ConfigException, HTTPError, OSError) as exc:
         raise ClusterReadError(f"listing Backends in {namespace!r}: {exc}") from exc
     return [Backend.model_validate(item) for item in listed.get("items", [])]
