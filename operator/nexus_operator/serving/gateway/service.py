@@ -24,6 +24,7 @@ from the handler's `finally`.
 from __future__ import annotations
 
 import logging
+import secrets
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from itertools import count
@@ -101,6 +102,9 @@ class GatewayService(external_processor_pb2_grpc.ExternalProcessorServicer):  # 
         self.credentials = credentials
         self.resolver = resolver
         self.metrics = metrics
+        # Slot ids share the engine's ledger with gRPC clients' request ids: a random prefix
+        # keeps a client's "gw-1" from ever naming one of these.
+        self._prefix = f"gw-{secrets.token_hex(6)}-"
         self._ids = count(1)
 
     async def Process(
@@ -108,7 +112,7 @@ class GatewayService(external_processor_pb2_grpc.ExternalProcessorServicer):  # 
         request_iterator: AsyncIterator[wire.ProcessingRequest],
         context: grpc.aio.ServicerContext,
     ) -> None:
-        stream = _Stream(self, f"gw-{next(self._ids)}")
+        stream = _Stream(self, f"{self._prefix}{next(self._ids)}")
         self.metrics.active_streams += 1
         try:
             async for request in request_iterator:
