@@ -151,6 +151,10 @@ class Objects:
     def status(self, plural: str, name: str) -> dict[str, Any]:
         return dict(self.get(plural, name).get("status") or {})
 
+    def list(self, plural: str) -> list[dict[str, Any]]:
+        listing = self._api.list_namespaced_custom_object(GROUP, VERSION, self.namespace, plural)
+        return list(listing.get("items") or [])
+
     def delete(self, plural: str, name: str) -> None:
         self._api.delete_namespaced_custom_object(GROUP, VERSION, self.namespace, plural, name)
 

@@ -57,7 +57,9 @@ async def test_a_metrics_port_in_use_stops_the_grpc_server_started_before_it(
     RecordingServer.ports.clear()
     parser = argparse.ArgumentParser()
     cmd_run.add_arguments(parser)
-    args = parser.parse_args(["--grpc-address", "127.0.0.1:0", "--metrics-port", str(taken_port)])
+    args = parser.parse_args(
+        ["--grpc-address", "127.0.0.1:0", "--metrics-port", str(taken_port), "--workers", "0"]
+    )
     hooks = cmd_run.serving_hooks(args)
     assert hooks.started is not None
     memo = kopf.Memo()

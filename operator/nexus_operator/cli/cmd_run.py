@@ -11,22 +11,28 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 import sys
 
 import kopf
 
 from ..operator.handlers import Hooks, build_registry
 from ..operator.replica import ROLE_OPERATOR, ROLE_ROUTER, Controller, ControllerConfig
-from ..serving import GrpcServer
+from ..serving import GrpcServer, RoutingMetrics
 from ..serving.gateway import GatewayServer
+from ..serving.plane import ServingPlane, WorkerStartError
 from .serving_options import (
+    RouterServers,
     StartupError,
     add_gateway_arguments,
     add_log_level_argument,
     add_serving_arguments,
     gateway_enabled,
     gateway_settings,
+    non_negative_int,
+    server_limits,
     start_gateway,
+    start_metrics,
     start_serving,
     tls_config,
 )
@@ -80,6 +86,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="Namespace of the leader-election Lease (default $POD_NAMESPACE or 'default').",
     )
     parser.add_argument("--lease-name", default="nexus-operator", help="Name of the Lease.")
+    parser.add_argument(
+        "--workers",
+        type=non_negative_int,
+        default=1,
+        help="Serving worker processes sharing the gRPC port; this process keeps the watches, "
+        "probes and status writes (default 1). 0 serves from this process's own event loop.",
+    )
     add_log_level_argument(parser)
 
 
@@ -102,6 +115,9 @@ def serving_hooks(args: argparse.Namespace) -> Hooks:
     async def started(controller: Controller, memo: kopf.Memo) -> None:
         """A failure after gRPC is up stops it again: the controller behind it is being stopped,
         and kopf's retry must be able to bind the same address."""
+        if getattr(args, "workers", 0) > 0:
+            await _start_plane(controller, memo, args)
+            return
         server, port, metrics_port = await start_serving(controller.engine, args)
         memo["grpc"] = server
         engine = controller.engine
@@ -123,6 +139,9 @@ def serving_hooks(args: argparse.Namespace) -> Hooks:
         )
 
     async def stopping(_controller: Controller, memo: kopf.Memo) -> None:
+        plane: ServingPlane | None = memo.pop("plane", None)
+        if plane is not None:
+            await plane.stop(DRAIN_GRACE_S)
         gateway: GatewayServer | None = memo.pop("gateway", None)
         if gateway is not None:
             await gateway.stop(DRAIN_GRACE_S)
@@ -131,6 +150,48 @@ def serving_hooks(args: argparse.Namespace) -> Hooks:
             await server.stop(DRAIN_GRACE_S)
 
     return Hooks(started=started, stopping=stopping)
+
+
+async def _start_plane(controller: Controller, memo: kopf.Memo, args: argparse.Namespace) -> None:
+    """Serving workers on the gRPC port; /metrics (decisions summed over workers) here."""
+    metrics = RoutingMetrics(controller.registry)
+    gateway = gateway_settings(args) if gateway_enabled(args) else None
+    plane = ServingPlane(
+        controller.engine,
+        workers=args.workers,
+        factory=RouterServers(
+            grpc_address=args.grpc_address,
+            tls=tls_config(args),
+            limits=server_limits(args),
+            reuse_port=args.workers > 1,
+            gateway=gateway,
+            extproc_address=args.extproc_address if gateway is not None else None,
+        ),
+        metrics=metrics,
+        log_level=args.log_level,
+        on_failure=_stop_operator,
+    )
+    memo["plane"] = plane
+    controller.prober.on_probe = plane.on_probe
+    try:
+        ports = await plane.start()
+    except WorkerStartError as exc:
+        raise StartupError(f"--grpc-address {args.grpc_address}: {exc}") from exc
+    metrics_port = start_metrics(args, metrics)
+    logger.info(
+        "Serving gRPC on port %d from %d workers, metrics on port %s, ext_proc on port %s",
+        ports[0],
+        args.workers,
+        metrics_port,
+        ports[1] if len(ports) > 1 else None,
+    )
+
+
+def _stop_operator(reason: str) -> None:
+    """A serving worker died: stop the whole replica (Kubernetes restarts it) rather than serve
+    with fewer workers and slots nobody can release."""
+    logger.error("Stopping: %s", reason)
+    os.kill(os.getpid(), signal.SIGTERM)
 
 
 def main(args: argparse.Namespace) -> int:

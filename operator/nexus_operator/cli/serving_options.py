@@ -5,11 +5,16 @@ from __future__ import annotations
 import argparse
 import os
 import re
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
+from prometheus_client import REGISTRY, CollectorRegistry
+
 from ..routing import CredentialStore, RoutingEngine
-from ..serving import GrpcServer, ServerLimits, TlsConfig, start_metrics_server
+from ..serving import GrpcServer, RoutingMetrics, ServerLimits, TlsConfig, start_metrics_server
 from ..serving.gateway import DEFAULT_MAX_BODY_BYTES, GatewayServer, GatewaySettings
+from ..serving.plane import PlaneServer
 from ..serving.requests import NAMESPACE_MAX
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
@@ -188,6 +193,17 @@ def positive_int(text: str) -> int:
     return value
 
 
+def non_negative_int(text: str) -> int:
+    """argparse type: an integer >= 0."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 0, not {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 0, not {value}")
+    return value
+
+
 def positive_float(text: str) -> float:
     """argparse type: a finite number > 0."""
     try:
@@ -220,10 +236,13 @@ def tls_config(args: argparse.Namespace) -> TlsConfig | None:
     )
 
 
-def start_metrics(args: argparse.Namespace) -> int | None:
-    """Start /metrics per --metrics-port (-1: off); a busy port is a StartupError naming it."""
+def start_metrics(args: argparse.Namespace, collector: RoutingMetrics | None = None) -> int | None:
+    """Start /metrics per --metrics-port (-1: off); a busy port is a StartupError naming it.
+    `collector` is registered first (the serving plane's; a GrpcServer registers its own)."""
     if args.metrics_port < 0:
         return None
+    if collector is not None:
+        REGISTRY.register(collector)
     try:
         return start_metrics_server(args.metrics_port)
     except OSError as exc:
@@ -247,3 +266,53 @@ async def start_serving(
         await server.stop(0)
         raise
     return server, port, metrics_port
+
+
+@dataclass(frozen=True)
+class RouterServers:
+    """What each serving worker hosts over its engine: the Router gRPC service (with health and
+    reflection) and, when enabled, the gateway's ext_proc picker on its own port. Pickled into
+    every worker, so it holds only plain settings. `ports` (from the first worker) replace the
+    configured ports, so the other workers bind the same ones."""
+
+    grpc_address: str
+    tls: TlsConfig | None
+    limits: ServerLimits
+    reuse_port: bool
+    gateway: GatewaySettings | None = None
+    extproc_address: str | None = None
+
+    def __call__(
+        self, engine: RoutingEngine, metrics: RoutingMetrics, *, ports: Sequence[int] | None
+    ) -> list[PlaneServer]:
+        grpc_address = _with_port(self.grpc_address, ports, 0)
+        servers: list[PlaneServer] = [
+            GrpcServer(
+                engine,
+                address=grpc_address,
+                tls=self.tls,
+                limits=self.limits,
+                reuse_port=self.reuse_port,
+                metrics=metrics,
+                metrics_registry=None,
+            )
+        ]
+        if self.gateway is not None and self.extproc_address is not None:
+            servers.append(
+                GatewayServer(
+                    engine,
+                    settings=self.gateway,
+                    credentials=engine.registry.credentials,
+                    address=_with_port(self.extproc_address, ports, 1),
+                    tls=self.tls,
+                    reuse_port=self.reuse_port,
+                    metrics_registry=CollectorRegistry(),
+                )
+            )
+        return servers
+
+
+def _with_port(address: str, ports: Sequence[int] | None, index: int) -> str:
+    if ports is None:
+        return address
+    return f"{address.rsplit(':', 1)[0]}:{ports[index]}"

@@ -31,7 +31,7 @@ from nexus_operator import api
 from .bounds import clip
 
 if TYPE_CHECKING:
-    from nexus_operator.routing import Credential, Registry, RegistrySnapshot
+    from nexus_operator.routing import BackendRuntime, Credential, Registry, RegistrySnapshot
 
 logger = logging.getLogger(__name__)
 
@@ -117,6 +117,8 @@ class HealthProber:
         self._registry = registry
         self._clock = clock
         self._on_transition = on_transition
+        # Called after every recorded probe (the serving plane forwards health to its workers).
+        self.on_probe: Callable[[BackendKey, BackendRuntime], None] | None = None
         self._tasks: dict[BackendKey, tuple[ProbeTarget, asyncio.Task[None]]] = {}
         self._session: aiohttp.ClientSession | None = None
 
@@ -182,6 +184,8 @@ class HealthProber:
             recovery_threshold=target.recovery_threshold,
             now=self._clock(),
         )
+        if self.on_probe is not None:
+            self.on_probe(key, cell)
         if changed and self._on_transition is not None:
             self._on_transition(key, previous, state=cell.health_state, error=result.error)
         return bool(changed)

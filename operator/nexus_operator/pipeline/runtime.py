@@ -13,6 +13,7 @@ import math
 from collections import deque
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Protocol
 
 from nexus_operator.api import HealthState
 
@@ -32,10 +33,29 @@ def period_of(now: datetime) -> str:
     return f"{now.year:04d}-{now.month:02d}"
 
 
+class InFlightCounters(Protocol):
+    """In-flight counts shared by the serving processes of one replica, one row per backend."""
+
+    def value(self, row: int) -> int: ...
+
+    def try_take(self, row: int, cap: int | None) -> bool:
+        """Add one unless the row is already at `cap`; atomic across processes."""
+        ...
+
+    def release(self, row: int) -> None:
+        """Remove one (never below zero)."""
+        ...
+
+
 class BackendRuntime:
-    """Health, latency, load and outcome history of one backend in this replica."""
+    """Health, latency, load and outcome history of one backend in this replica.
+
+    In-flight is a plain int in one process; bound to a row of shared counters, it is the
+    total over every serving process of the replica, and taking a slot is atomic across them.
+    """
 
     __slots__ = (
+        "_counters",
         "_credential_problems",
         "_failing",
         "_failures",
@@ -45,6 +65,7 @@ class BackendRuntime:
         "_max_concurrency",
         "_not_healthy",
         "_outcomes",
+        "_row",
         "_saturated",
         "consecutive_failures",
         "consecutive_successes",
@@ -72,6 +93,8 @@ class BackendRuntime:
         self._saturated = saturated if saturated is not None else set()
         self._max_concurrency: int | None = None
         self._in_flight = 0
+        self._counters: InFlightCounters | None = None
+        self._row = -1
         self._outcomes: deque[tuple[datetime, bool]] = deque()
         self._failures = 0
         self._health_state = HealthState.HEALTHY
@@ -111,12 +134,37 @@ class BackendRuntime:
 
     @property
     def in_flight(self) -> int:
-        return self._in_flight
+        counters = self._counters
+        return self._in_flight if counters is None else counters.value(self._row)
 
     @in_flight.setter
     def in_flight(self, value: int) -> None:
         self._in_flight = value
         self._track_saturation()
+
+    def bind_in_flight(self, counters: InFlightCounters, row: int) -> None:
+        """Count in-flight in `row` of counters shared with the other serving processes."""
+        self._counters = counters
+        self._row = row
+        self._track_saturation()
+
+    def try_take(self) -> bool:
+        """Take one in-flight slot unless the backend is at maxConcurrency."""
+        counters = self._counters
+        cap = self._max_concurrency
+        if counters is not None:
+            return counters.try_take(self._row, cap)
+        if cap is not None and self._in_flight >= cap:
+            return False
+        self.in_flight = self._in_flight + 1
+        return True
+
+    def release_slot(self) -> None:
+        counters = self._counters
+        if counters is not None:
+            counters.release(self._row)
+        else:
+            self.in_flight = max(0, self._in_flight - 1)
 
     @property
     def max_concurrency(self) -> int | None:
@@ -129,8 +177,11 @@ class BackendRuntime:
         self._track_saturation()
 
     def _track_saturation(self) -> None:
+        """Keep the runtime's `saturated` set: the backends the capacity check must look at.
+        With shared counters another process may fill the backend at any time, so every
+        backend with a cap stays a suspect and the check reads the live count."""
         cap = self._max_concurrency
-        if cap is not None and self._in_flight >= cap:
+        if cap is not None and (self._counters is not None or self._in_flight >= cap):
             self._saturated.add(self._key)
         else:
             self._saturated.discard(self._key)
@@ -273,6 +324,14 @@ class PolicyRuntime:
         self._roll(now)
         self.spent_usd += usd
         self.unflushed_usd += usd
+
+    def adopt_total(self, period: str, spent_usd: float) -> None:
+        """Take the control process's total as is (a serving worker keeps no ledger of its own)."""
+        if period != self.period:
+            if period < self.period:
+                return
+            self._start_period(period)
+        self.spent_usd = spent_usd
 
     def load_persisted(self, period: str, spent_usd: float) -> None:
         """Adopt the persisted total for `period`, keeping this replica's unflushed delta."""

@@ -12,9 +12,15 @@ from nexus_operator.pipeline import (
 from .compiled_patterns import Glob
 from .credentials import Credential, CredentialProblem, CredentialStore
 from .decision import BackendRef, Decision, Outcome, UsageReport
-from .engine import AsyncReconcilerError, RoutingEngine
+from .engine import (
+    AsyncReconcilerError,
+    EngineEvents,
+    RoutedEvent,
+    RoutingEngine,
+    SlotContendedError,
+)
 from .policies import CompiledPolicy
-from .registry import Registry
+from .registry import Registry, RegistryChange
 from .reports import PolicyReport, StaticExclusion
 from .router import (
     AliasError,
@@ -39,6 +45,7 @@ __all__ = [
     "CredentialProblem",
     "CredentialStore",
     "Decision",
+    "EngineEvents",
     "Exclusion",
     "Glob",
     "ModelNotFound",
@@ -49,13 +56,16 @@ __all__ = [
     "PolicyRuntime",
     "ReconcilerFailed",
     "Registry",
+    "RegistryChange",
     "RegistrySnapshot",
     "RequestRequirements",
+    "RoutedEvent",
     "Router",
     "RoutingEngine",
     "RoutingError",
     "RoutingResult",
     "RuntimeState",
+    "SlotContendedError",
     "StaticExclusion",
     "TraceEntry",
     "UsageReport",

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import base64
 import binascii
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
@@ -45,18 +45,26 @@ class CredentialStore:
     def __init__(self, runtime: RuntimeState | None = None) -> None:
         self._ok: MappingProxyType[Key, Credential] = MappingProxyType({})
         self._problems: dict[Key, str] = runtime.credential_problems if runtime else {}
+        # Told of every write (the serving plane copies credentials to its workers).
+        self.on_change: Callable[[Key, Credential | None, str | None], None] | None = None
 
     def set(self, key: Key, credential: Credential) -> None:
         self._ok = MappingProxyType({**self._ok, key: credential})
         self._drop_problem(key)
+        if self.on_change is not None:
+            self.on_change(key, credential, None)
 
     def set_problem(self, key: Key, problem: str) -> None:
         self._problems[key] = problem
         self._drop_ok(key)
+        if self.on_change is not None:
+            self.on_change(key, None, problem)
 
     def forget(self, key: Key) -> None:
         self._drop_ok(key)
         self._drop_problem(key)
+        if self.on_change is not None:
+            self.on_change(key, None, None)
 
     def header(self, key: Key) -> Credential | None:
         return self._ok.get(key)

@@ -14,7 +14,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from time import perf_counter_ns
-from typing import NamedTuple
+from typing import NamedTuple, Protocol
 
 from nexus_operator.api import Accounting, BudgetState, RoutingPolicySpec
 from nexus_operator.pipeline import (
@@ -46,6 +46,9 @@ from .snapshot import NamespaceSnapshot
 
 Clock = Callable[[], datetime]
 REASON_MAX = 1024
+# A decision whose backend another serving process filled in the meantime is decided again
+# (the capacity check then sees the full backend); this many times at most.
+SLOT_RACE_RETRIES = 16
 
 
 class AsyncReconcilerError(TypeError):
@@ -54,6 +57,36 @@ class AsyncReconcilerError(TypeError):
 
 # What static reports depend on besides the snapshot: backends not Healthy, credential problems.
 _RuntimeFacts = tuple[frozenset[tuple[str, str]], frozenset[tuple[tuple[str, str], str]]]
+
+
+class SlotContendedError(RuntimeError):
+    """Every re-decision lost its slot to another serving process (not seen in practice)."""
+
+
+class _SlotLost(Exception):
+    """The chosen backend reached maxConcurrency between the decision and taking its slot."""
+
+
+class EngineEvents(Protocol):
+    """What a serving worker's engine did, for the control process to account (status, budget
+    ledger, the other workers). Called synchronously; implementations only enqueue."""
+
+    def routed(self, record: RoutedEvent) -> None: ...
+
+    def queued(self, namespace: str, policy: str) -> None: ...
+
+    def rejected(self, namespace: str, policy: str, record: RejectedRecord) -> None: ...
+
+    def usage(self, report: UsageReport, *, released: bool) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class RoutedEvent:
+    namespace: str
+    backend: str
+    policy: str | None
+    record: RoutedRecord
+    estimated_spend: float | None
 
 
 @dataclass(slots=True)
@@ -95,6 +128,7 @@ class RoutingEngine:
         self._default_spec = default_spec or RoutingPolicySpec()
         self._compiled: dict[str, _Compiled] = {}
         self._slots = SlotLedger(slot_timeout)
+        self.events: EngineEvents | None = None
 
     # Decisions
 
@@ -116,14 +150,20 @@ class RoutingEngine:
         self, req: RequestRequirements, *, dry_run: bool, in_thread: bool
     ) -> Decision:
         """The one decide loop: the primary model, then its fallbacks until one routes.
-        `in_thread` (route/explain) refuses an async pipeline before anything ran or changed."""
-        ctx = self._context(req, dry_run=dry_run)
-        attempts = [await self._attempt(ctx, req, in_thread=in_thread)]
-        for fallback in fallback_requests(attempts[0], req):
-            attempts.append(await self._attempt(ctx, fallback, in_thread=in_thread))
-            if isinstance(attempts[-1].result, RouteDecision):
-                break
-        return self._finish(ctx, req, attempts=attempts)
+        `in_thread` (route/explain) refuses an async pipeline before anything ran or changed.
+        A decision whose slot another serving process took first is made again."""
+        for _ in range(SLOT_RACE_RETRIES):
+            ctx = self._context(req, dry_run=dry_run)
+            attempts = [await self._attempt(ctx, req, in_thread=in_thread)]
+            for fallback in fallback_requests(attempts[0], req):
+                attempts.append(await self._attempt(ctx, fallback, in_thread=in_thread))
+                if isinstance(attempts[-1].result, RouteDecision):
+                    break
+            try:
+                return self._finish(ctx, req, attempts=attempts)
+            except _SlotLost:
+                continue
+        raise SlotContendedError(f"no in-flight slot after {SLOT_RACE_RETRIES} decisions")
 
     async def _attempt(
         self, ctx: _Context, req: RequestRequirements, *, in_thread: bool
@@ -299,17 +339,34 @@ class RoutingEngine:
     ) -> None:
         cell = result.candidate.runtime
         backend = result.candidate.backend
-        cell.selected_total += 1
-        cell.last_selected_time = ctx.now
-        self._slots.take(cell, backend.key, request_id=req.request_id, now=ctx.now)
+        if not self._slots.take(cell, backend.key, request_id=req.request_id, now=ctx.now):
+            raise _SlotLost
         policy = attempt.policy
-        if policy is None:
+        budget = policy.spec.budget if policy is not None else None
+        estimated = budget is not None and budget.accounting is Accounting.ESTIMATED
+        event = RoutedEvent(
+            namespace=backend.namespace,
+            backend=backend.name,
+            policy=policy.name if policy is not None else None,
+            record=RoutedRecord(ctx.now, attempt.model, backend.name, decision.reason),
+            estimated_spend=result.cost_estimate if estimated else None,
+        )
+        self.account_routed(event)
+        if self.events is not None:
+            self.events.routed(event)
+
+    def account_routed(self, event: RoutedEvent) -> None:
+        """Counters and estimated spend of one routed decision (here, or on a serving worker)."""
+        runtime = self.registry.runtime
+        cell = runtime.backend(event.namespace, event.backend)
+        cell.selected_total += 1
+        cell.last_selected_time = event.record.time
+        if event.policy is None:
             return
-        spend = self.registry.runtime.policy(policy.namespace, policy.name)
-        spend.count_routed(RoutedRecord(ctx.now, attempt.model, backend.name, decision.reason))
-        budget = policy.spec.budget
-        if budget is not None and budget.accounting is Accounting.ESTIMATED:
-            spend.add_spend(result.cost_estimate, ctx.now)
+        spend = runtime.policy(event.namespace, event.policy)
+        spend.count_routed(event.record)
+        if event.estimated_spend is not None:
+            spend.add_spend(event.estimated_spend, event.record.time)
 
     def _queued(
         self,
@@ -324,6 +381,8 @@ class RoutingEngine:
         if not ctx.dry_run and primary.policy is not None:
             policy = primary.policy
             self.registry.runtime.policy(policy.namespace, policy.name).count_queued()
+            if self.events is not None:
+                self.events.queued(policy.namespace, policy.name)
         return Decision(
             outcome=Outcome.QUEUED,
             model=attempt.model,
@@ -364,6 +423,8 @@ class RoutingEngine:
             texts = [_reject_text(e.backend, e.reason) for e in rejections[:16]]
             record = RejectedRecord(ctx.now, req.model, texts)
             self.registry.runtime.policy(policy.namespace, policy.name).count_rejected(record)
+            if self.events is not None:
+                self.events.rejected(policy.namespace, policy.name, record)
         return Decision(
             outcome=Outcome.REJECTED,
             model=primary.model,
@@ -394,11 +455,18 @@ class RoutingEngine:
 
     def report_usage(self, report: UsageReport) -> None:
         """Spend, error window, TTFT (and latency when probes are off); releases the slot."""
+        released = self.release_slot(report.namespace, report.backend, request_id=report.request_id)
+        self.account_usage(report)
+        if self.events is not None:
+            self.events.usage(report, released=released)
+
+    def account_usage(self, report: UsageReport, *, spend: bool = True) -> tuple[str, str] | None:
+        """Everything a report changes but the slot: outcome window, TTFT, latency, spend.
+        Returns the policy charged, if any."""
         now = self._clock()
         ns = self.registry.snapshot.namespace(report.namespace)
         view = ns.backends.get(report.backend)
         key = (report.namespace, report.backend)
-        self._slots.release(key, report.request_id)
         if view is not None:
             cell = self.registry.runtime.backend(*key)
             cell.record_outcome(success=report.success, now=now)
@@ -406,18 +474,20 @@ class RoutingEngine:
                 cell.record_ttft(report.ttft_ms)
             if report.latency_ms is not None and not view.health_check_enabled:
                 cell.record_latency(report.latency_ms)
-        policy = self._report_policy(ns, report)
+        policy = self._report_policy(ns, report) if spend else None
         if policy is None:
-            return
+            return None
         budget = policy.spec.budget
         if budget is not None and budget.accounting is Accounting.ESTIMATED:
-            return
+            return None
         cost = report.cost_usd
         if cost is None:
             model = view.models.get(report.model) if view is not None else None
             cost = model.cost(report.input_tokens, report.output_tokens) if model else 0.0
-        if cost > 0:
-            self.registry.runtime.policy(policy.namespace, policy.name).add_spend(cost, now)
+        if cost <= 0:
+            return None
+        self.registry.runtime.policy(policy.namespace, policy.name).add_spend(cost, now)
+        return (policy.namespace, policy.name)
 
     @staticmethod
     def _report_policy(ns: NamespaceSnapshot, report: UsageReport) -> CompiledPolicy | None:
@@ -428,7 +498,8 @@ class RoutingEngine:
 
     def release_slot(self, namespace: str, backend: str, *, request_id: str | None) -> bool:
         """Release a routed request's slot without accounting anything (the gateway, when the
-        proxy reports that another endpoint served the request, accounts usage there)."""
+        proxy reports that another endpoint served the request, accounts usage there). False
+        when this engine holds no such slot (a serving worker then asks the others)."""
         return self._slots.release((namespace, backend), request_id)
 
     def expire_slots(self, now: datetime) -> int:

@@ -46,12 +46,16 @@ class SlotLedger:
         *,
         request_id: str | None,
         now: datetime,
-    ) -> None:
+    ) -> bool:
+        """Take a slot; False when the backend is already at maxConcurrency (another serving
+        process filled it after this one's decision looked)."""
+        if not cell.try_take():
+            return False
         key = next(self._keys)
-        cell.in_flight += 1
         self._slots[key] = Slot(cell, backend, now, request_id)
         if request_id is not None:
             self._by_id.setdefault(request_id, []).append(key)
+        return True
 
     def release(self, backend: tuple[str, str], request_id: str | None) -> bool:
         """Release the request's oldest open slot on `backend`; without an id, the backend's
@@ -88,4 +92,4 @@ class SlotLedger:
 
 
 def _release(slot: Slot) -> None:
-    slot.cell.in_flight = max(0, slot.cell.in_flight - 1)
+    slot.cell.release_slot()

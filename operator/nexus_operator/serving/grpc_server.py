@@ -48,10 +48,13 @@ class GrpcServer:
         max_concurrent_rpcs: int | None = None,
         max_message_bytes: int | None = None,
         reuse_port: bool = False,
-        metrics_registry: CollectorRegistry = REGISTRY,
+        metrics: RoutingMetrics | None = None,
+        metrics_registry: CollectorRegistry | None = REGISTRY,
     ) -> None:
         """`max_concurrent_rpcs` and `max_message_bytes` override the same fields of `limits`;
-        `reuse_port` lets several worker processes bind the same port (SO_REUSEPORT)."""
+        `reuse_port` lets several worker processes bind the same port (SO_REUSEPORT).
+        `metrics_registry` None: the metrics are not registered (a serving worker ships them to
+        the control process instead)."""
         self._engine = engine
         self._address = address
         self._tls = tls
@@ -67,7 +70,7 @@ class GrpcServer:
         self.limits = dataclasses.replace(limits, **overrides)
         self._reuse_port = reuse_port
         self._metrics_registry = metrics_registry
-        self.metrics = RoutingMetrics(engine.registry)
+        self.metrics = metrics or RoutingMetrics(engine.registry)
         self._health = health.aio.HealthServicer()
         self._server: grpc.aio.Server | None = None
         self._degraded = False
@@ -96,7 +99,8 @@ class GrpcServer:
         await self._apply_health()
         await server.start()
         self._server = server
-        self._metrics_registry.register(self.metrics)
+        if self._metrics_registry is not None:
+            self._metrics_registry.register(self.metrics)
         self._housekeeping_task = asyncio.create_task(
             self._housekeeping(), name="grpc-housekeeping"
         )
@@ -127,8 +131,9 @@ class GrpcServer:
         await self._health.enter_graceful_shutdown()
         await self._server.stop(grace)
         self._server = None
-        with contextlib.suppress(KeyError):
-            self._metrics_registry.unregister(self.metrics)
+        if self._metrics_registry is not None:
+            with contextlib.suppress(KeyError):
+                self._metrics_registry.unregister(self.metrics)
 
     def _bind(self, server: grpc.aio.Server) -> int:
         """grpcio reports a busy port and an unparseable address alike, as a RuntimeError;

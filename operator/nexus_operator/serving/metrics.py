@@ -14,6 +14,8 @@ from __future__ import annotations
 
 from bisect import bisect_left
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import TypeVar
 
 from prometheus_client import REGISTRY, CollectorRegistry, start_http_server
 from prometheus_client.core import (
@@ -26,6 +28,7 @@ from prometheus_client.core import (
 from ..api import BudgetState, HealthState
 from ..routing import Decision, Registry
 
+K = TypeVar("K")
 DECISION_BUCKETS = (25e-6, 50e-6, 100e-6, 250e-6, 500e-6, 1e-3, 2.5e-3, 5e-3, 10e-3, 50e-3)
 RECONCILER_BUCKETS = (1e-6, 5e-6, 10e-6, 25e-6, 50e-6, 100e-6, 500e-6, 1e-3, 10e-3)
 
@@ -54,8 +57,34 @@ class _Histogram:
         return buckets, self.total
 
 
+@dataclass(frozen=True)
+class DecisionCounts:
+    """A serving process's decision counters as plain data, shipped to the control process."""
+
+    outcomes: dict[str, int]
+    errors: dict[tuple[str, str], int]
+    latency: tuple[list[int], float]
+    reconcilers: dict[str, tuple[list[int], float]]
+    exclusions: dict[tuple[str, str], int]
+
+
+def _add(into: dict[K, int], more: dict[K, int]) -> None:
+    for key, count in more.items():
+        into[key] = into.get(key, 0) + count
+
+
+def _add_histogram(into: _Histogram, counts: list[int], total: float) -> None:
+    for index, count in enumerate(counts):
+        into.counts[index] += count
+    into.total += total
+
+
 class RoutingMetrics:
-    """Decision metrics (fed by the gRPC service) plus registry-backed gauges, as one collector."""
+    """Decision metrics (fed by the gRPC service) plus registry-backed gauges, as one collector.
+
+    In the control process of a replica with serving workers, the decision counters are the
+    sum of what every worker last reported (`absorb`), the gauges its own.
+    """
 
     def __init__(self, registry: Registry) -> None:
         self._registry = registry
@@ -66,6 +95,39 @@ class RoutingMetrics:
         self._exclusions: dict[tuple[str, str], int] = {}
         self._backend_gauges: tuple[tuple[str, str, int, int], ...] = ()
         self._budget_gauges: tuple[tuple[str, str, float, BudgetState], ...] = ()
+        self._absorbed: dict[int, DecisionCounts] = {}
+
+    def counts(self) -> DecisionCounts:
+        """This process's decision counters (copies)."""
+        return DecisionCounts(
+            outcomes=dict(self._outcomes),
+            errors=dict(self._errors),
+            latency=(list(self._latency.counts), self._latency.total),
+            reconcilers={k: (list(h.counts), h.total) for k, h in self._reconcilers.items()},
+            exclusions=dict(self._exclusions),
+        )
+
+    def absorb(self, source: int, counts: DecisionCounts) -> None:
+        """Keep serving worker `source`'s latest counters; they are added when scraped."""
+        self._absorbed[source] = counts
+
+    def _totals(self) -> tuple[DecisionCounts, _Histogram, dict[str, _Histogram]]:
+        own = self.counts()
+        latency = _Histogram(DECISION_BUCKETS)
+        _add_histogram(latency, *own.latency)
+        reconcilers: dict[str, _Histogram] = {}
+        for counts in [own, *self._absorbed.copy().values()]:
+            if counts is not own:
+                _add(own.outcomes, counts.outcomes)
+                _add(own.errors, counts.errors)
+                _add(own.exclusions, counts.exclusions)
+                _add_histogram(latency, *counts.latency)
+            for name, (buckets, total) in counts.reconcilers.items():
+                histogram = reconcilers.get(name)
+                if histogram is None:
+                    histogram = reconcilers[name] = _Histogram(RECONCILER_BUCKETS)
+                _add_histogram(histogram, buckets, total)
+        return own, latency, reconcilers
 
     def observe_decision(self, decision: Decision, seconds: float) -> None:
         """Count one Route decision: outcome, latency, per-reconciler time and exclusions."""
@@ -93,36 +155,42 @@ class RoutingMetrics:
         return []
 
     def collect(self) -> Iterator[Metric]:
-        yield self._decisions_family()
-        yield self._latency_family()
-        yield from self._reconciler_families()
-        yield self._errors_family()
+        counts, latency, reconcilers = self._totals()
+        yield self._decisions_family(counts)
+        yield self._latency_family(latency)
+        yield from self._reconciler_families(counts, reconcilers)
+        yield self._errors_family(counts)
         yield from self._backend_families()
         yield from self._budget_families()
 
-    def _decisions_family(self) -> Metric:
+    @staticmethod
+    def _decisions_family(counts: DecisionCounts) -> Metric:
         family = CounterMetricFamily(
             "nexus_decisions", "Route decisions by outcome.", labels=["outcome"]
         )
-        for outcome, count in sorted(self._outcomes.copy().items()):
+        for outcome, count in sorted(counts.outcomes.items()):
             family.add_metric([outcome], count)
         return family
 
-    def _latency_family(self) -> Metric:
+    @staticmethod
+    def _latency_family(latency: _Histogram) -> Metric:
         family = HistogramMetricFamily(
             "nexus_decision_duration_seconds", "Time to compute one Route decision."
         )
-        buckets, total = self._latency.exported()
+        buckets, total = latency.exported()
         family.add_metric([], buckets, total)
         return family
 
-    def _reconciler_families(self) -> Iterator[Metric]:
+    @staticmethod
+    def _reconciler_families(
+        counts: DecisionCounts, reconcilers: dict[str, _Histogram]
+    ) -> Iterator[Metric]:
         durations = HistogramMetricFamily(
             "nexus_reconciler_duration_seconds",
             "Time each reconciler spent per Route decision.",
             labels=["reconciler"],
         )
-        for name, histogram in sorted(self._reconcilers.copy().items()):
+        for name, histogram in sorted(reconcilers.items()):
             buckets, total = histogram.exported()
             durations.add_metric([name], buckets, total)
         yield durations
@@ -131,15 +199,16 @@ class RoutingMetrics:
             "Backends excluded in Route decisions, by reconciler and reason code.",
             labels=["reconciler", "reason_code"],
         )
-        for (name, code), count in sorted(self._exclusions.copy().items()):
+        for (name, code), count in sorted(counts.exclusions.items()):
             exclusions.add_metric([name, code], count)
         yield exclusions
 
-    def _errors_family(self) -> Metric:
+    @staticmethod
+    def _errors_family(counts: DecisionCounts) -> Metric:
         family = CounterMetricFamily(
             "nexus_grpc_errors", "RPCs that ended with a non-OK status.", labels=["method", "code"]
         )
-        for (method, code), count in sorted(self._errors.copy().items()):
+        for (method, code), count in sorted(counts.errors.items()):
             family.add_metric([method, code], count)
         return family
 

@@ -53,8 +53,11 @@ class GatewayServer:
         resolver: EndpointResolver | None = None,
         metrics_registry: CollectorRegistry = REGISTRY,
         max_message_bytes: int = 64 * MiB,
+        reuse_port: bool = False,
     ) -> None:
+        """`reuse_port`: several serving workers bind the same port (SO_REUSEPORT)."""
         self._engine = engine
+        self._reuse_port = reuse_port
         self._address = address
         self._tls = tls
         self._metrics_registry = metrics_registry
@@ -82,7 +85,7 @@ class GatewayServer:
             options=[
                 ("grpc.max_receive_message_length", self._max_message_bytes),
                 ("grpc.max_send_message_length", self._max_message_bytes),
-                ("grpc.so_reuseport", 0),
+                ("grpc.so_reuseport", int(self._reuse_port)),
             ],
         )
         external_processor_pb2_grpc.add_ExternalProcessorServicer_to_server(self.service, server)

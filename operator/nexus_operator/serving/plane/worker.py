@@ -1,0 +1,214 @@
+"""A serving worker process: a Registry and RoutingEngine replica fed by the control process,
+and the servers one factory builds over it (the Router gRPC service; the gateway's external
+processor beside it). It never talks to the API server and runs no control-loop work, so
+nothing but decisions competes for its event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import Coroutine, Sequence
+from datetime import UTC, datetime
+from multiprocessing.connection import Connection
+from typing import Protocol
+
+from ...pipeline.runtime import RejectedRecord
+from ...routing import Registry, RoutedEvent, RoutingEngine, UsageReport
+from ..metrics import RoutingMetrics
+from . import wire
+from .counters import SharedCounters
+from .link import Batch, Link
+
+logger = logging.getLogger(__name__)
+
+METRICS_PERIOD_S = 1.0
+SLOT_EXPIRY_PERIOD_S = 10.0
+
+
+class PlaneServer(Protocol):
+    async def start(self) -> int: ...
+
+    async def stop(self, grace: float) -> None: ...
+
+
+class ServerFactory(Protocol):
+    """Builds a worker's servers over its engine; must pickle (it crosses the spawn)."""
+
+    def __call__(
+        self, engine: RoutingEngine, metrics: RoutingMetrics, *, ports: Sequence[int] | None
+    ) -> Sequence[PlaneServer]:
+        """`ports`: None for the first worker (configured addresses, port 0 picks one); then
+        the ports the first worker bound, in server order."""
+        ...
+
+
+def worker_main(
+    index: int,
+    receive: Connection,
+    send: Connection,
+    counters: SharedCounters,
+    factory: ServerFactory,
+    log_level: str,
+) -> None:
+    """Entry point of a spawned worker."""
+    signal.signal(
+        signal.SIGINT, signal.SIG_IGN
+    )  # Ctrl-C reaches the control process, which stops us
+    logging.basicConfig(
+        level=log_level,
+        format=f"%(asctime)s %(levelname)s %(name)s[worker {index}]: %(message)s",
+    )
+    link = Link(send=send, receive=receive, name=f"worker-{index}")
+    asyncio.run(WorkerHost(index, link, counters, factory).run())
+
+
+class WorkerHost:
+    def __init__(
+        self, index: int, link: Link, counters: SharedCounters, factory: ServerFactory
+    ) -> None:
+        self.index = index
+        self._link = link
+        self._counters = counters
+        self._factory = factory
+        self.registry = Registry()
+        self.engine = RoutingEngine(self.registry)
+        self.engine.events = self
+        self.metrics = RoutingMetrics(self.registry)
+        self._servers: list[PlaneServer] = []
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._done = asyncio.Event()
+        self._stopping = False
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._link.start(loop, self._on_batch, self._on_closed)
+        loop.add_signal_handler(signal.SIGTERM, self._stop_soon, 5.0)
+        self._spawn(self._ship_metrics())
+        self._spawn(self._expire_slots())
+        await self._done.wait()
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    def _spawn(self, coroutine: Coroutine[object, object, None]) -> None:
+        task = asyncio.ensure_future(coroutine)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # Control → worker
+
+    def _on_batch(self, batch: Batch) -> None:
+        for message in batch:
+            try:
+                self._handle(message)
+            except Exception:
+                logger.exception("Serving worker could not apply %s", type(message).__name__)
+
+    def _handle(self, message: object) -> None:
+        runtime = self.registry.runtime
+        if isinstance(message, wire.Change):
+            change = message.change
+            self.registry.apply(change)
+            for key in change.deleted_backends:
+                runtime.forget_backend(*key)
+            for key in change.deleted_policies:
+                runtime.forget_policy(*key)
+            for key, row in message.rows.items():
+                runtime.backend(*key).bind_in_flight(self._counters, row)
+        elif isinstance(message, wire.Health):
+            cell = runtime.backend(*message.key)
+            cell.health_state = message.state
+            cell.latency_ms = message.latency_ms
+            cell.last_error = message.last_error
+            cell.last_probe_time = message.last_probe_time
+        elif isinstance(message, wire.Outcome):
+            self.engine.account_usage(message.report, spend=False)
+        elif isinstance(message, wire.Totals):
+            for namespace, name, period, usd in message.spend:
+                runtime.policy(namespace, name).adopt_total(period, usd)
+        elif isinstance(message, wire.Release):
+            report = message.report
+            found = self.engine.release_slot(
+                report.namespace, report.backend, request_id=report.request_id
+            )
+            self._link.send(wire.Released(message.token, found))
+        elif isinstance(message, wire.Serving):
+            self.registry.synced = message.serving
+        elif isinstance(message, wire.Start):
+            self._spawn(self._start(message.ports))
+        elif isinstance(message, wire.Stop):
+            self._stop_soon(message.grace_s)
+        elif isinstance(message, wire.CredentialUpdate):
+            store = self.registry.credentials
+            if message.credential is not None:
+                store.set(message.key, message.credential)
+            elif message.problem is not None:
+                store.set_problem(message.key, message.problem)
+            else:
+                store.forget(message.key)
+
+    def _on_closed(self) -> None:
+        """The control process is gone: stop serving rather than decide from a frozen copy."""
+        if not self._stopping:
+            logger.error("Control process closed the link; stopping")
+            self._stop_soon(1.0)
+
+    async def _start(self, ports: tuple[int, ...] | None) -> None:
+        try:
+            self._servers = list(self._factory(self.engine, self.metrics, ports=ports))
+            bound = tuple([await server.start() for server in self._servers])
+        except Exception as exc:
+            logger.exception("Serving worker %d could not start", self.index)
+            self._link.send(wire.Failed(str(exc) or type(exc).__name__))
+            self._link.close()
+            self._done.set()
+            return
+        self._link.send(wire.Ready(bound))
+
+    def _stop_soon(self, grace_s: float) -> None:
+        if not self._stopping:
+            self._stopping = True
+            self._spawn(self._stop(grace_s))
+
+    async def _stop(self, grace_s: float) -> None:
+        """Drain every server, then send the last counters and usage before saying bye."""
+        for server in self._servers:
+            try:
+                await server.stop(grace_s)
+            except Exception:
+                logger.exception("Serving worker %d: a server failed to stop", self.index)
+        self._link.send(wire.Metrics(self.metrics.counts()))
+        self._link.send(wire.Bye())
+        await asyncio.sleep(0)  # let the outbox flush
+        self._link.close()
+        self._done.set()
+
+    async def _ship_metrics(self) -> None:
+        while True:
+            await asyncio.sleep(METRICS_PERIOD_S)
+            self._link.send(wire.Metrics(self.metrics.counts()))
+
+    async def _expire_slots(self) -> None:
+        while True:
+            await asyncio.sleep(SLOT_EXPIRY_PERIOD_S)
+            with contextlib.suppress(Exception):
+                released = self.engine.expire_slots(datetime.now(UTC))
+                if released:
+                    logger.info("Released %d in-flight slots without a usage report", released)
+
+    # EngineEvents: what this worker decided, for the control process to account
+
+    def routed(self, record: RoutedEvent) -> None:
+        self._link.send(wire.Routed(record))
+
+    def queued(self, namespace: str, policy: str) -> None:
+        self._link.send(wire.Queued(namespace, policy))
+
+    def rejected(self, namespace: str, policy: str, record: RejectedRecord) -> None:
+        self._link.send(wire.Rejected(namespace, policy, record))
+
+    def usage(self, report: UsageReport, *, released: bool) -> None:
+        self._link.send(wire.Usage(report, released))
