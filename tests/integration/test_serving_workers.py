@@ -86,14 +86,15 @@ def _route(stub: router_pb2_grpc.RouterStub, namespace: str, request_id: str) ->
     request = pb.RouteRequest(
         model=MODEL, namespace=namespace, estimated_tokens=10, request_id=request_id
     )
-    return stub.Route(request, timeout=10)
+    answer: pb.RouteResponse = stub.Route(request, timeout=10)
+    return answer
 
 
 def _selected_here(stub: router_pb2_grpc.RouterStub, namespace: str, backend: str) -> int:
     """The selected_total this connection's worker counted itself (GetInventory is answered
     from the worker's own counters): tells which worker a connection landed on."""
     inventory = stub.GetInventory(pb.InventoryRequest(namespace=namespace), timeout=10)
-    return next(b.selected_total for b in inventory.backends if b.ref.name == backend)
+    return int(next(b.selected_total for b in inventory.backends if b.ref.name == backend))
 
 
 def _create_capped_backend(objects: Objects, name: str, cap: int) -> None:
@@ -158,7 +159,8 @@ def test_max_concurrency_holds_across_workers_and_any_worker_releases_a_slot(
             # All three slots come free: three new Routes are admitted, a fourth is not.
             def three_free() -> bool:
                 inventory = stubs[0].GetInventory(pb.InventoryRequest(namespace=namespace))
-                return next(b.in_flight for b in inventory.backends if b.ref.name == "capped") == 0
+                in_flight = [b.in_flight for b in inventory.backends if b.ref.name == "capped"]
+                return in_flight == [0]
 
             wait_for(three_free)
             again = [_route(stubs[n], namespace, f"again{n}").outcome for n in range(4)]
