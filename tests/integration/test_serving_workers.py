@@ -44,7 +44,15 @@ def _operator(cluster: Cluster, namespace: str, *extra: str) -> Iterator[str]:
     argv += ["--kubeconfig", str(cluster.kubeconfig), "--grpc-address", address]
     argv += ["--metrics-port", "-1", "--health-port", str(_free_port())]
     argv += ["--namespace", namespace, "--lease-namespace", namespace, "--log-level", "WARNING"]
-    argv += ["--workers", "2", "--flush-interval", "0.5", *extra]
+    argv += [
+        "--workers",
+        "2",
+        "--flush-interval",
+        "0.5",
+        "--extproc-address",
+        "127.0.0.1:0",
+        *extra,
+    ]
     process = subprocess.Popen(argv)
     try:
         with grpc.insecure_channel(address) as channel:
