@@ -75,7 +75,7 @@ class EngineEvents(Protocol):
 
     def queued(self, namespace: str, policy: str) -> None: ...
 
-    def rejected(self, namespace: str, policy: str, record: RejectedRecord) -> None: ...
+    def rejected(self, namespace: str, policy: str, *, record: RejectedRecord) -> None: ...
 
     def usage(self, report: UsageReport, *, released: bool) -> None: ...
 
@@ -424,7 +424,7 @@ class RoutingEngine:
             record = RejectedRecord(ctx.now, req.model, texts)
             self.registry.runtime.policy(policy.namespace, policy.name).count_rejected(record)
             if self.events is not None:
-                self.events.rejected(policy.namespace, policy.name, record)
+                self.events.rejected(policy.namespace, policy.name, record=record)
         return Decision(
             outcome=Outcome.REJECTED,
             model=primary.model,

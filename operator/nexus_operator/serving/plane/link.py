@@ -33,6 +33,7 @@ class Link:
     def start(
         self,
         loop: asyncio.AbstractEventLoop,
+        *,
         on_batch: Callable[[Batch], None],
         on_closed: Callable[[], None],
     ) -> None:
@@ -40,7 +41,8 @@ class Link:
         sender = threading.Thread(target=self._send_loop, name=f"{self._name}-send", daemon=True)
         receiver = threading.Thread(
             target=self._receive_loop,
-            args=(loop, on_batch, on_closed),
+            args=(loop,),
+            kwargs={"on_batch": on_batch, "on_closed": on_closed},
             name=f"{self._name}-receive",
             daemon=True,
         )
@@ -84,6 +86,7 @@ class Link:
     def _receive_loop(
         self,
         loop: asyncio.AbstractEventLoop,
+        *,
         on_batch: Callable[[Batch], None],
         on_closed: Callable[[], None],
     ) -> None:

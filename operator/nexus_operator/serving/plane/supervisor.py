@@ -132,14 +132,14 @@ class ServingPlane:
         from_worker_receive, from_worker_send = context.Pipe(duplex=False)
         process = context.Process(
             target=worker_main,
-            args=(
-                index,
-                to_worker_receive,
-                from_worker_send,
-                self.counters,
-                self._factory,
-                self._log_level,
-            ),
+            args=(index,),
+            kwargs={
+                "receive": to_worker_receive,
+                "send": from_worker_send,
+                "counters": self.counters,
+                "factory": self._factory,
+                "log_level": self._log_level,
+            },
             name=f"nexus-serving-{index}",
             daemon=True,
         )
@@ -151,8 +151,8 @@ class ServingPlane:
         worker = _Worker(index, process, link, loop.create_future(), loop.create_future())
         link.start(
             loop,
-            lambda batch: self._on_batch(worker, batch),
-            lambda: self._on_closed(worker),
+            on_batch=lambda batch: self._on_batch(worker, batch),
+            on_closed=lambda: self._on_closed(worker),
         )
         for message in self._initial_state():
             link.send(message)
@@ -246,7 +246,7 @@ class ServingPlane:
         charged: set[tuple[str, str]] = set()
         for message in batch:
             try:
-                self._handle(worker, message, charged)
+                self._handle(worker, message, charged=charged)
             except Exception:
                 logger.exception(
                     "Could not account %s from worker %d", type(message).__name__, worker.index

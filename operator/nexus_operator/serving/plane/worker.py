@@ -47,6 +47,7 @@ class ServerFactory(Protocol):
 
 def worker_main(
     index: int,
+    *,
     receive: Connection,
     send: Connection,
     counters: SharedCounters,
@@ -62,12 +63,12 @@ def worker_main(
         format=f"%(asctime)s %(levelname)s %(name)s[worker {index}]: %(message)s",
     )
     link = Link(send=send, receive=receive, name=f"worker-{index}")
-    asyncio.run(WorkerHost(index, link, counters, factory).run())
+    asyncio.run(WorkerHost(index, link, counters=counters, factory=factory).run())
 
 
 class WorkerHost:
     def __init__(
-        self, index: int, link: Link, counters: SharedCounters, factory: ServerFactory
+        self, index: int, link: Link, *, counters: SharedCounters, factory: ServerFactory
     ) -> None:
         self.index = index
         self._link = link
@@ -84,7 +85,7 @@ class WorkerHost:
 
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
-        self._link.start(loop, self._on_batch, self._on_closed)
+        self._link.start(loop, on_batch=self._on_batch, on_closed=self._on_closed)
         loop.add_signal_handler(signal.SIGTERM, self._stop_soon, 5.0)
         self._spawn(self._ship_metrics())
         self._spawn(self._expire_slots())
@@ -207,7 +208,7 @@ class WorkerHost:
     def queued(self, namespace: str, policy: str) -> None:
         self._link.send(wire.Queued(namespace, policy))
 
-    def rejected(self, namespace: str, policy: str, record: RejectedRecord) -> None:
+    def rejected(self, namespace: str, policy: str, *, record: RejectedRecord) -> None:
         self._link.send(wire.Rejected(namespace, policy, record))
 
     def usage(self, report: UsageReport, *, released: bool) -> None:
