@@ -144,6 +144,18 @@ def test_watch_namespaces_bind_the_role_per_namespace_instead_of_cluster_wide(
     assert "--namespace=team-b" in args
 
 
+def test_workers_and_serving_limits_reach_the_command_line(helm_template: HelmTemplate) -> None:
+    manifests = helm_template(
+        "--set=workers=4",
+        "--set=grpc.limits.maxConcurrentRpcs=50",
+        "--set=grpc.limits.requestReadTimeoutSeconds=3",
+    )
+    args = one(manifests, "Deployment")["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert "--workers=4" in args
+    assert "--max-concurrent-rpcs=50" in args
+    assert "--request-read-timeout=3" in args
+
+
 def test_router_role_gets_no_lease_permissions(helm_template: HelmTemplate) -> None:
     operator_roles = of_kind(helm_template(), "Role")
     assert [
