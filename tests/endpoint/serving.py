@@ -29,7 +29,8 @@ class ServeProcess:
 
 
 def serve_command(directory: Path) -> list[str]:
-    """`nexus-operator serve --from-dir DIR` run by this interpreter."""
+    """`nexus-operator serve --from-dir DIR` run by this interpreter, the ext_proc picker on a
+    free port (its default 9002 may be taken on a shared machine; a later flag overrides)."""
     return [
         sys.executable,
         "-m",
@@ -37,6 +38,8 @@ def serve_command(directory: Path) -> list[str]:
         "serve",
         "--from-dir",
         str(directory),
+        "--extproc-address",
+        "127.0.0.1:0",
     ]
 
 
