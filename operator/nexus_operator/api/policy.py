@@ -102,6 +102,9 @@ class Privacy(StrEnum):
     RESTRICTED = "restricted"
 
 
+PrivacyConstraint = Privacy  # the seed's name: PrivacyReconciler(PrivacyConstraint.RESTRICTED)
+
+
 class HardLimitAction(StrEnum):
     """What happens at 100 % of the monthly budget."""
 

@@ -3,9 +3,11 @@
 Request → RoutingIntent → [reconcilers] → RoutingDecision, as in the seed quickstart.
 """
 
+from nexus_operator.api import PrivacyConstraint
+
 from .aliases import MAX_ALIAS_HOPS, AliasResolution, resolve_alias
 from .assembly import build_pipeline
-from .intent import Annotations, RoutingIntent
+from .intent import Annotations, RoutingAnnotations, RoutingIntent, TraceLines
 from .plan import CandidatePlan
 from .plugins import ENTRY_POINT_GROUP, ReconcilerFactory, build_plugin
 from .reconcilers import (
@@ -55,6 +57,7 @@ __all__ = [
     "LifecycleReconciler",
     "ModelView",
     "PolicyRuntime",
+    "PrivacyConstraint",
     "PrivacyReconciler",
     "QualityReconciler",
     "QueueDecision",
@@ -67,11 +70,13 @@ __all__ = [
     "RequestAnalyzer",
     "RequestRequirements",
     "RouteDecision",
+    "RoutingAnnotations",
     "RoutingDecision",
     "RoutingIntent",
     "RuntimeState",
     "SelectionReconciler",
     "TraceEntry",
+    "TraceLines",
     "build_pipeline",
     "build_plugin",
     "estimate_tokens",

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import sys
+from collections.abc import Iterable, Mapping
 from collections.abc import Set as AbstractSet
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from nexus_operator.api import Backend, BudgetState
 
@@ -16,13 +17,24 @@ from .verdict import Exclusion, RoutingDecision, TraceEntry
 from .views import BackendView, Candidate
 
 
+class TraceLines(list[str]):
+    """The rendered trace; `contains(text)` as the seed's tests write it (any line has it)."""
+
+    def contains(self, text: str) -> bool:
+        return any(text in line for line in self)
+
+
 class Annotations:
-    """What reconcilers learned. The per-reconciler `*_excluded` maps are views of `exclusions`,
-    derived on access so the decision path never builds them."""
+    """What reconcilers learned (the seed's RoutingAnnotations). The per-reconciler `*_excluded`
+    maps are views of `exclusions`, derived on access so the decision path never builds them.
+
+    Custom annotations, the seed's pattern: `intent.annotations.my_field = value` sets
+    `custom_data["my_field"]` and the other way round (they are the instance's own dict, so
+    the built-in fields pay nothing for it)."""
 
     __slots__ = (
+        "__dict__",
         "budget_state",
-        "custom_data",
         "estimated_cost",
         "exclusions",
         "penalize_open",
@@ -35,11 +47,27 @@ class Annotations:
         self.estimated_cost: float | None = None
         self.budget_state: BudgetState | None = None
         self.penalize_open = False
-        self.custom_data: dict[str, Any] = {}
+
+    if TYPE_CHECKING:  # custom annotations type-check as Any for plug-in authors
+
+        def __getattr__(self, name: str) -> Any: ...
+
+        def __setattr__(self, name: str, value: Any) -> None: ...
 
     @property
-    def trace_info(self) -> list[str]:
-        return [entry.render() for entry in self.trace_entries]
+    def custom_data(self) -> dict[str, Any]:
+        """Custom annotations by name (the same values as `annotations.<name>`)."""
+        return self.__dict__
+
+    @custom_data.setter
+    def custom_data(self, data: Mapping[str, Any]) -> None:
+        fields = self.__dict__
+        fields.clear()
+        fields.update(data)
+
+    @property
+    def trace_info(self) -> TraceLines:
+        return TraceLines(entry.render() for entry in self.trace_entries)
 
     def excluded_by(self, reconciler: str) -> dict[str, str]:
         """backend name → reason, for one reconciler (plug-ins included)."""
@@ -123,7 +151,8 @@ class RoutingIntent:
             self._messages.append(message)
             return
         count = len(self.candidate_backends)
-        self.annotations.trace_entries.append(TraceEntry("", count, count, 0.0, message))
+        entry = TraceEntry(_caller_name(), count, count, 0.0, message)
+        self.annotations.trace_entries.append(entry)
 
     def is_excluded(self, name: str) -> bool:
         return name in self._excluded
@@ -270,6 +299,19 @@ class RoutingIntent:
             )
             for c in silent
         )
+
+
+def _caller_name() -> str:
+    """The name of the reconciler calling `trace` outside a pipeline (a unit test calling
+    `reconcile` directly): its `name`, else its class name; "" from a plain function."""
+    caller = sys._getframe(2).f_locals.get("self")
+    if caller is None:
+        return ""
+    name = getattr(caller, "name", None)
+    return name if isinstance(name, str) and name else type(caller).__name__
+
+
+RoutingAnnotations = Annotations  # the seed's name
 
 
 def _as_candidate(item: Candidate | Backend | BackendView, model: str) -> Candidate:

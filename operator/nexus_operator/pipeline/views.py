@@ -124,11 +124,20 @@ class Candidate:
 
     @classmethod
     def of(
-        cls, backend: Backend | BackendView, model: str, *, runtime: BackendRuntime | None = None
+        cls,
+        backend: Backend | BackendView,
+        model: str,
+        *,
+        runtime: BackendRuntime | None = None,
+        latency_ms: float | None = None,
     ) -> Candidate:
-        """A candidate for library use; the backend must list `model`."""
+        """A candidate for library use and tests; the backend must list `model`. `latency_ms`
+        sets a fresh runtime's latency EMA, as if probes had measured it."""
         view = backend if isinstance(backend, BackendView) else BackendView.from_api(backend)
-        return cls(backend=view, model=view.models[model], runtime=runtime or BackendRuntime())
+        cell = runtime or BackendRuntime()
+        if latency_ms is not None:
+            cell.latency_ms = latency_ms
+        return cls(backend=view, model=view.models[model], runtime=cell)
 
     @property
     def name(self) -> str:
@@ -136,5 +145,12 @@ class Candidate:
 
     @property
     def latency_ms(self) -> float | None:
-        """Probe latency EMA (the seed's `avg_latency_ms`)."""
+        """Probe latency EMA; None until measured."""
         return self.runtime.latency_ms
+
+    @property
+    def avg_latency_ms(self) -> float:
+        """The seed's `avg_latency_ms`: the latency EMA, 0 until measured (as the seed's
+        atomic counter starts), so `latency > limit` works on fresh backends too."""
+        latency = self.runtime.latency_ms
+        return 0.0 if latency is None else latency

@@ -7,7 +7,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import TypeVar
 
-from nexus_operator.api import Backend, RoutingPolicy
+from nexus_operator.api import Backend, HealthState, RoutingPolicy
 from nexus_operator.pipeline import BackendView, RuntimeState
 
 from .credentials import CredentialStore
@@ -157,6 +157,17 @@ class Registry:
                 listener(change)
             except Exception:
                 log.exception("registry change listener %r failed", listener)
+
+    def mark_unprobed_healthy(self) -> int:
+        """Count every backend not probed yet (health Unknown) as Healthy; how many changed.
+        For library and test use, where no HealthProber runs: the operator and `serve` probe."""
+        changed = 0
+        for key in self._snapshot.backends:
+            cell = self.runtime.backend(*key)
+            if cell.health_state is HealthState.UNKNOWN:
+                cell.set_assumed_healthy()
+                changed += 1
+        return changed
 
     def _publish_policies(self, policies: dict[Key, RoutingPolicy], *, namespace: str) -> None:
         snap = self._snapshot

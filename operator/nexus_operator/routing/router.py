@@ -184,6 +184,14 @@ def _result(decision: Decision) -> RoutingResult:
     raise _error(decision, annotations)
 
 
+UNPROBED_HINT = (
+    "no backend has been probed yet (health Unknown) and a Router runs no health prober: "
+    "call registry.mark_unprobed_healthy() in a library or test setup, set "
+    "spec.healthCheck.enabled: false on the Backends, or route through `nexus-operator run` / "
+    "`serve`, which probe"
+)
+
+
 def _error(decision: Decision, annotations: Annotations) -> RoutingError:
     code = decision.reason
     if decision.outcome is Outcome.QUEUED:
@@ -191,6 +199,10 @@ def _error(decision: Decision, annotations: Annotations) -> RoutingError:
     else:
         kind = _KINDS.get(code, NoEligibleBackends)
     message = "; ".join(e.reason for e in decision.rejections[:5]) or code
+    if decision.rejections and all(
+        e.reason_code == reasons.HEALTH_UNKNOWN for e in decision.rejections
+    ):
+        message = f"{message}; {UNPROBED_HINT}"
     return kind(
         f"{decision.model}: {message}",
         model=decision.model,

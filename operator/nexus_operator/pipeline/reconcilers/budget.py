@@ -19,6 +19,13 @@ from ..runtime import PolicyRuntime
 from ..verdict import Exclusion
 from ..views import Candidate
 
+SEED_FORM_HINT = (
+    "BudgetReconciler takes a Budget, not (cost_model, monthly_limit): prices come from each "
+    "Backend model's pricing (spec.models[].pricing.inputPer1k / outputPer1k), so write "
+    "BudgetReconciler(Budget(monthly_limit_usd=100.0)) and put the per-1K-token prices on the "
+    "Backends"
+)
+
 
 class BudgetReconciler:
     name: ClassVar[str] = stages.BUDGET
@@ -28,10 +35,15 @@ class BudgetReconciler:
     def __init__(
         self,
         budget: Budget | None = None,
-        *,
+        *seed_form: object,
         max_cost_per_request_usd: float | None = None,
         spend: PolicyRuntime | None = None,
     ) -> None:
+        """`budget` holds the monthly limit; prices come from each candidate's model pricing.
+        The seed's `BudgetReconciler(cost_model, monthly_limit)` is refused with the way to
+        write it here (`seed_form` only catches that second argument)."""
+        if seed_form or not (budget is None or isinstance(budget, Budget)):
+            raise TypeError(SEED_FORM_HINT)
         self.budget = budget
         self.max_cost_per_request_usd = max_cost_per_request_usd
         self.spend = spend if spend is not None else PolicyRuntime()
