@@ -115,6 +115,7 @@ def run_gateway(
     picker_command: Sequence[str] | None = None,
     picker_env: dict[str, str] | None = None,
     assume_healthy: bool = True,
+    picker_args: Sequence[str] = (),
 ) -> Iterator[Gateway]:
     """Write `documents` to a manifest folder, start `serve --from-dir` on it (backends assumed
     Healthy unless `assume_healthy=False`), or `picker_command`, and an Envoy in front; stop
@@ -125,7 +126,7 @@ def run_gateway(
     serve = ["serve", "--from-dir", str(manifests)]
     if assume_healthy:
         serve.append("--assume-healthy")
-    command = list(picker_command or serve)
+    command = [*(picker_command or serve), *picker_args]
     with ExitStack() as stack:
         picker = Picker(
             command,

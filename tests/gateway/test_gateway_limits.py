@@ -11,6 +11,7 @@ import openai
 import pytest
 from openai.types.chat import ChatCompletionMessageParam
 
+from nexus_operator.cli.cmd_envoy_config import EnvoyOptions
 from nexus_testkit.localcluster.standins import NAME_HEADER, StandIns
 
 from .conftest import BODY_MODES, backend, policy, run_gateway
@@ -122,3 +123,27 @@ def test_a_full_backend_queues_with_429_and_retry_after(
         server.behaviour.stream_delay_s = 0.0
         done = gateway.client().chat.completions.create(model="busy-model", messages=HELLO)
         assert done.choices[0].message.content
+
+
+@pytest.mark.parametrize("body_mode", BODY_MODES)
+def test_a_body_over_the_limit_is_413_in_openai_format_and_never_forwarded(
+    stand_ins: StandIns, tmp_path: Path, body_mode: str
+) -> None:
+    server = stand_ins.start("openai", ("small-model",), name=f"small-{body_mode}")
+    documents = [backend("small", server, [{"id": "small-model"}]), policy("everything", ["*"])]
+    limit = 100_000
+    with run_gateway(
+        tmp_path,
+        documents,
+        body_mode=body_mode,
+        options=EnvoyOptions(max_body_bytes=limit),
+        picker_args=[f"--gateway-max-body-bytes={limit}"],
+    ) as gateway:
+        big = [{"role": "user", "content": "x" * (limit + 1000)}]
+        with pytest.raises(openai.APIStatusError) as refused:
+            gateway.client().chat.completions.create(model="small-model", messages=big)  # type: ignore[arg-type]
+        assert refused.value.status_code == 413
+        assert refused.value.response.json()["error"]["type"] == "invalid_request_error"
+        assert server.received == []
+        small = gateway.client().chat.completions.create(model="small-model", messages=HELLO)
+        assert small.choices[0].message.content

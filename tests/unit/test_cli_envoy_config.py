@@ -183,3 +183,10 @@ def test_output_flag_writes_the_file(tmp_path: Path, capsys: pytest.CaptureFixtu
     assert code == 0
     assert capsys.readouterr().out == ""
     assert yaml.safe_load(target.read_text())["static_resources"]["listeners"]
+
+
+def test_envoy_buffers_a_little_more_than_the_pickers_body_limit(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    (listener,) = render(capsys, "--max-body-bytes", "100000")["static_resources"]["listeners"]
+    assert listener["per_connection_buffer_limit_bytes"] == 100000 + 64 * 1024

@@ -45,6 +45,11 @@ ENDPOINTS_CLUSTER = "nexus-endpoints"
 PICKER_CLUSTER = "nexus-picker"
 BODY_MODES = {"buffered": "BUFFERED", "full-duplex-streamed": "FULL_DUPLEX_STREAMED"}
 SYSTEM_CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
+DEFAULT_MAX_BODY_BYTES = 4 * 1024 * 1024  # the picker's --gateway-max-body-bytes default
+# Envoy buffers a BUFFERED body up to the connection's buffer limit and answers 413 itself
+# beyond it; the headroom lets a body just over the picker's limit reach the picker, which
+# refuses it in OpenAI's error format.
+BUFFER_HEADROOM_BYTES = 64 * 1024
 
 _TYPE = "@type"
 _HCM = "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"
@@ -97,6 +102,7 @@ class EnvoyOptions:
     direct_endpoint: str | None = None  # --no-picker: every request to this ip:port
     subset_hint: tuple[str, ...] = ()
     access_log: bool = True
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     cloud: tuple[CloudUpstream, ...] = field(default=())
 
 
@@ -188,6 +194,7 @@ def _listener(options: EnvoyOptions) -> dict[str, Any]:
     return {
         "name": "nexus-gateway",
         "address": _socket(options.listener_address, options.listener_port),
+        "per_connection_buffer_limit_bytes": options.max_body_bytes + BUFFER_HEADROOM_BYTES,
         "filter_chains": [
             {
                 "filters": [
@@ -435,6 +442,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="How long Envoy waits for each picker answer (default 10000).",
     )
     parser.add_argument(
+        "--max-body-bytes",
+        type=int,
+        default=DEFAULT_MAX_BODY_BYTES,
+        help="The picker's --gateway-max-body-bytes; Envoy buffers a little more so the picker "
+        f"answers the 413 (default {DEFAULT_MAX_BODY_BYTES}).",
+    )
+    parser.add_argument(
         "--upstream-ca",
         default=SYSTEM_CA_BUNDLE,
         help=f"CA bundle cloud upstreams must chain to (default {SYSTEM_CA_BUNDLE}).",
@@ -493,6 +507,7 @@ def main(args: argparse.Namespace) -> int:
         direct_endpoint=args.no_picker,
         subset_hint=tuple(args.subset_hint),
         access_log=not args.no_access_log,
+        max_body_bytes=args.max_body_bytes,
         cloud=tuple(cloud_upstreams(backends, namespace=args.namespace)),
     )
     text = render_yaml(options)
