@@ -41,6 +41,7 @@ RESULTS = ROOT / "benchmarks" / "results" / "gateway.json"
 RATE = int(os.environ.get("NEXUS_BENCH_RATE", "500"))
 DURATION = os.environ.get("NEXUS_BENCH_DURATION", "10s")
 MAX_WORKERS = int(os.environ.get("NEXUS_BENCH_WORKERS", "32"))
+ENVOY_THREADS = int(os.environ.get("NEXUS_BENCH_ENVOY_THREADS", "1"))
 MODEL = "bench-model"
 REQUEST = {
     "model": MODEL,
@@ -166,7 +167,9 @@ def main() -> int:
             manifests(work / "manifests", standin.url)
             base = EnvoyOptions(listener_address="127.0.0.1", listener_port=0, access_log=False)
             direct_options = replace(base, direct_endpoint=standin.endpoint)
-            with Envoy(render_bootstrap(direct_options), work / "envoy-direct") as envoy:
+            with Envoy(
+                render_bootstrap(direct_options), work / "envoy-direct", concurrency=ENVOY_THREADS
+            ) as envoy:
                 direct = measure(vegeta, envoy, workdir=work, label="direct")
             picker = Picker(
                 [
@@ -180,7 +183,11 @@ def main() -> int:
             )
             with picker:
                 picker_options = replace(base, picker_address=picker.extproc_address)
-                with Envoy(render_bootstrap(picker_options), work / "envoy-picker") as envoy:
+                with Envoy(
+                    render_bootstrap(picker_options),
+                    work / "envoy-picker",
+                    concurrency=ENVOY_THREADS,
+                ) as envoy:
                     via_picker = measure(vegeta, envoy, workdir=work, label="picker")
     finally:
         stand_ins.close()
@@ -195,6 +202,7 @@ def main() -> int:
         "direct_success_at_rate": direct["success_at_rate"],
         "picker_success_at_rate": via_picker["success_at_rate"],
         "max_rate_workers": MAX_WORKERS,
+        "envoy_worker_threads": ENVOY_THREADS,
         "duration": DURATION,
         "body_mode": "buffered",
         "load_generator": "vegeta v12.13.0",

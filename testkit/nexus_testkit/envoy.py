@@ -78,7 +78,12 @@ class Envoy:
     """One Envoy process from a bootstrap dict; start/stop/restart, log captured."""
 
     def __init__(
-        self, bootstrap: dict[str, Any], workdir: Path, *, log_level: str = "warning"
+        self,
+        bootstrap: dict[str, Any],
+        workdir: Path,
+        *,
+        log_level: str = "warning",
+        concurrency: int = 2,
     ) -> None:
         self._bootstrap = copy.deepcopy(bootstrap)
         self._bootstrap["admin"] = {
@@ -88,6 +93,7 @@ class Envoy:
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.log_path = workdir / "envoy.log"
         self._log_level = log_level
+        self._concurrency = concurrency
         self._process: subprocess.Popen[bytes] | None = None
         self.admin_url = ""
         self.listener_port = 0
@@ -121,7 +127,7 @@ class Envoy:
             "--log-level",
             self._log_level,
             "--concurrency",
-            "2",
+            str(self._concurrency),
         ]
         with self.log_path.open("ab") as log:
             self._process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)
