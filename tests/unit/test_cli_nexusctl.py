@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import importlib.metadata
 import json
 import subprocess
 import sys
@@ -11,9 +12,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import yaml
 from prometheus_client import CollectorRegistry
 from routing_factories import backend, engine, policy
 
+from nexus_operator import __version__
 from nexus_operator.cli import nexusctl
 from nexus_operator.serving import GrpcServer
 
@@ -149,8 +152,9 @@ def test_get_one_kind_as_json_or_yaml_prints_only_that_kind(
 ) -> None:
     assert nexusctl.main(["get", kind, "--address", address, "-o", output]) == 0
     printed = capsys.readouterr().out
-    assert kind in printed
-    assert other not in printed
+    document = json.loads(printed) if output == "json" else yaml.safe_load(printed)
+    assert list(document) == [kind]
+    assert other not in document
 
 
 def test_get_all_as_json_prints_both_kinds(
@@ -160,3 +164,15 @@ def test_get_all_as_json_prints_both_kinds(
     data = json.loads(capsys.readouterr().out)
     assert [b["ref"]["name"] for b in data["backends"]] == ["ollama-a"]
     assert [p["name"] for p in data["policies"]] == ["everything"]
+
+
+@pytest.mark.parametrize(
+    ("command", "prog"), [("nexusctl", "nexusctl"), ("nexus-operator", "nexus-operator")]
+)
+def test_version_flag_prints_the_package_version(command: str, prog: str) -> None:
+    assert __version__ == importlib.metadata.version("nexus-operator")
+    executable = Path(sys.executable).parent / command
+    result = subprocess.run(
+        [str(executable), "--version"], capture_output=True, text=True, check=False
+    )
+    assert (result.returncode, result.stdout.strip()) == (0, f"{prog} {__version__}")

@@ -53,7 +53,17 @@ def test_unset_optional_fields_stay_none_and_namespace_defaults() -> None:
         None,
     )
     assert requirements.namespace == "default"
-    assert requirements.request_id is None
+
+
+def test_a_request_without_id_gets_a_fresh_server_assigned_one() -> None:
+    first = route_requirements(pb.RouteRequest(model="m")).request_id
+    second = route_requirements(pb.RouteRequest(model="m")).request_id
+    assert first is not None
+    assert second is not None
+    assert len(first) == 32
+    assert int(first, 16) >= 0
+    assert first != second
+    assert route_requirements(pb.RouteRequest(model="m", request_id="mine")).request_id == "mine"
 
 
 def test_privacy_and_tier_are_carried_over() -> None:

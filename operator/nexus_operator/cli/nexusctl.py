@@ -24,6 +24,7 @@ import yaml
 from google.protobuf.json_format import MessageToDict
 from google.protobuf.message import Message
 
+from .. import __version__
 from ..serving.proto import router_pb2 as pb
 from ..serving.proto import router_pb2_grpc
 from .ctl_views import decision_view, explanation_view, inventory_view
@@ -53,6 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="nexusctl", description="Talk to the nexus-operator gRPC routing endpoint."
     )
+    parser.add_argument("--version", action="version", version=f"nexusctl {__version__}")
     _add_connection_arguments(parser, defaults=True)
     connection = argparse.ArgumentParser(add_help=False)
     _add_connection_arguments(connection, defaults=False)
@@ -369,7 +371,9 @@ def render(
     """The table view, or the message as json/yaml limited to `fields` (all when None)."""
     if output == "table":
         return table()
-    data = MessageToDict(message, always_print_fields_with_no_presence=True)
+    data = MessageToDict(
+        message, always_print_fields_with_no_presence=True, preserving_proto_field_name=True
+    )
     if fields is not None:
         data = {key: value for key, value in data.items() if key in fields}
     if output == "json":

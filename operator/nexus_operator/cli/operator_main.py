@@ -11,6 +11,8 @@ import importlib
 import sys
 from collections.abc import Sequence
 
+from .. import __version__
+
 # subcommand -> (module, one-line help). Each module defines add_arguments(parser) and main(args) -> int.
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "run": (
@@ -38,6 +40,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
         prog="nexus-operator",
         description="Kubernetes operator that routes LLM requests to inference backends.",
     )
+    parser.add_argument("--version", action="version", version=f"nexus-operator {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, (module_name, help_text) in SUBCOMMANDS.items():
         sub_parser = sub.add_parser(name, help=help_text, description=help_text)

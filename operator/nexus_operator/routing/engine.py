@@ -453,12 +453,19 @@ class RoutingEngine:
 
     # Usage, slots and status reports
 
-    def report_usage(self, report: UsageReport) -> None:
-        """Spend, error window, TTFT (and latency when probes are off); releases the slot."""
+    def report_usage(self, report: UsageReport) -> bool:
+        """Spend, error window, TTFT (and latency when probes are off); releases the slot.
+
+        False, with only the slot released, when the namespace holds no such Backend (a typo,
+        or one deleted since the Route): the caller is told instead of silently ignored, and
+        nothing unknown reaches the metrics' labels."""
         released = self.release_slot(report.namespace, report.backend, request_id=report.request_id)
+        if report.backend not in self.registry.snapshot.namespace(report.namespace).backends:
+            return False
         self.account_usage(report)
         if self.events is not None:
             self.events.usage(report, released=released)
+        return True
 
     def account_usage(self, report: UsageReport, *, spend: bool = True) -> tuple[str, str] | None:
         """Everything a report changes but the slot: outcome window, TTFT, latency, spend.

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import re
+import uuid
 from collections.abc import Sequence
 from typing import Literal
 
@@ -69,8 +70,14 @@ def route_requirements(request: pb.RouteRequest) -> RequestRequirements:
         min_tier=_min_tier(request),
         strict=request.strict,
         namespace=_namespace(request.namespace, field="namespace"),
-        request_id=_request_id(request.request_id, field="request_id"),
+        request_id=_request_id(request.request_id, field="request_id") or assigned_request_id(),
     )
+
+
+def assigned_request_id() -> str:
+    """The id the server assigns when the client sends none (the proto promises one): echoed in
+    the response, so a ReportUsage can free exactly this request's in-flight slot."""
+    return uuid.uuid4().hex
 
 
 def usage_report(report: pb.UsageReport) -> UsageReport:

@@ -74,7 +74,7 @@ class RouterService(router_pb2_grpc.RouterServicer):
         except InvalidArgument as exc:
             await self._abort(context, "ReportUsage", grpc.StatusCode.INVALID_ARGUMENT, str(exc))
         try:
-            self._engine.report_usage(report)
+            accepted = self._engine.report_usage(report)
         except Exception:
             logger.exception("ReportUsage failed for backend %r", report.backend)
             await self._abort(
@@ -83,7 +83,7 @@ class RouterService(router_pb2_grpc.RouterServicer):
                 grpc.StatusCode.INTERNAL,
                 "usage report failed; see the operator log",
             )
-        return pb.Ack(accepted=True)
+        return pb.Ack(accepted=accepted)
 
     async def GetInventory(
         self, request: pb.InventoryRequest, context: grpc.aio.ServicerContext

@@ -257,7 +257,9 @@ class RouteRequest(_message.Message):
     strict: _builtins.bool
     """Route the exact resolved model only: no fallbacks."""
     request_id: _builtins.str
-    """Caller's correlation id, echoed in the response and matched by ReportUsage."""
+    """Caller's correlation id, echoed in the response and matched by ReportUsage; when empty
+    the server assigns one (RouteResponse.request_id).
+    """
     @_builtins.property
     def messages(self) -> _containers.RepeatedCompositeFieldContainer[Global___ChatMessage]:
         """The chat messages; used for the token estimate and to detect image inputs."""
@@ -634,7 +636,9 @@ class Ack(_message.Message):
 
     ACCEPTED_FIELD_NUMBER: _builtins.int
     accepted: _builtins.bool
-    """The report was applied (always true on an OK status)."""
+    """The report was applied. False when the namespace holds no Backend of that name (a typo,
+    or one deleted since the Route): nothing was recorded; only its in-flight slot was freed.
+    """
     def __init__(
         self,
         *,
