@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import copy
 import importlib.metadata
-import itertools
 import json
 import os
 import signal
@@ -31,7 +30,6 @@ import yaml
 __all__ = ["Envoy", "EnvoyError", "envoy_binary", "validate_config"]
 
 START_TIMEOUT_S = 30.0
-_counter = itertools.count()
 
 
 class EnvoyError(Exception):
@@ -121,9 +119,7 @@ class Envoy:
             str(self.config_path),
             "--admin-address-path",
             str(admin_path),
-            "--disable-hot-restart",
-            "--base-id",
-            str(os.getpid() * 100 + next(_counter) % 100),
+            "--disable-hot-restart",  # no shared memory: many Envoys may run side by side
             "--log-level",
             self._log_level,
             "--concurrency",
