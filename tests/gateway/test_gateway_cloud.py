@@ -27,7 +27,7 @@ from nexus_testkit.localcluster.standins import (
     server_tls_context,
 )
 
-from .conftest import Gateway, backend, policy, run_gateway
+from .conftest import BODY_MODES, Gateway, backend, policy, run_gateway
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]
 
@@ -138,8 +138,9 @@ def assert_cloud_behaviour(gateway: Gateway, provider: InferenceStandIn) -> None
     assert "no-such-secret" in mine[0]["reason"]
 
 
+@pytest.mark.parametrize("body_mode", BODY_MODES)
 def test_cloud_backend_from_a_folder_gets_its_secret_and_a_missing_secret_excludes(
-    provider: InferenceStandIn, pki_dir: Path, tmp_path: Path
+    provider: InferenceStandIn, pki_dir: Path, tmp_path: Path, body_mode: str
 ) -> None:
     documents = cloud_documents(provider, None)
     options = envoy_options(documents, tmp_path, "default")
@@ -147,6 +148,7 @@ def test_cloud_backend_from_a_folder_gets_its_secret_and_a_missing_secret_exclud
     with run_gateway(
         tmp_path,
         documents,
+        body_mode=body_mode,
         options=options,
         picker_env={"SSL_CERT_FILE": str(pki_dir / "ca.crt")},
         assume_healthy=False,
