@@ -57,6 +57,7 @@ class BackendRuntime:
     __slots__ = (
         "_counters",
         "_credential_problems",
+        "_facts",
         "_failing",
         "_failures",
         "_health_state",
@@ -85,8 +86,10 @@ class BackendRuntime:
         failing: set[BackendKey] | None = None,
         saturated: set[BackendKey] | None = None,
         credential_problems: dict[BackendKey, str] | None = None,
+        facts: FactLog | None = None,
     ) -> None:
         self._key = key
+        self._facts = facts
         self._credential_problems = credential_problems if credential_problems is not None else {}
         self._not_healthy = not_healthy if not_healthy is not None else set()
         self._failing = failing if failing is not None else set()
@@ -114,11 +117,13 @@ class BackendRuntime:
 
     @health_state.setter
     def health_state(self, state: HealthState) -> None:
-        self._health_state = state
+        previous, self._health_state = self._health_state, state
         if state is HealthState.HEALTHY:
             self._not_healthy.discard(self._key)
         else:
             self._not_healthy.add(self._key)
+        if state is not previous and self._facts is not None:
+            self._facts.note(self._key)
 
     @property
     def credentials_problem(self) -> str | None:
@@ -131,6 +136,8 @@ class BackendRuntime:
             self._credential_problems.pop(self._key, None)
         else:
             self._credential_problems[self._key] = problem
+        if self._facts is not None:
+            self._facts.note(self._key)
 
     @property
     def in_flight(self) -> int:
@@ -385,6 +392,28 @@ class PolicyRuntime:
         self.unflushed_usd = 0.0
 
 
+class FactLog:
+    """Numbered record of the backends whose health state or credential problem changed, so a reader of static facts asks what changed since it last looked instead of
+    comparing every backend's state (bounded: a reader too far behind starts over)."""
+
+    __slots__ = ("_entries", "serial")
+
+    def __init__(self, size: int = 8192) -> None:
+        self._entries: deque[BackendKey] = deque(maxlen=size)
+        self.serial = 0
+
+    def note(self, key: BackendKey) -> None:
+        self.serial += 1
+        self._entries.append(key)
+
+    def since(self, serial: int) -> set[BackendKey] | None:
+        """Backends noted after `serial`; None when the log no longer reaches back that far."""
+        count = self.serial - serial
+        if count < 0 or count > len(self._entries):
+            return None
+        return {self._entries[-i] for i in range(1, count + 1)}
+
+
 class RuntimeState:
     """All runtime cells of one replica, created on demand and never dropped while referenced."""
 
@@ -392,6 +421,7 @@ class RuntimeState:
         "_backends",
         "_policies",
         "credential_problems",
+        "facts",
         "failing",
         "not_healthy",
         "round_robin",
@@ -409,6 +439,8 @@ class RuntimeState:
         # Backend → why its credential is unusable. Owned by the credential writer (it outlives
         # a backend's cell: forget_backend leaves it to the writer's own forget).
         self.credential_problems: dict[BackendKey, str] = {}
+        # Changes of not_healthy membership and of credential_problems, in order.
+        self.facts = FactLog()
 
     def backend(self, namespace: str, name: str) -> BackendRuntime:
         key = (namespace, name)
@@ -420,6 +452,7 @@ class RuntimeState:
                 failing=self.failing,
                 saturated=self.saturated,
                 credential_problems=self.credential_problems,
+                facts=self.facts,
             )
             self._backends[key] = cell
         return cell
@@ -440,6 +473,8 @@ class RuntimeState:
         """Drop a deleted backend's cell so a re-created one starts fresh."""
         key = (namespace, name)
         self._backends.pop(key, None)
+        if key in self.not_healthy:
+            self.facts.note(key)
         self.not_healthy.discard(key)
         self.failing.discard(key)
         self.saturated.discard(key)

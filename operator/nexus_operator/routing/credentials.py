@@ -47,6 +47,7 @@ class CredentialStore:
         self._problems: dict[Key, str] = runtime.credential_problems if runtime else {}
         # Told of every write (the serving plane copies credentials to its workers).
         self.on_change: Callable[[Key, Credential | None, str | None], None] | None = None
+        self._facts = runtime.facts if runtime else None
 
     def set(self, key: Key, credential: Credential) -> None:
         self._ok = MappingProxyType({**self._ok, key: credential})
@@ -55,6 +56,8 @@ class CredentialStore:
             self.on_change(key, credential, None)
 
     def set_problem(self, key: Key, problem: str) -> None:
+        if self._problems.get(key) != problem and self._facts is not None:
+            self._facts.note(key)
         self._problems[key] = problem
         self._drop_ok(key)
         if self.on_change is not None:
@@ -84,7 +87,8 @@ class CredentialStore:
         return frozenset(self._ok) | frozenset(self._problems)
 
     def _drop_problem(self, key: Key) -> None:
-        self._problems.pop(key, None)
+        if self._problems.pop(key, None) is not None and self._facts is not None:
+            self._facts.note(key)
 
 
 @dataclass(frozen=True, slots=True)

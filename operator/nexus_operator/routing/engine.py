@@ -55,10 +55,6 @@ class AsyncReconcilerError(TypeError):
     """The matched policy runs an async plug-in: use route_async / explain_async."""
 
 
-# What static reports depend on besides the snapshot: backends not Healthy, credential problems.
-_RuntimeFacts = tuple[frozenset[tuple[str, str]], frozenset[tuple[tuple[str, str], str]]]
-
-
 class SlotContendedError(RuntimeError):
     """Every re-decision lost its slot to another serving process (not seen in practice)."""
 
@@ -91,12 +87,32 @@ class RoutedEvent:
 
 @dataclass(slots=True)
 class _Compiled:
-    """Pipelines and plans for one NamespaceSnapshot; dropped when the namespace changes."""
+    """Pipelines and plans for one NamespaceSnapshot. The next snapshot of the namespace
+    inherits them, less what its changes touch: a backend change drops the plans of the models
+    that backend lists (before or after), a policy change drops everything."""
 
     snapshot: NamespaceSnapshot
     pipelines: dict[str | None, ReconcilerPipeline] = field(default_factory=dict)
     plans: dict[tuple[str | None, str], CandidatePlan] = field(default_factory=dict)
-    static: tuple[_RuntimeFacts, StaticIndex] | None = None
+
+
+@dataclass(slots=True)
+class _Static:
+    """The namespace's static index and the fact-log serial it was last brought up to date with."""
+
+    serial: int
+    index: StaticIndex
+
+
+@dataclass(slots=True)
+class EngineCounters:
+    """Work done for registry changes (tests pin that it follows what changed)."""
+
+    plans_built: int = 0
+    plans_dropped: int = 0
+    plans_kept: int = 0
+    pipelines_built: int = 0
+    static_builds: int = 0
 
 
 class _History(NamedTuple):
@@ -127,6 +143,8 @@ class RoutingEngine:
         self._clock = clock or (lambda: datetime.now(UTC))
         self._default_spec = default_spec or RoutingPolicySpec()
         self._compiled: dict[str, _Compiled] = {}
+        self._static: dict[str, _Static] = {}
+        self.counters = EngineCounters()
         self._slots = SlotLedger(slot_timeout)
         self.events: EngineEvents | None = None
 
@@ -187,9 +205,27 @@ class RoutingEngine:
         ns = self.registry.snapshot.namespace(namespace)
         compiled = self._compiled.get(namespace)
         if compiled is None or compiled.snapshot is not ns:
-            compiled = _Compiled(ns)
+            compiled = self._successor(compiled, ns)
             self._compiled[namespace] = compiled
         return compiled
+
+    def _successor(self, old: _Compiled | None, ns: NamespaceSnapshot) -> _Compiled:
+        """Pipelines and plans for `ns`, keeping those of `old` its changes leave valid."""
+        if old is None:
+            return _Compiled(ns)
+        changed = ns.changes_since(old.snapshot)
+        if changed is None or changed.policies:
+            self.counters.plans_dropped += len(old.plans)
+            return _Compiled(ns)
+        models: set[str] = set()
+        for name in changed.backends:
+            for view in (old.snapshot.backends.get(name), ns.backends.get(name)):
+                if view is not None:
+                    models.update(view.models)
+        plans = {key: plan for key, plan in old.plans.items() if key[1] not in models}
+        self.counters.plans_dropped += len(old.plans) - len(plans)
+        self.counters.plans_kept += len(plans)
+        return _Compiled(ns, pipelines=old.pipelines, plans=plans)
 
     def _prepare(self, ctx: _Context, req: RequestRequirements) -> Attempt:
         started = perf_counter_ns()
@@ -248,6 +284,7 @@ class RoutingEngine:
                 plugins=self._plugins,
             )
             ctx.compiled.pipelines[key] = pipeline
+            self.counters.pipelines_built += 1
         return pipeline
 
     def _plan(
@@ -272,6 +309,7 @@ class RoutingEngine:
         filters = [r for r in pipeline.reconcilers if isinstance(r, StaticFilter)]
         plan = CandidatePlan(model=model, candidates=candidates, filters=filters)
         ctx.compiled.plans[key] = plan
+        self.counters.plans_built += 1
         return plan
 
     # Outcome and side effects
@@ -513,7 +551,7 @@ class RoutingEngine:
         return self._slots.expire(now)
 
     def policy_report(self, namespace: str, name: str) -> PolicyReport:
-        return self._static_index(namespace).reports.get(name) or PolicyReport()
+        return self._static_index(namespace).report(name)
 
     def plugin_problems(self, namespace: str, name: str) -> list[tuple[str, str]]:
         """(name, problem) of each of the policy's plug-ins that could not be built (no such
@@ -533,16 +571,29 @@ class RoutingEngine:
     def backend_exclusions(self, namespace: str, name: str) -> list[StaticExclusion]:
         return list(self._static_index(namespace).by_backend.get(name, ()))
 
+    def static_index(self, namespace: str) -> StaticIndex:
+        return self._static_index(namespace)
+
     def _static_index(self, namespace: str) -> StaticIndex:
-        """Reports are recomputed only when the namespace, any backend's health or any
-        credential problem changed."""
-        compiled = self._compiled_for(namespace)
-        runtime = self.registry.runtime
-        health = (frozenset(runtime.not_healthy), frozenset(runtime.credential_problems.items()))
-        if compiled.static is None or compiled.static[0] != health:
-            index = StaticIndex.build(compiled.snapshot, runtime=self.registry.runtime)
-            compiled.static = (health, index)
-        return compiled.static[1]
+        """Brought up to date on each read with what changed since the last: the backends the
+        snapshot journal names, and those whose health or credential problem changed (from the
+        runtime's fact log), so an unchanged namespace costs two comparisons."""
+        ns = self.registry.snapshot.namespace(namespace)
+        log = self.registry.runtime.facts
+        state = self._static.get(namespace)
+        if state is not None and state.index.ns is ns and state.serial == log.serial:
+            return state.index
+        if state is not None:
+            moved = log.since(state.serial)
+            names = [k[1] for k in moved if k[0] == namespace] if moved is not None else None
+            changed = ns.changes_since(state.index.ns) if names is not None else None
+            if names is not None and state.index.advance(ns, changed=changed, facts=names):
+                state.serial = log.serial
+                return state.index
+        self.counters.static_builds += 1
+        index = StaticIndex.build(ns, runtime=self.registry.runtime)
+        self._static[namespace] = _Static(log.serial, index)
+        return index
 
 
 def _reject_text(backend: str, reason: str) -> str:

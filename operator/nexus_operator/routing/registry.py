@@ -40,7 +40,9 @@ ChangeListener = Callable[[RegistryChange], None]
 
 class Registry:
     """Copy-on-write registry. Writers (kopf handlers) run one at a time on the event loop;
-    every write publishes a new immutable snapshot and notifies listeners."""
+    every write that changes something publishes a new immutable snapshot and notifies
+    listeners. A write costs work proportional to what it changes: only the namespaces it
+    touches get a new NamespaceSnapshot, built from the previous one."""
 
     def __init__(self) -> None:
         self.runtime = RuntimeState()
@@ -51,6 +53,8 @@ class Registry:
         self._snapshot = RegistrySnapshot.empty()
         self._listeners: list[Listener] = []
         self._change_listeners: list[ChangeListener] = []
+        # Snapshots published so far: a write (or resync) that changes nothing publishes none.
+        self.publishes = 0
 
     @property
     def snapshot(self) -> RegistrySnapshot:
@@ -67,89 +71,117 @@ class Registry:
         self._change_listeners.remove(callback)
 
     def apply(self, change: RegistryChange) -> None:
-        """Apply a change taken from another registry (a serving worker mirrors the control's)."""
-        if change.full:
-            snap = self._snapshot
-            backends = dict(snap.backends)
-            policies = dict(snap.policies)
-            for key in change.deleted_backends:
-                backends.pop(key, None)
-            for key in change.deleted_policies:
-                policies.pop(key, None)
-            for backend in change.backends:
-                backends[(backend.metadata.namespace, backend.metadata.name)] = backend
-            for policy in change.policies:
-                policies[(policy.metadata.namespace, policy.metadata.name)] = policy
-            self.replace_all(backends.values(), policies.values())
-            return
-        for key in change.deleted_backends:
-            self.delete_backend(*key)
-        for key in change.deleted_policies:
-            self.delete_policy(*key)
-        for backend in change.backends:
-            self.upsert_backend(backend)
-        for policy in change.policies:
-            self.upsert_policy(policy)
+        """Apply a change taken from another registry (a serving worker mirrors the control's):
+        one batch, one snapshot, whether it came from a watch event or a resync."""
+        self.update(
+            backends=change.backends,
+            policies=change.policies,
+            deleted_backends=change.deleted_backends,
+            deleted_policies=change.deleted_policies,
+            full=change.full,
+        )
 
     def upsert_backend(self, backend: Backend) -> None:
-        view = BackendView.from_api(backend)
-        self._ensure_runtime(view)
-        snap = self._snapshot
-        backends = dict(snap.backends)
-        backends[view.key] = backend
-        spaces = dict(snap.namespaces)
-        spaces[view.namespace] = snap.namespace(view.namespace).with_backend(view)
-        self._publish(backends=backends, policies=snap.policies, namespaces=spaces)
-        self._changed(RegistryChange(backends=(backend,)))
+        self.update(backends=(backend,))
 
     def delete_backend(self, namespace: str, name: str) -> None:
-        snap = self._snapshot
-        if (namespace, name) not in snap.backends:
-            return
-        backends = {k: v for k, v in snap.backends.items() if k != (namespace, name)}
-        spaces = dict(snap.namespaces)
-        spaces[namespace] = snap.namespace(namespace).without_backend(name)
-        self._publish(backends=backends, policies=snap.policies, namespaces=spaces)
-        self._changed(RegistryChange(deleted_backends=((namespace, name),)))
+        self.update(deleted_backends=((namespace, name),))
 
     def upsert_policy(self, policy: RoutingPolicy) -> None:
-        snap = self._snapshot
-        policies = dict(snap.policies)
-        policies[(policy.metadata.namespace, policy.metadata.name)] = policy
-        self._publish_policies(policies, namespace=policy.metadata.namespace)
-        self._changed(RegistryChange(policies=(policy,)))
+        self.update(policies=(policy,))
 
     def delete_policy(self, namespace: str, name: str) -> None:
-        snap = self._snapshot
-        if (namespace, name) not in snap.policies:
-            return
-        policies = {k: v for k, v in snap.policies.items() if k != (namespace, name)}
-        self._publish_policies(policies, namespace=namespace)
-        self._changed(RegistryChange(deleted_policies=((namespace, name),)))
+        self.update(deleted_policies=((namespace, name),))
 
     def replace_all(self, backends: Iterable[Backend], policies: Iterable[RoutingPolicy]) -> None:
-        """Rebuild from a full list (startup or resync after a lost watch)."""
+        """Make the registry hold exactly these objects (startup, resync after a lost watch),
+        applied as the difference from what it holds: a list that matches publishes nothing,
+        and a list with one changed object costs what a watch event for it costs."""
+        snap = self._snapshot
         by_key = {(b.metadata.namespace, b.metadata.name): b for b in backends}
         policy_map = {(p.metadata.namespace, p.metadata.name): p for p in policies}
-        views = [BackendView.from_api(b) for b in by_key.values()]
-        for view in views:
+        self.update(
+            backends=_differing(by_key, snap.backends),
+            policies=_differing(policy_map, snap.policies),
+            deleted_backends=tuple(snap.backends.keys() - by_key.keys()),
+            deleted_policies=tuple(snap.policies.keys() - policy_map.keys()),
+            full=True,
+        )
+
+    def update(
+        self,
+        *,
+        backends: Iterable[Backend] = (),
+        policies: Iterable[RoutingPolicy] = (),
+        deleted_backends: Iterable[Key] = (),
+        deleted_policies: Iterable[Key] = (),
+        full: bool = False,
+    ) -> bool:
+        """Apply a batch of writes as one new snapshot; False (nothing published) when the batch
+        changes nothing. Only the namespaces it touches get a new NamespaceSnapshot, whose
+        journal records what changed; a namespace's policies are recompiled only when one of
+        them changed. Change listeners get the batch as a RegistryChange (`full` passed on)."""
+        snap = self._snapshot
+        upserts, new_policies = tuple(backends), tuple(policies)
+        gone_backends: list[Key] = []
+        gone_policies: list[Key] = []
+        backend_map: dict[Key, Backend] | None = None
+        views: dict[str, list[BackendView]] = {}
+        removed: dict[str, list[str]] = {}
+        for key in deleted_backends:
+            if key in snap.backends:
+                backend_map = backend_map if backend_map is not None else dict(snap.backends)
+                if backend_map.pop(key, None) is not None:
+                    removed.setdefault(key[0], []).append(key[1])
+                    gone_backends.append(key)
+        for backend in upserts:
+            view = BackendView.from_api(backend)
             self._ensure_runtime(view)
-        spaces = {
-            ns: _namespace(ns, views, policies=policy_map)
-            for ns in {v.namespace for v in views} | {k[0] for k in policy_map}
-        }
-        before = self._snapshot
-        self._publish(backends=by_key, policies=policy_map, namespaces=spaces)
+            backend_map = backend_map if backend_map is not None else dict(snap.backends)
+            backend_map[view.key] = backend
+            views.setdefault(view.namespace, []).append(view)
+        policy_map: dict[Key, RoutingPolicy] | None = None
+        policy_spaces: set[str] = set()
+        for key in deleted_policies:
+            if key in snap.policies:
+                policy_map = policy_map if policy_map is not None else dict(snap.policies)
+                if policy_map.pop(key, None) is not None:
+                    policy_spaces.add(key[0])
+                    gone_policies.append(key)
+        for policy in new_policies:
+            policy_map = policy_map if policy_map is not None else dict(snap.policies)
+            policy_map[(policy.metadata.namespace, policy.metadata.name)] = policy
+            policy_spaces.add(policy.metadata.namespace)
+        touched = views.keys() | removed.keys() | policy_spaces
+        if not touched:
+            return False
+        spaces = dict(snap.namespaces)
+        for namespace in touched:
+            compiled = None
+            if namespace in policy_spaces:
+                assert policy_map is not None
+                compiled = _compiled(snap, namespace, policies=policy_map)
+            spaces[namespace] = snap.namespace(namespace).with_changes(
+                upserts=views.get(namespace, ()),
+                deletes=removed.get(namespace, ()),
+                policies=compiled,
+            )
+        self._publish(
+            backends=backend_map if backend_map is not None else dict(snap.backends),
+            policies=policy_map if policy_map is not None else dict(snap.policies),
+            namespaces=spaces,
+        )
         if self._change_listeners:
             self._changed(
                 RegistryChange(
-                    backends=_differing(by_key, before.backends),
-                    policies=_differing(policy_map, before.policies),
-                    deleted_backends=tuple(before.backends.keys() - by_key.keys()),
-                    deleted_policies=tuple(before.policies.keys() - policy_map.keys()),
-                    full=True,
+                    backends=upserts,
+                    policies=new_policies,
+                    deleted_backends=tuple(gone_backends),
+                    deleted_policies=tuple(gone_policies),
+                    full=full,
                 )
             )
+        return True
 
     def _changed(self, change: RegistryChange) -> None:
         for listener in list(self._change_listeners):
@@ -169,13 +201,6 @@ class Registry:
                 changed += 1
         return changed
 
-    def _publish_policies(self, policies: dict[Key, RoutingPolicy], *, namespace: str) -> None:
-        snap = self._snapshot
-        compiled = [CompiledPolicy.compile(p) for k, p in policies.items() if k[0] == namespace]
-        spaces = dict(snap.namespaces)
-        spaces[namespace] = snap.namespace(namespace).with_policies(compiled)
-        self._publish(backends=snap.backends, policies=policies, namespaces=spaces)
-
     def _ensure_runtime(self, view: BackendView) -> None:
         cell = self.runtime.backend(view.namespace, view.name)
         cell.max_concurrency = view.max_concurrency
@@ -185,17 +210,19 @@ class Registry:
     def _publish(
         self,
         *,
-        backends: Mapping[Key, Backend],
-        policies: Mapping[Key, RoutingPolicy],
-        namespaces: Mapping[str, NamespaceSnapshot],
+        backends: dict[Key, Backend],
+        policies: dict[Key, RoutingPolicy],
+        namespaces: dict[str, NamespaceSnapshot],
     ) -> None:
         snapshot = RegistrySnapshot(
             backends=backends,
             policies=policies,
             namespaces=namespaces,
             version=self._snapshot.version + 1,
+            owned=True,
         )
         self._snapshot = snapshot
+        self.publishes += 1
         for listener in list(self._listeners):
             try:
                 listener(snapshot)
@@ -203,19 +230,27 @@ class Registry:
                 log.exception("registry listener %r failed", listener)
 
 
+def _compiled(
+    snap: RegistrySnapshot, namespace: str, *, policies: Mapping[Key, RoutingPolicy]
+) -> list[CompiledPolicy]:
+    """The namespace's compiled policies; an unchanged policy keeps its compiled object, so
+    readers can tell by identity which policies changed."""
+    held = {p.name: p for p in snap.namespace(namespace).policies}
+    found = []
+    for key, policy in policies.items():
+        if key[0] != namespace:
+            continue
+        kept = held.get(key[1])
+        unchanged = kept is not None and snap.policies.get(key) is policy
+        found.append(kept if unchanged and kept is not None else CompiledPolicy.compile(policy))
+    return found
+
+
 def _differing(new: Mapping[Key, Model], old: Mapping[Key, Model]) -> tuple[Model, ...]:
-    return tuple(obj for key, obj in new.items() if old.get(key) != obj)
-
-
-def _namespace(
-    namespace: str, views: list[BackendView], *, policies: dict[Key, RoutingPolicy]
-) -> NamespaceSnapshot:
-    own = [v for v in views if v.namespace == namespace]
-    index: dict[str, dict[str, BackendView]] = {}
-    for view in own:
-        for model in view.models:
-            index.setdefault(model, {})[view.name] = view
-    compiled = [CompiledPolicy.compile(p) for k, p in policies.items() if k[0] == namespace]
-    return NamespaceSnapshot(
-        namespace, backends={v.name: v for v in own}, model_index=index, policies=compiled
-    )
+    """Objects of `new` that `old` lacks or holds differently (identity is checked first)."""
+    found = []
+    for key, obj in new.items():
+        held = old.get(key)
+        if held is None or (held is not obj and held != obj):
+            found.append(obj)
+    return tuple(found)

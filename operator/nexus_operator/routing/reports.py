@@ -11,6 +11,7 @@ names every Open-zone backend in its scope and says why it can never serve it.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from nexus_operator.api import HardLimitAction, HealthState, RequiredCapabilities
@@ -28,7 +29,7 @@ from nexus_operator.pipeline.reconcilers.health import credentials_exclusion, he
 
 from .compiled_patterns import Glob
 from .policies import CompiledPolicy
-from .snapshot import NamespaceSnapshot
+from .snapshot import NamespaceChange, NamespaceSnapshot
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,39 +56,49 @@ class PolicyReport:
 
 
 def policy_report(ns: NamespaceSnapshot, name: str, *, runtime: RuntimeState) -> PolicyReport:
-    policy = ns.policy(name)
-    if policy is None:
-        return PolicyReport()
-    report = PolicyReport(
-        shadowed_by=shadowed_by(ns, policy),
-        alias_error=alias_error(ns, policy),
-        never_routes=never_routes(ns, policy),
-    )
-    for backend in sorted(ns.in_scope(policy), key=lambda b: b.name):
-        models = sorted(m for m in backend.models if policy.match_prefix(m) is not None)
-        if not models:
-            _report_backend_level(
-                report, policy, backend=backend, runtime=runtime, namespace=ns.namespace
-            )
-            continue
-        report.matched_backends.append(backend.name)
-        candidates = [
-            Candidate(backend, backend.models[m], runtime.backend(ns.namespace, backend.name))
-            for m in models
-        ]
-        found = [_static(policy, c) for c in candidates]
-        if any(e is None for e in found):
-            report.eligible_backends.append(backend.name)
-            continue
-        first = found[0]
-        assert first is not None
-        report.exclusions.append(_static_exclusion(policy, first))
-    if not report.matched_backends:
-        report.no_backends = report.never_routes or _no_backend_offers(ns, policy)
-    return report
+    """One policy's report, computed from scratch (the engine keeps them in a StaticIndex)."""
+    index = StaticIndex.build(ns, runtime=runtime)
+    return index.report(name)
 
 
-def never_routes(ns: NamespaceSnapshot, policy: CompiledPolicy) -> tuple[str, str] | None:
+@dataclass(frozen=True, slots=True)
+class _Row:
+    """What one policy's static evaluation says about one backend in its scope."""
+
+    matched: bool
+    eligible: bool
+    exclusion: StaticExclusion | None
+
+
+def _row(
+    policy: CompiledPolicy, backend: BackendView, *, runtime: RuntimeState, namespace: str
+) -> _Row | None:
+    """The (policy, backend) row; None when the backend is out of the policy's scope."""
+    if not policy.in_scope(backend):
+        return None
+    models = sorted(m for m in backend.models if policy.match_prefix(m) is not None)
+    if not models:
+        if not backend.models:
+            return _Row(matched=False, eligible=False, exclusion=None)
+        any_model = backend.models[min(backend.models)]
+        candidate = Candidate(backend, any_model, runtime.backend(namespace, backend.name))
+        found = _static(policy, candidate, capabilities=RequiredCapabilities())
+        exclusion = _static_exclusion(policy, found) if found is not None else None
+        return _Row(matched=False, eligible=False, exclusion=exclusion)
+    cell = runtime.backend(namespace, backend.name)
+    first: Exclusion | None = None
+    for model in models:
+        found = _static(policy, Candidate(backend, backend.models[model], cell))
+        if found is None:
+            return _Row(matched=True, eligible=True, exclusion=None)
+        first = first or found
+    assert first is not None
+    return _Row(matched=True, eligible=False, exclusion=_static_exclusion(policy, first))
+
+
+def never_routes(
+    ns: NamespaceSnapshot, policy: CompiledPolicy, *, in_scope: bool | None = None
+) -> tuple[str, str] | None:
     """Why the policy can never route a request, whatever Backends do; None when it can.
 
     A policy wins the models its patterns match whether or not any backend is in its scope
@@ -100,7 +111,8 @@ def never_routes(ns: NamespaceSnapshot, policy: CompiledPolicy) -> tuple[str, st
             c.NO_MODEL_PATTERNS,
             "spec.modelPatterns is empty: the policy matches no model and never routes.",
         )
-    if spec.model_patterns and spec.backend_selector is not None and not ns.in_scope(policy):
+    has_scope = in_scope if in_scope is not None else bool(ns.in_scope(policy))
+    if spec.model_patterns and spec.backend_selector is not None and not has_scope:
         patterns = ", ".join(spec.model_patterns)
         return (
             c.SELECTOR_MATCHES_NOTHING,
@@ -135,23 +147,6 @@ def _no_backend_offers(ns: NamespaceSnapshot, policy: CompiledPolicy) -> tuple[s
     )
 
 
-def _report_backend_level(
-    report: PolicyReport,
-    policy: CompiledPolicy,
-    *,
-    backend: BackendView,
-    runtime: RuntimeState,
-    namespace: str,
-) -> None:
-    if not backend.models:
-        return
-    any_model = backend.models[min(backend.models)]
-    candidate = Candidate(backend, any_model, runtime.backend(namespace, backend.name))
-    exclusion = _static(policy, candidate, capabilities=RequiredCapabilities())
-    if exclusion is not None:
-        report.exclusions.append(_static_exclusion(policy, exclusion))
-
-
 def _static_exclusion(policy: CompiledPolicy, exclusion: Exclusion) -> StaticExclusion:
     return StaticExclusion(
         exclusion.backend,
@@ -163,22 +158,160 @@ def _static_exclusion(policy: CompiledPolicy, exclusion: Exclusion) -> StaticExc
     )
 
 
-@dataclass(slots=True)
 class StaticIndex:
-    """Every policy report of a namespace, and the same exclusions indexed by backend, so the
-    status writer's per-backend lookups cost O(1) instead of a pass over every policy."""
+    """Every policy report of a namespace and the same exclusions by backend, kept as one row
+    per (policy, backend in its scope) and maintained incrementally: `advance` re-evaluates
+    only the rows of the backends that changed (spec, health or credentials) and of the
+    policies that changed, so the status writer's lookups cost O(1) and a change costs
+    O(policies) per changed backend and O(backends) per changed policy, never both.
 
-    reports: dict[str, PolicyReport]
-    by_backend: dict[str, list[StaticExclusion]]
+    `rows_evaluated` and `builds` count the work done, for tests and benchmarks.
+    """
+
+    def __init__(self, ns: NamespaceSnapshot, *, runtime: RuntimeState) -> None:
+        self.ns = ns
+        self._runtime = runtime
+        self._rows: dict[str, dict[str, _Row]] = {}
+        self._policies: dict[str, CompiledPolicy] = {}
+        self._facts: dict[str, tuple[str | None, tuple[str, str] | None]] = {}
+        self._reports: dict[str, PolicyReport] = {}
+        self._by_backend: dict[str, list[StaticExclusion]] = {}
+        self.rows_evaluated = 0
+        self.builds = 1
+        for policy in ns.policies:
+            self._evaluate_policy(policy)
+        self._policy_facts()
+        for name in ns.backends:
+            self._index_backend(name)
 
     @classmethod
     def build(cls, ns: NamespaceSnapshot, *, runtime: RuntimeState) -> StaticIndex:
-        reports = {p.name: policy_report(ns, p.name, runtime=runtime) for p in ns.policies}
-        by_backend: dict[str, list[StaticExclusion]] = {}
-        for report in reports.values():
-            for exclusion in report.exclusions:
-                by_backend.setdefault(exclusion.backend, []).append(exclusion)
-        return cls(reports, by_backend)
+        return cls(ns, runtime=runtime)
+
+    @property
+    def reports(self) -> dict[str, PolicyReport]:
+        return {p.name: self.report(p.name) for p in self.ns.policies}
+
+    @property
+    def by_backend(self) -> dict[str, list[StaticExclusion]]:
+        return self._by_backend
+
+    def report(self, name: str) -> PolicyReport:
+        """The policy's report, materialised from its rows once per change of them."""
+        found = self._reports.get(name)
+        if found is not None:
+            return found
+        policy = self._policies.get(name)
+        if policy is None:
+            return PolicyReport()
+        shadowed, alias = self._facts.get(name, (None, None))
+        rows = self._rows.get(name, {})
+        report = PolicyReport(
+            shadowed_by=shadowed,
+            alias_error=alias,
+            never_routes=never_routes(self.ns, policy, in_scope=bool(rows)),
+        )
+        for backend in sorted(rows):
+            row = rows[backend]
+            if row.matched:
+                report.matched_backends.append(backend)
+                if row.eligible:
+                    report.eligible_backends.append(backend)
+            if row.exclusion is not None:
+                report.exclusions.append(row.exclusion)
+        if not report.matched_backends:
+            report.no_backends = report.never_routes or _no_backend_offers(self.ns, policy)
+        self._reports[name] = report
+        return report
+
+    def advance(
+        self, ns: NamespaceSnapshot, *, changed: NamespaceChange | None, facts: Iterable[str]
+    ) -> bool:
+        """Move to `ns`, `changed` being what changed since the snapshot this index was built
+        from (None: unknown) and `facts` the backends whose health or credentials changed.
+        False when the index cannot follow (changes unknown): build a new one."""
+        if changed is None:
+            return False
+        old = self.ns
+        self.ns = ns
+        if changed.policies:
+            self._advance_policies(old, ns)
+        names = set(changed.backends) | {n for n in facts if n in ns.backends or n in old.backends}
+        for name in names:
+            self._evaluate_backend(name)
+        return True
+
+    def _advance_policies(self, old: NamespaceSnapshot, ns: NamespaceSnapshot) -> None:
+        """Rows of policies whose compiled form is unchanged are kept; the others re-evaluated."""
+        kept = {p.name: p for p in old.policies}
+        wanted = {p.name for p in ns.policies}
+        for name in list(self._rows):
+            if name not in wanted:
+                self._drop_policy(name)
+        for policy in ns.policies:
+            if kept.get(policy.name) is not policy:
+                self._drop_policy(policy.name)
+                self._evaluate_policy(policy)
+        self._policy_facts()
+        self._reports.clear()
+        self._by_backend.clear()
+        for name in ns.backends:
+            self._index_backend(name)
+
+    def _drop_policy(self, name: str) -> None:
+        self._rows.pop(name, None)
+        self._policies.pop(name, None)
+
+    def _evaluate_policy(self, policy: CompiledPolicy) -> None:
+        rows: dict[str, _Row] = {}
+        runtime, namespace = self._runtime, self.ns.namespace
+        scope = self.ns.in_scope(policy)
+        for backend in scope:
+            row = _row(policy, backend, runtime=runtime, namespace=namespace)
+            if row is not None:
+                rows[backend.name] = row
+        self.rows_evaluated += len(scope)
+        self._rows[policy.name] = rows
+        self._policies[policy.name] = policy
+        self._reports.pop(policy.name, None)
+
+    def _evaluate_backend(self, name: str) -> None:
+        backend = self.ns.backends.get(name)
+        runtime, namespace = self._runtime, self.ns.namespace
+        for policy in self.ns.policies:
+            rows = self._rows.setdefault(policy.name, {})
+            row = (
+                _row(policy, backend, runtime=runtime, namespace=namespace)
+                if backend is not None
+                else None
+            )
+            self.rows_evaluated += backend is not None
+            if row is None:
+                if rows.pop(name, None) is not None:
+                    self._reports.pop(policy.name, None)
+            elif rows.get(name) != row:
+                rows[name] = row
+                self._reports.pop(policy.name, None)
+        self._index_backend(name)
+
+    def _index_backend(self, name: str) -> None:
+        """by_backend[name]: the backend's exclusions in policy order (precedence, name)."""
+        found = [
+            row.exclusion
+            for p in self.ns.policies
+            if (row := self._rows.get(p.name, {}).get(name)) is not None
+            and row.exclusion is not None
+        ]
+        if found:
+            self._by_backend[name] = found
+        else:
+            self._by_backend.pop(name, None)
+
+    def _policy_facts(self) -> None:
+        """Shadowing and alias errors: functions of the namespace's policies alone."""
+        self._facts = {
+            p.name: (shadowed_by(self.ns, p), alias_error(self.ns, p)) for p in self.ns.policies
+        }
 
 
 def _static(

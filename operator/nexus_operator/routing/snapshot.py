@@ -4,12 +4,20 @@ A new RegistrySnapshot is published per change; only the changed namespace gets 
 NamespaceSnapshot, built incrementally (copy-on-write of the touched model-index entries), so a
 change costs O(backends of that model) rather than O(registry). Memo tables (policy match per
 model, alias resolution, available models) are filled on first use: they are pure functions of
-the snapshot, so caching them does not break immutability.
+the snapshot, so caching them does not break immutability; a change to backends only keeps
+the policy-side ones (sorted policies, alias map, match and alias memos).
+
+Each namespace's successive snapshots share a ChangeJournal: revision N records which backends
+(or whether the policies) changed from revision N-1. Readers that keep derived state per
+snapshot (the engine's plans, the static index) ask it what changed since the revision they
+built from and update only that.
 """
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from types import MappingProxyType
 from typing import TypeVar
 
@@ -22,6 +30,46 @@ Key = tuple[str, str]
 T = TypeVar("T")
 MODEL_LIST_MAX = 50
 _MEMO_MAX = 10_000
+# Revisions a journal remembers; a reader further behind rebuilds from the snapshot.
+JOURNAL_MAX = 1024
+
+
+@dataclass(frozen=True, slots=True)
+class NamespaceChange:
+    """What changed in a namespace between two revisions: these backends (added, changed or
+    removed) and, when `policies`, its policies."""
+
+    backends: frozenset[str] = frozenset()
+    policies: bool = False
+
+
+class ChangeJournal:
+    """The changes between successive revisions of one namespace's snapshots (bounded)."""
+
+    __slots__ = ("_entries", "_last")
+
+    def __init__(self) -> None:
+        self._entries: deque[NamespaceChange] = deque(maxlen=JOURNAL_MAX)
+        self._last = 0
+
+    def record(self, change: NamespaceChange) -> int:
+        """Append the change that makes the next revision; returns that revision."""
+        self._last += 1
+        self._entries.append(change)
+        return self._last
+
+    def since(self, old: int, new: int) -> NamespaceChange | None:
+        """Everything that changed after revision `old` up to `new`; None when no longer known."""
+        first = self._last - len(self._entries) + 1
+        if new < old or new > self._last or old + 1 < first:
+            return None
+        names: set[str] = set()
+        policies = False
+        for revision in range(old + 1, new + 1):
+            entry = self._entries[revision - first]
+            names.update(entry.backends)
+            policies = policies or entry.policies
+        return NamespaceChange(frozenset(names), policies)
 
 
 class NamespaceSnapshot:
@@ -34,9 +82,11 @@ class NamespaceSnapshot:
         "alias_sources",
         "aliases",
         "backends",
+        "journal",
         "model_index",
         "namespace",
         "policies",
+        "revision",
     )
 
     def __init__(
@@ -46,6 +96,8 @@ class NamespaceSnapshot:
         backends: Mapping[str, BackendView],
         model_index: Mapping[str, Mapping[str, BackendView]],
         policies: Iterable[CompiledPolicy],
+        journal: ChangeJournal | None = None,
+        revision: int = 0,
     ) -> None:
         self.namespace = namespace
         self.backends = backends
@@ -55,34 +107,70 @@ class NamespaceSnapshot:
         self._matches: dict[str, CompiledPolicy | None] = {}
         self._resolutions: dict[str, AliasResolution] = {}
         self._available: dict[str | None, list[str]] = {}
+        self.journal = journal if journal is not None else ChangeJournal()
+        self.revision = revision
 
     @classmethod
     def empty(cls, namespace: str) -> NamespaceSnapshot:
         return cls(namespace, backends={}, model_index={}, policies=())
 
     def with_backend(self, view: BackendView) -> NamespaceSnapshot:
-        old = self.backends.get(view.name)
-        backends = dict(self.backends)
-        backends[view.name] = view
-        index = _reindex(self.model_index, view.name, old=old, new=view)
-        return NamespaceSnapshot(
-            self.namespace, backends=backends, model_index=index, policies=self.policies
-        )
+        return self.with_changes(upserts=(view,))
 
     def without_backend(self, name: str) -> NamespaceSnapshot:
-        old = self.backends.get(name)
-        if old is None:
+        if name not in self.backends:
             return self
-        backends = {k: v for k, v in self.backends.items() if k != name}
-        index = _reindex(self.model_index, name, old=old, new=None)
-        return NamespaceSnapshot(
-            self.namespace, backends=backends, model_index=index, policies=self.policies
-        )
+        return self.with_changes(deletes=(name,))
 
     def with_policies(self, policies: Iterable[CompiledPolicy]) -> NamespaceSnapshot:
-        return NamespaceSnapshot(
-            self.namespace, backends=self.backends, model_index=self.model_index, policies=policies
+        return self.with_changes(policies=policies)
+
+    def with_changes(
+        self,
+        *,
+        upserts: Iterable[BackendView] = (),
+        deletes: Iterable[str] = (),
+        policies: Iterable[CompiledPolicy] | None = None,
+    ) -> NamespaceSnapshot:
+        """The next revision: these backends upserted or removed, the policies replaced when
+        given. Costs one copy of the name map plus the touched model-index entries."""
+        upserts, deletes = tuple(upserts), tuple(deletes)
+        changed = {v.name for v in upserts} | set(deletes)
+        backends = dict(self.backends) if changed else self.backends
+        index = self.model_index
+        if changed:
+            assert isinstance(backends, dict)
+            index = _reindex(self.model_index, backends, upserts=upserts, deletes=deletes)
+        same_policies = policies is None
+        successor = NamespaceSnapshot.__new__(NamespaceSnapshot)
+        successor.namespace = self.namespace
+        successor.backends = backends
+        successor.model_index = index
+        if same_policies:
+            # Policy-side state is a function of the policies alone: shared, memos included.
+            successor.policies = self.policies
+            successor.aliases, successor.alias_sources = self.aliases, self.alias_sources
+            successor._matches = self._matches
+            successor._resolutions = self._resolutions
+        else:
+            assert policies is not None
+            successor.policies = tuple(sorted(policies, key=lambda p: (p.precedence, p.name)))
+            successor.aliases, successor.alias_sources = _alias_map(successor.policies)
+            successor._matches = {}
+            successor._resolutions = {}
+        successor._available = {}
+        successor.journal = self.journal
+        successor.revision = self.journal.record(
+            NamespaceChange(frozenset(changed), policies=not same_policies)
         )
+        return successor
+
+    def changes_since(self, older: NamespaceSnapshot) -> NamespaceChange | None:
+        """What changed from `older` (an earlier revision of this namespace) to this one; None
+        when unknown (another lineage, or too far behind): then rebuild everything."""
+        if older.journal is not self.journal:
+            return None
+        return self.journal.since(older.revision, self.revision)
 
     def policy(self, name: str) -> CompiledPolicy | None:
         return next((p for p in self.policies if p.name == name), None)
@@ -150,10 +238,12 @@ class RegistrySnapshot:
         policies: Mapping[Key, RoutingPolicy],
         namespaces: Mapping[str, NamespaceSnapshot],
         version: int,
+        owned: bool = False,
     ) -> None:
-        self.backends = MappingProxyType(dict(backends))
-        self.policies = MappingProxyType(dict(policies))
-        self.namespaces = MappingProxyType(dict(namespaces))
+        """`owned`: the maps are fresh dicts no one else holds, wrapped without a copy."""
+        self.backends = MappingProxyType(backends if owned else dict(backends))
+        self.policies = MappingProxyType(policies if owned else dict(policies))
+        self.namespaces = MappingProxyType(namespaces if owned else dict(namespaces))
         self.version = version
 
     @classmethod
@@ -167,24 +257,38 @@ class RegistrySnapshot:
 
 def _reindex(
     index: Mapping[str, Mapping[str, BackendView]],
-    name: str,
+    backends: dict[str, BackendView],
     *,
-    old: BackendView | None,
-    new: BackendView | None,
+    upserts: tuple[BackendView, ...],
+    deletes: tuple[str, ...],
 ) -> dict[str, Mapping[str, BackendView]]:
-    """Copy-on-write update of the model index for one backend."""
+    """Apply upserts and deletes to `backends` (a fresh copy, changed in place) and return the
+    model index copied on write: only the entries of models the changed backends list."""
+    touched: dict[str, dict[str, BackendView]] = {}
+
+    def entry(model: str) -> dict[str, BackendView]:
+        found = touched.get(model)
+        if found is None:
+            found = touched[model] = dict(index.get(model, {}))
+        return found
+
+    for name in deletes:
+        old = backends.pop(name, None)
+        for model in old.models if old is not None else ():
+            entry(model).pop(name, None)
+    for view in upserts:
+        old = backends.get(view.name)
+        for model in old.models if old is not None else ():
+            entry(model).pop(view.name, None)
+        backends[view.name] = view
+        for model in view.models:
+            entry(model)[view.name] = view
     updated = dict(index)
-    for model in old.models if old is not None else ():
-        entry = {k: v for k, v in updated.get(model, {}).items() if k != name}
-        if entry:
-            updated[model] = entry
+    for model, listed in touched.items():
+        if listed:
+            updated[model] = listed
         else:
             updated.pop(model, None)
-    if new is not None:
-        for model in new.models:
-            entry = dict(updated.get(model, {}))
-            entry[name] = new
-            updated[model] = entry
     return updated
 
 
