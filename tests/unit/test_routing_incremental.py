@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from routing_factories import backend, engine, policy
 
-from nexus_operator.api import HealthState
+from nexus_operator.api import Backend, HealthState
 from nexus_operator.pipeline import reasons
 from nexus_operator.routing import RequestRequirements, RoutingEngine
 from nexus_operator.routing.reports import StaticIndex
@@ -13,7 +13,7 @@ from nexus_operator.routing.reports import StaticIndex
 MODELS = [f"m{i}" for i in range(10)]
 
 
-def _fleet(count: int = 50) -> list:  # type: ignore[type-arg]
+def _fleet(count: int = 50) -> list[Backend]:
     return [backend(f"b{i:03d}", models=[MODELS[i % len(MODELS)]]) for i in range(count)]
 
 
@@ -30,9 +30,7 @@ def test_a_resync_with_the_same_objects_publishes_no_snapshot() -> None:
     backends, policies = _fleet(), [policy("p"), policy("q", ["m1"], precedence=5)]
     eng = engine(backends, policies)
     before, published = eng.registry.snapshot, eng.registry.publishes
-    eng.registry.replace_all(
-        [b.model_copy() for b in backends], [p.model_copy() for p in policies]
-    )
+    eng.registry.replace_all([b.model_copy() for b in backends], [p.model_copy() for p in policies])
     assert eng.registry.snapshot is before
     assert eng.registry.publishes == published
 
@@ -47,7 +45,8 @@ def test_a_resync_with_one_changed_backend_publishes_one_snapshot_naming_only_it
     assert eng.registry.publishes == published + 1
     found = eng.registry.snapshot.namespace("default").changes_since(old)
     assert found is not None
-    assert found.backends == {"b007"} and not found.policies
+    assert found.backends == {"b007"}
+    assert not found.policies
 
 
 def test_a_backend_change_keeps_the_plans_of_models_it_does_not_list() -> None:
@@ -138,6 +137,8 @@ def test_an_incrementally_kept_index_equals_one_built_from_scratch() -> None:
     eng.registry.upsert_policy(policy("r", ["m3"], precedence=1))
     eng.registry.runtime.backend("default", "b006").health_state = HealthState.UNHEALTHY
     kept = _index(eng)
-    fresh = StaticIndex.build(eng.registry.snapshot.namespace("default"), runtime=eng.registry.runtime)
+    fresh = StaticIndex.build(
+        eng.registry.snapshot.namespace("default"), runtime=eng.registry.runtime
+    )
     assert kept.reports == fresh.reports
     assert kept.by_backend == fresh.by_backend
