@@ -65,6 +65,7 @@ clean: ## Remove the venv and caches in the work tree (not the ~/.cache binaries
 bench: venv tools ## Run every benchmark, write benchmarks/results/*.json and BENCHMARKS.md
 	$(PY) benchmarks/bench_pipeline.py
 	NEXUS_BIN_DIR="$$(tools/build.sh 2>/dev/null | tail -1)" $(PY) benchmarks/bench_grpc.py
+	NEXUS_BIN_DIR="$$(tools/build.sh 2>/dev/null | tail -1)" $(PY) benchmarks/bench_gil_isolation.py
 	NEXUS_BIN_DIR="$$(tools/build.sh 2>/dev/null | tail -1)" $(PY) benchmarks/bench_operator.py
 	NEXUS_BIN_DIR="$$(tools/build.sh 2>/dev/null | tail -1)" $(PY) benchmarks/bench_gateway.py
 	$(PY) benchmarks/report.py >/dev/null

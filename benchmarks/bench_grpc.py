@@ -1,24 +1,38 @@
-"""gRPC Route throughput and latency with the real ghz against `serve --from-dir`, 50 backends.
+"""gRPC Route throughput, latency and CPU per call with the real ghz, 50 backends.
 
-Two runs over loopback: unthrottled (the highest Route/s one server process sustains) and a
-fixed 1,000 Route/s (latency percentiles at a realistic load). Prints the figures and writes
-benchmarks/results/grpc.json. Set NEXUS_BENCH_PROFILE=1 to also profile the server with
-pyinstrument and print where its time goes (the figures are then not recorded).
+Against `serve --from-dir` (one process), the no-op grpc.aio server beside it (the floor), and
+`serve --workers 2` (the serving plane): an unthrottled run (the highest Route/s, and the
+server's CPU per call from its own process accounting, workers included) and a fixed
+1,000 Route/s (latency percentiles). Then churn: the real `nexus-operator run` against a local
+kube-apiserver, 300 Route/s while 500 Backends are created, updated and deleted in cycles
+(p99 and failed calls). Prints the figures and writes benchmarks/results/grpc.json. Set
+NEXUS_BENCH_PROFILE=1 to profile the single-process server with pyinstrument instead (the
+figures are then not recorded).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import signal
+import socket
 import subprocess
 import sys
 import tempfile
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import grpc
+import psutil  # type: ignore[import-untyped]
 import yaml
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from kubernetes import client
 
-from nexus_testkit.localcluster import find_bin_dir
+from nexus_operator.api import GROUP, VERSION
+from nexus_testkit.localcluster import Cluster, LocalControlPlane, find_bin_dir
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results" / "grpc.json"
@@ -28,6 +42,10 @@ DURATION = os.environ.get("NEXUS_BENCH_DURATION", "10s")
 MAX_CONCURRENCY = int(os.environ.get("NEXUS_BENCH_CONCURRENCY", "64"))
 CONNECTIONS = int(os.environ.get("NEXUS_BENCH_CONNECTIONS", "4"))
 REQUEST = {"model": "llama3:8b", "estimatedTokens": 200, "maxOutputTokens": 100}
+CHURN_BACKENDS = 500
+CHURN_RPS = 300
+CHURN_CALLS = int(os.environ.get("NEXUS_BENCH_CHURN_CALLS", "18000"))  # 60 s at 300/s
+CHURN_NAMESPACE = "churn"
 LOCAL_TYPES = ("ollama", "vllm", "llamacpp", "lmstudio", "generic")
 API_VERSION = "nexus.routing.dev/v1alpha1"
 
@@ -70,7 +88,9 @@ def fleet(count: int) -> list[dict[str, Any]]:
     return documents
 
 
-def start_server(directory: Path, *, profile: bool) -> tuple[subprocess.Popen[str], str]:
+def start_server(
+    directory: Path, *, profile: bool, workers: int = 0
+) -> tuple[subprocess.Popen[str], str]:
     serve = [
         "-m",
         "nexus_operator.cli.operator_main",
@@ -88,6 +108,10 @@ def start_server(directory: Path, *, profile: bool) -> tuple[subprocess.Popen[st
         "WARNING",
         "--max-concurrent-rpcs",
         "10000",
+        "--extproc-address",
+        "off",
+        "--workers",
+        str(workers),
     ]
     profiler = (
         ["-m", "pyinstrument", "-r", "text", "-o", str(directory / "profile.txt")]
@@ -110,28 +134,51 @@ def _spawn(args: list[str]) -> tuple[subprocess.Popen[str], str]:
     return process, f"127.0.0.1:{port}"
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU of a process and its children (the serving workers)."""
+    process = psutil.Process(pid)
+    total = 0.0
+    for each in [process, *process.children(recursive=True)]:
+        times = each.cpu_times()
+        total += times.user + times.system
+    return total
+
+
 def measure(ghz_bin: Path, process: subprocess.Popen[str], address: str) -> dict[str, float]:
-    """The two ghz runs: unthrottled throughput, then latency at a steady 1,000 Route/s."""
+    """The two ghz runs: unthrottled throughput (and CPU per call), then latency at 1,000/s."""
     try:
         ghz(ghz_bin, address, rps=500, concurrency=8)  # warm-up
         # Throughput as a data plane drives it: several gateway connections, not one.
+        before = cpu_seconds(process.pid)
         unthrottled = ghz(
             ghz_bin, address, rps=0, concurrency=MAX_CONCURRENCY, connections=CONNECTIONS
         )
+        cpu = cpu_seconds(process.pid) - before
         steady = ghz(ghz_bin, address, rps=1000, concurrency=16)
     finally:
         process.terminate()
         process.wait(timeout=60)
     return {
         "max_rps": round(unthrottled["rps"], 1),
+        "cpu_us_per_call": round(cpu * 1e6 / max(1, int(unthrottled["count"])), 1),
         "p50_ms_at_1000rps": round(percentile_ms(steady, 50), 3),
         "p99_ms_at_1000rps": round(percentile_ms(steady, 99), 3),
     }
 
 
 def ghz(
-    ghz_bin: Path, address: str, *, rps: int, concurrency: int, connections: int = 1
+    ghz_bin: Path,
+    address: str,
+    *,
+    rps: int,
+    concurrency: int,
+    connections: int = 1,
+    total: int | None = None,
+    request: dict[str, Any] = REQUEST,
+    allow_failures: bool = False,
 ) -> dict[str, Any]:
+    """One ghz run for DURATION (or exactly `total` calls); raises on failed calls unless told."""
+    length = ["--total", str(total)] if total is not None else ["--duration", DURATION]
     command = [
         str(ghz_bin),
         # The load generator gets one of the two cores; left alone it takes both and starves
@@ -146,9 +193,8 @@ def ghz(
         "--call",
         "nexus.routing.v1.Router.Route",
         "--data",
-        json.dumps(REQUEST),
-        "--duration",
-        DURATION,
+        json.dumps(request),
+        *length,
         "--concurrency",
         str(concurrency),
         "--connections",
@@ -164,7 +210,7 @@ def ghz(
     codes = report.get("statusCodeDistribution", {})
     failed = sum(codes.values()) - codes.get("OK", 0)
     # Calls still in flight when --duration ends are cut off by ghz; anything beyond that is real.
-    if failed > concurrency:
+    if failed > concurrency and not allow_failures:
         raise RuntimeError(f"ghz saw {failed} failed calls: {codes}")
     return report
 
@@ -174,6 +220,122 @@ def percentile_ms(report: dict[str, Any], percentage: int) -> float:
         if entry["percentage"] == percentage:
             return float(entry["latency"]) / 1e6
     raise KeyError(percentage)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def churn_backend(name: str, priority: int) -> dict[str, Any]:
+    return {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "Backend",
+        "metadata": {"name": name},
+        "spec": {
+            "type": "ollama",
+            "url": f"http://{name}.invalid:8080",
+            "priority": priority,
+            "healthCheck": {"enabled": False},
+            "models": [{"id": "llama3:8b", "contextLength": 8192}],
+        },
+    }
+
+
+def churn(objects: client.CustomObjectsApi, stop: threading.Event) -> int:
+    """Create, update and delete CHURN_BACKENDS Backends in cycles until `stop`; cycles done."""
+    names = [f"churn-{i:03d}" for i in range(CHURN_BACKENDS)]
+    args = (GROUP, VERSION, CHURN_NAMESPACE, "backends")
+    cycles = 0
+    with ThreadPoolExecutor(8) as pool:
+        while not stop.is_set():
+            list(
+                pool.map(
+                    lambda n: objects.create_namespaced_custom_object(*args, churn_backend(n, 1)),
+                    names,
+                )
+            )
+            patch = {"spec": {"priority": 2 + cycles % 50}}
+            list(
+                pool.map(
+                    lambda n, p=patch: objects.patch_namespaced_custom_object(*args, n, p), names
+                )
+            )
+            list(pool.map(lambda n: objects.delete_namespaced_custom_object(*args, n), names))
+            while objects.list_namespaced_custom_object(*args)["items"][1:]:
+                time.sleep(0.2)  # deletion is asynchronous; the stable Backend stays
+            cycles += 1
+    return cycles
+
+
+def measure_churn(ghz_bin: Path) -> dict[str, Any]:
+    """300 Route/s through `run --workers 1` while 500 Backends churn: p99 and failed calls."""
+    with tempfile.TemporaryDirectory(prefix="bench-churn-") as workdir:
+        plane = LocalControlPlane(find_bin_dir(), Path(workdir))
+        plane.start()
+        try:
+            cluster = Cluster.local(plane)
+            cluster.kubectl("apply", "-f", str(ROOT / "crds"))
+            cluster.kubectl("wait", "--for=condition=Established", "--timeout=60s", "crd", "--all")
+            api = cluster.api_client()
+            client.CoreV1Api(api).create_namespace(
+                client.V1Namespace(metadata=client.V1ObjectMeta(name=CHURN_NAMESPACE))
+            )
+            objects = client.CustomObjectsApi(api)
+            objects.create_namespaced_custom_object(
+                GROUP, VERSION, CHURN_NAMESPACE, "backends", churn_backend("stable", 0)
+            )
+            address = f"127.0.0.1:{free_port()}"
+            argv = [sys.executable, "-m", "nexus_operator.cli.operator_main", "run"]
+            argv += ["--kubeconfig", str(plane.kubeconfig), "--grpc-address", address]
+            argv += ["--metrics-port", "-1", "--health-port", str(free_port())]
+            argv += ["--extproc-address", "off", "--namespace", CHURN_NAMESPACE]
+            argv += ["--lease-namespace", CHURN_NAMESPACE, "--log-level", "WARNING"]
+            argv += ["--workers", "1", "--max-concurrent-rpcs", "10000"]
+            operator = subprocess.Popen(argv)
+            try:
+                wait_serving(address)
+                stop = threading.Event()
+                with ThreadPoolExecutor(1) as pool:
+                    cycles = pool.submit(churn, objects, stop)
+                    report = ghz(
+                        ghz_bin,
+                        address,
+                        rps=CHURN_RPS,
+                        concurrency=16,
+                        total=CHURN_CALLS,
+                        request={**REQUEST, "namespace": CHURN_NAMESPACE},
+                        allow_failures=True,
+                    )
+                    stop.set()
+                    done = cycles.result()
+            finally:
+                operator.send_signal(signal.SIGTERM)
+                operator.wait(60)
+        finally:
+            plane.stop()
+    codes = report.get("statusCodeDistribution", {})
+    return {
+        "churn_p99_ms": round(percentile_ms(report, 99), 3),
+        "churn_failed_calls": sum(codes.values()) - codes.get("OK", 0),
+        "churn_calls": sum(codes.values()),
+        "churn_cycles": done,
+    }
+
+
+def wait_serving(address: str) -> None:
+    with grpc.insecure_channel(address) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        for _ in range(1200):
+            try:
+                reply = stub.Check(health_pb2.HealthCheckRequest(), timeout=1)
+                if reply.status == health_pb2.HealthCheckResponse.SERVING:
+                    return
+            except grpc.RpcError:
+                pass
+            time.sleep(0.1)
+    raise RuntimeError(f"{address} never became SERVING")
 
 
 def main() -> int:
@@ -187,12 +349,21 @@ def main() -> int:
         if profile:
             print((directory / "profile.txt").read_text())
             return 0  # profiled figures are slowed down by the sampler: not recorded
+        noop = measure(ghz_bin, *start_noop_server())
+        workers = measure(ghz_bin, *start_server(directory, profile=False, workers=2))
     figures = {
         "backends": BACKENDS,
         **routed,
-        "noop_server": measure(ghz_bin, *start_noop_server()),
+        "server_cpu_us_per_call": routed["cpu_us_per_call"],
+        "noop_cpu_us_per_call": noop["cpu_us_per_call"],
+        "max_rps_workers_2": workers["max_rps"],
+        "noop_server": noop,
+        "workers_2": workers,
+        **measure_churn(ghz_bin),
         "load_generator": f"ghz --cpus 1, {CONNECTIONS} connections x {MAX_CONCURRENCY} "
-        "concurrent calls unthrottled; 1 connection x 16 at 1,000/s",
+        "concurrent calls unthrottled; 1 connection x 16 at 1,000/s; churn: 16 x 300/s "
+        f"for {CHURN_CALLS} calls",
+        "machine": f"{os.cpu_count()} cores, shared with the load generator",
     }
     print(json.dumps(figures, indent=2))
     RESULTS.parent.mkdir(parents=True, exist_ok=True)

@@ -221,6 +221,28 @@ def test_serve_reloads_when_a_manifest_changes(tmp_path: Path) -> None:
         assert _eventually(lambda: nexusctl.main(args) == 0)
 
 
+def test_serve_with_two_workers_routes_reloads_counts_and_drains(tmp_path: Path) -> None:
+    write_manifests(tmp_path, default_fleet())
+    with serve_from_dir(tmp_path, "--assume-healthy", "--workers", "2") as process:
+        args = ["--address", process.address, "route", "phi3"]
+        assert nexusctl.main(["--address", process.address, "route", "llama3:70b"]) == 0
+        assert nexusctl.main(args) == nexusctl.EXIT_REJECTED
+        (tmp_path / "extra.yml").write_text(
+            yaml.safe_dump(backend("tiny", type_="llamacpp", models=["phi3"]))
+        )
+        assert _eventually(lambda: nexusctl.main(args) == 0)
+
+        def counted() -> bool:
+            url = f"http://127.0.0.1:{process.metrics_port}/metrics"
+            with urllib.request.urlopen(url, timeout=5) as response:
+                text = response.read().decode()
+            return 'nexus_decisions_total{outcome="ROUTED"} 2.0' in text
+
+        assert _eventually(counted)
+        process.process.send_signal(signal.SIGTERM)
+        assert process.process.wait(timeout=30) == 0
+
+
 def test_serve_drains_and_exits_zero_on_sigterm(manifests: Path) -> None:
     with serve_from_dir(manifests, "--assume-healthy") as process:
         process.process.send_signal(signal.SIGTERM)

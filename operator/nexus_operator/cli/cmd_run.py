@@ -177,7 +177,7 @@ async def _start_plane(controller: Controller, memo: kopf.Memo, args: argparse.N
         ports = await plane.start()
     except WorkerStartError as exc:
         raise StartupError(f"--grpc-address {args.grpc_address}: {exc}") from exc
-    metrics_port = start_metrics(args, metrics)
+    metrics_port = start_metrics(args, metrics, plane.families)
     logger.info(
         "Serving gRPC on port %d from %d workers, metrics on port %s, ext_proc on port %s",
         ports[0],

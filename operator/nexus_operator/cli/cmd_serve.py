@@ -14,21 +14,30 @@ import contextlib
 import logging
 import signal
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
 from ..operator.probing import HealthProber
-from ..routing import Registry, RoutingEngine
+from ..routing import BackendRuntime, Registry, RoutingEngine
 from ..routing.credentials import sync_from_secrets
+from ..serving import RoutingMetrics
+from ..serving.plane import ServingPlane, WorkerStartError
 from .manifest_dir import DirectoryWatcher, ManifestError, Manifests
 from .serving_options import (
+    RouterServers,
     StartupError,
     add_gateway_arguments,
     add_log_level_argument,
     add_serving_arguments,
+    gateway_enabled,
+    gateway_settings,
+    non_negative_int,
+    server_limits,
     start_gateway,
+    start_metrics,
     start_serving,
+    tls_config,
 )
 
 logger = logging.getLogger(__name__)
@@ -48,6 +57,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--assume-healthy",
         action="store_true",
         help="Mark every backend Healthy instead of probing it.",
+    )
+    parser.add_argument(
+        "--workers",
+        type=non_negative_int,
+        default=0,
+        help="Serving worker processes sharing the gRPC port, fed by this process "
+        "(default 0: serve from this process, as a small local router needs).",
     )
     add_log_level_argument(parser)
     add_serving_arguments(parser, default_grpc_address="127.0.0.1:50051")
@@ -74,14 +90,21 @@ def main(args: argparse.Namespace) -> int:
 async def _serve(args: argparse.Namespace) -> int:
     stop = _stop_on_signals()
     registry = Registry()
-    watcher = DirectoryWatcher(
-        args.from_dir,
-        on_change=lambda manifests: _apply(registry, manifests, assume_healthy=args.assume_healthy),
-        namespaces=args.namespace,
-    )
+    after_reload: list[Callable[[Manifests], None]] = []
+
+    def reload(manifests: Manifests) -> None:
+        _apply(registry, manifests, assume_healthy=args.assume_healthy)
+        for hook in after_reload:
+            hook(manifests)
+
+    watcher = DirectoryWatcher(args.from_dir, on_change=reload, namespaces=args.namespace)
     _apply(registry, watcher.load(), assume_healthy=args.assume_healthy)
     registry.synced = True
     engine = RoutingEngine(registry)
+    if args.workers > 0:
+        return await _serve_from_workers(
+            args, watcher=watcher, engine=engine, stop=stop, after_reload=after_reload
+        )
     server, port, metrics_port = await start_serving(engine, args)
     try:
         gateway, gateway_port = await start_gateway(engine, args, credentials=registry.credentials)
@@ -98,6 +121,63 @@ async def _serve(args: argparse.Namespace) -> int:
     if gateway is not None:
         await gateway.stop(DRAIN_GRACE_S)
     await server.stop(DRAIN_GRACE_S)
+    return 0
+
+
+async def _serve_from_workers(
+    args: argparse.Namespace,
+    *,
+    watcher: DirectoryWatcher,
+    engine: RoutingEngine,
+    stop: asyncio.Event,
+    after_reload: list[Callable[[Manifests], None]],
+) -> int:
+    """The same serving plane as `run --workers`: this process watches the folder and probes."""
+    registry = engine.registry
+    metrics = RoutingMetrics(registry)
+    gateway = gateway_settings(args) if gateway_enabled(args) else None
+    plane = ServingPlane(
+        engine,
+        workers=args.workers,
+        factory=RouterServers(
+            grpc_address=args.grpc_address,
+            tls=tls_config(args),
+            limits=server_limits(args),
+            reuse_port=args.workers > 1,
+            gateway=gateway,
+            extproc_address=args.extproc_address if gateway is not None else None,
+        ),
+        metrics=metrics,
+        log_level=args.log_level,
+    )
+    if args.assume_healthy:
+
+        def push_health(manifests: Manifests) -> None:
+            """Health is set after each reload, not by probes: copy it to the workers too."""
+            for backend in manifests.backends:
+                key = (backend.metadata.namespace, backend.metadata.name)
+                plane.on_probe(key, registry.runtime.backend(*key))
+
+        after_reload.append(push_health)
+    try:
+        ports = await plane.start()
+    except WorkerStartError as exc:
+        raise StartupError(f"--grpc-address {args.grpc_address}: {exc}") from exc
+    try:
+        metrics_port = start_metrics(args, metrics, plane.families)
+    except BaseException:
+        await plane.stop(0)
+        raise
+    print(
+        f"serving gRPC on port {ports[0]}, metrics on port {metrics_port}, "
+        f"ext_proc on port {ports[1] if len(ports) > 1 else None}, {args.workers} workers",
+        flush=True,
+    )
+    async with _background(
+        watcher, engine, registry=registry, probe=not args.assume_healthy, on_probe=plane.on_probe
+    ):
+        await stop.wait()
+    await plane.stop(DRAIN_GRACE_S)
     return 0
 
 
@@ -121,11 +201,17 @@ def _apply(registry: Registry, manifests: Manifests, *, assume_healthy: bool) ->
 
 @contextlib.asynccontextmanager
 async def _background(
-    watcher: DirectoryWatcher, engine: RoutingEngine, *, registry: Registry, probe: bool
+    watcher: DirectoryWatcher,
+    engine: RoutingEngine,
+    *,
+    registry: Registry,
+    probe: bool,
+    on_probe: Callable[[tuple[str, str], BackendRuntime], None] | None = None,
 ) -> AsyncIterator[None]:
     """Directory watching, slot expiry and (unless assumed healthy) probing, for the server's life."""
     prober = HealthProber(registry) if probe else None
     if prober is not None:
+        prober.on_probe = on_probe
         await prober.start()
     tasks = [
         asyncio.create_task(watcher.run(), name="watch-manifests"),

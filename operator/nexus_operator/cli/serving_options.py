@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from prometheus_client import REGISTRY, CollectorRegistry
+from prometheus_client.registry import Collector
 
 from ..routing import CredentialStore, RoutingEngine
 from ..serving import GrpcServer, RoutingMetrics, ServerLimits, TlsConfig, start_metrics_server
@@ -236,12 +237,12 @@ def tls_config(args: argparse.Namespace) -> TlsConfig | None:
     )
 
 
-def start_metrics(args: argparse.Namespace, collector: RoutingMetrics | None = None) -> int | None:
+def start_metrics(args: argparse.Namespace, *collectors: Collector) -> int | None:
     """Start /metrics per --metrics-port (-1: off); a busy port is a StartupError naming it.
-    `collector` is registered first (the serving plane's; a GrpcServer registers its own)."""
+    `collectors` are registered first (the serving plane's; a GrpcServer registers its own)."""
     if args.metrics_port < 0:
         return None
-    if collector is not None:
+    for collector in collectors:
         REGISTRY.register(collector)
     try:
         return start_metrics_server(args.metrics_port)

@@ -179,9 +179,14 @@ class AdmissionGuard:
         finally:
             self.reading -= 1
         if request is grpc.aio.EOF:
-            await self._abort(
-                context, method, grpc.StatusCode.INVALID_ARGUMENT, "no request message"
+            # A client that cancels before its message arrived (a load generator at the end of
+            # its run) is not a malformed request.
+            code = (
+                grpc.StatusCode.CANCELLED
+                if context.cancelled()
+                else grpc.StatusCode.INVALID_ARGUMENT
             )
+            await self._abort(context, method, code, "no request message")
         if isinstance(request, Undecodable):
             self._undecodable_log.warning(
                 "%s: undecodable request from %s: %s", method, context.peer(), request.error

@@ -22,6 +22,7 @@ from ...routing import Credential, RegistryChange, RoutingEngine, UsageReport
 from ..metrics import RoutingMetrics
 from . import wire
 from .counters import RowAllocator, SharedCounters, spawn_context
+from .families import WorkerFamilies
 from .link import Batch, Link
 from .worker import ServerFactory, worker_main
 
@@ -72,6 +73,7 @@ class ServingPlane:
         self._context = spawn_context()
         self.counters = SharedCounters(self._context)
         self._rows = RowAllocator(self.counters)
+        self.families = WorkerFamilies()  # register it with /metrics beside `metrics`
         self._workers: list[_Worker] = []
         self._tokens = itertools.count()
         self._tasks: set[asyncio.Task[None]] = set()
@@ -279,6 +281,8 @@ class ServingPlane:
                 future.set_result(message.found)
         elif isinstance(message, wire.Metrics):
             self._metrics.absorb(worker.index, message.counts)
+        elif isinstance(message, wire.Families):
+            self.families.absorb(worker.index, message.families)
         elif isinstance(message, wire.Ready):
             if not worker.ready.done():
                 worker.ready.set_result(message.ports)

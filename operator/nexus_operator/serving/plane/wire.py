@@ -11,6 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
+from prometheus_client.core import Metric
+
 from nexus_operator.api import HealthState
 
 from ...pipeline.runtime import RejectedRecord
@@ -121,6 +123,13 @@ class Released:
 @dataclass(frozen=True, slots=True)
 class Metrics:
     counts: DecisionCounts
+
+
+@dataclass(frozen=True, slots=True)
+class Families:
+    """Prometheus families of the worker's other servers (the gateway's)."""
+
+    families: list[Metric]
 
 
 @dataclass(frozen=True, slots=True)

@@ -181,7 +181,7 @@ class WorkerHost:
                 await server.stop(grace_s)
             except Exception:
                 logger.exception("Serving worker %d: a server failed to stop", self.index)
-        self._link.send(wire.Metrics(self.metrics.counts()))
+        self._send_metrics()
         self._link.send(wire.Bye())
         await asyncio.sleep(0)  # let the outbox flush
         self._link.close()
@@ -190,7 +190,19 @@ class WorkerHost:
     async def _ship_metrics(self) -> None:
         while True:
             await asyncio.sleep(METRICS_PERIOD_S)
-            self._link.send(wire.Metrics(self.metrics.counts()))
+            self._send_metrics()
+
+    def _send_metrics(self) -> None:
+        self._link.send(wire.Metrics(self.metrics.counts()))
+        families = [
+            family
+            for server in self._servers
+            if (collector := getattr(server, "metrics", None)) is not None
+            and collector is not self.metrics
+            for family in collector.collect()
+        ]
+        if families:
+            self._link.send(wire.Families(families))
 
     async def _expire_slots(self) -> None:
         while True:
