@@ -8,13 +8,21 @@ touches them.
 
 Scrapes run on prometheus_client's HTTP thread while the event loop mutates the counters:
 every read copies a dict first (a single C-level operation under the GIL).
+
+Cardinality is bounded by the cluster's objects, never by what clients send: namespace, policy,
+backend and model labels are only ever names the registry holds (a model a client asks for
+that no Backend in the namespace lists is counted with model=""; a usage report for a policy
+the namespace does not hold with policy=""; one for an unknown backend is refused before it
+is counted). So series ≤ policies × backends × listed models × outcomes, and deleting objects
+ends their series' growth (counters keep their last value until the process restarts).
 """
 
 from __future__ import annotations
 
+import platform
 from bisect import bisect_left
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import TypeVar
 
 from prometheus_client import REGISTRY, CollectorRegistry, start_http_server
@@ -25,10 +33,12 @@ from prometheus_client.core import (
     Metric,
 )
 
+from .. import __version__
 from ..api import BudgetState, HealthState
-from ..routing import Decision, Registry
+from ..routing import Decision, Registry, UsageReport
 
 K = TypeVar("K")
+LabelValues = TypeVar("LabelValues", bound=tuple[str, ...])
 DECISION_BUCKETS = (25e-6, 50e-6, 100e-6, 250e-6, 500e-6, 1e-3, 2.5e-3, 5e-3, 10e-3, 50e-3)
 RECONCILER_BUCKETS = (1e-6, 5e-6, 10e-6, 25e-6, 50e-6, 100e-6, 500e-6, 1e-3, 10e-3)
 
@@ -66,6 +76,17 @@ class DecisionCounts:
     latency: tuple[list[int], float]
     reconcilers: dict[str, tuple[list[int], float]]
     exclusions: dict[tuple[str, str], int]
+    # (namespace, policy, backend, model, outcome); policy/backend/model "" when none applies.
+    routes: dict[tuple[str, str, str, str, str], int] = field(default_factory=dict)
+    fallbacks: dict[tuple[str, str], int] = field(default_factory=dict)
+    # (namespace, policy, backend, direction "input"|"output")
+    tokens: dict[tuple[str, str, str, str], int] = field(default_factory=dict)
+    spend: dict[tuple[str, str, str], float] = field(default_factory=dict)
+
+
+def _add_amounts(into: dict[K, float], more: dict[K, float]) -> None:
+    for key, amount in more.items():
+        into[key] = into.get(key, 0.0) + amount
 
 
 def _add(into: dict[K, int], more: dict[K, int]) -> None:
@@ -93,6 +114,10 @@ class RoutingMetrics:
         self._latency = _Histogram(DECISION_BUCKETS)
         self._reconcilers: dict[str, _Histogram] = {}
         self._exclusions: dict[tuple[str, str], int] = {}
+        self._routes: dict[tuple[str, str, str, str, str], int] = {}
+        self._fallbacks: dict[tuple[str, str], int] = {}
+        self._tokens: dict[tuple[str, str, str, str], int] = {}
+        self._spend: dict[tuple[str, str, str], float] = {}
         self._backend_gauges: tuple[tuple[str, str, int, int], ...] = ()
         self._budget_gauges: tuple[tuple[str, str, float, BudgetState], ...] = ()
         self._absorbed: dict[int, DecisionCounts] = {}
@@ -105,6 +130,10 @@ class RoutingMetrics:
             latency=(list(self._latency.counts), self._latency.total),
             reconcilers={k: (list(h.counts), h.total) for k, h in self._reconcilers.items()},
             exclusions=dict(self._exclusions),
+            routes=dict(self._routes),
+            fallbacks=dict(self._fallbacks),
+            tokens=dict(self._tokens),
+            spend=dict(self._spend),
         )
 
     def absorb(self, source: int, counts: DecisionCounts) -> None:
@@ -121,6 +150,10 @@ class RoutingMetrics:
                 _add(own.outcomes, counts.outcomes)
                 _add(own.errors, counts.errors)
                 _add(own.exclusions, counts.exclusions)
+                _add(own.routes, counts.routes)
+                _add(own.fallbacks, counts.fallbacks)
+                _add(own.tokens, counts.tokens)
+                _add_amounts(own.spend, counts.spend)
                 _add_histogram(latency, *counts.latency)
             for name, (buckets, total) in counts.reconcilers.items():
                 histogram = reconcilers.get(name)
@@ -129,10 +162,20 @@ class RoutingMetrics:
                 _add_histogram(histogram, buckets, total)
         return own, latency, reconcilers
 
-    def observe_decision(self, decision: Decision, seconds: float) -> None:
-        """Count one Route decision: outcome, latency, per-reconciler time and exclusions."""
+    def observe_decision(self, decision: Decision, seconds: float, *, namespace: str = "") -> None:
+        """Count one Route decision: outcome (overall and by policy, backend and model),
+        fallbacks, latency, per-reconciler time and exclusions."""
         outcome = decision.outcome.value
         self._outcomes[outcome] = self._outcomes.get(outcome, 0) + 1
+        backend = decision.backend
+        namespace = backend.namespace if backend is not None else namespace
+        policy = decision.policy or ""
+        model = self._known(namespace, decision.model)
+        route = (namespace, policy, backend.name if backend else "", model, outcome)
+        self._routes[route] = self._routes.get(route, 0) + 1
+        if decision.fallback_used:
+            fallback = (namespace, policy)
+            self._fallbacks[fallback] = self._fallbacks.get(fallback, 0) + 1
         self._latency.observe(seconds)
         reconcilers = self._reconcilers
         for entry in decision.trace:
@@ -145,6 +188,36 @@ class RoutingMetrics:
             key = (exclusion.reconciler, exclusion.reason_code)
             exclusions[key] = exclusions.get(key, 0) + 1
 
+    def _known(self, namespace: str, model: str) -> str:
+        """`model` when a Backend in the namespace lists it, else "" (bounded labels)."""
+        listed = self._registry.snapshot.namespace(namespace).model_index
+        return model if model in listed else ""
+
+    def observe_usage(self, report: UsageReport) -> None:
+        """Count an accepted usage report: tokens and spend by policy and backend. Spend is the
+        reported cost, else the backend's price for the tokens (as budgets count it)."""
+        ns = self._registry.snapshot.namespace(report.namespace)
+        view = ns.backends.get(report.backend)
+        if view is None:
+            return
+        policy = report.policy if report.policy and ns.policy(report.policy) else ""
+        if not policy:
+            resolution = ns.resolve(report.model)
+            matched = ns.match(resolution.model) if resolution.error_code is None else None
+            policy = matched.name if matched is not None else ""
+        key = (report.namespace, policy, report.backend)
+        tokens = self._tokens
+        for direction, count in (("input", report.input_tokens), ("output", report.output_tokens)):
+            if count:
+                token_key = (*key, direction)
+                tokens[token_key] = tokens.get(token_key, 0) + count
+        cost = report.cost_usd
+        if cost is None:
+            model = view.models.get(report.model)
+            cost = model.cost(report.input_tokens, report.output_tokens) if model else 0.0
+        if cost > 0:
+            self._spend[key] = self._spend.get(key, 0.0) + cost
+
     def observe_error(self, method: str, code: str) -> None:
         """Count an RPC that ended with a non-OK status."""
         key = (method, code)
@@ -156,7 +229,9 @@ class RoutingMetrics:
 
     def collect(self) -> Iterator[Metric]:
         counts, latency, reconcilers = self._totals()
+        yield _build_info_family()
         yield self._decisions_family(counts)
+        yield from self._dashboard_families(counts)
         yield self._latency_family(latency)
         yield from self._reconciler_families(counts, reconcilers)
         yield self._errors_family(counts)
@@ -171,6 +246,34 @@ class RoutingMetrics:
         for outcome, count in sorted(counts.outcomes.items()):
             family.add_metric([outcome], count)
         return family
+
+    @staticmethod
+    def _dashboard_families(counts: DecisionCounts) -> Iterator[Metric]:
+        yield _counter(
+            "nexus_route_decisions",
+            "Route decisions by namespace, policy, backend, model and outcome "
+            '(policy "" = no policy matched; backend "" unless routed; model "" = not listed).',
+            labels=["namespace", "policy", "backend", "model", "outcome"],
+            values=counts.routes,
+        )
+        yield _counter(
+            "nexus_fallbacks",
+            "Route decisions served by a fallback model, by namespace and policy.",
+            labels=["namespace", "policy"],
+            values=counts.fallbacks,
+        )
+        yield _counter(
+            "nexus_usage_tokens",
+            "Tokens reported by ReportUsage, by namespace, policy, backend and direction.",
+            labels=["namespace", "policy", "backend", "direction"],
+            values=counts.tokens,
+        )
+        yield _counter(
+            "nexus_usage_spend_usd",
+            "Spend reported (or priced) by ReportUsage in USD, by namespace, policy and backend.",
+            labels=["namespace", "policy", "backend"],
+            values=counts.spend,
+        )
 
     @staticmethod
     def _latency_family(latency: _Histogram) -> Metric:
@@ -271,6 +374,29 @@ class RoutingMetrics:
                 state.add_metric([namespace, name, candidate.value], int(candidate is current))
         yield spent
         yield state
+
+
+def _counter(
+    name: str,
+    documentation: str,
+    *,
+    labels: list[str],
+    values: Mapping[LabelValues, float],
+) -> Metric:
+    family = CounterMetricFamily(name, documentation, labels=labels)
+    for label_values, value in sorted(values.items()):
+        family.add_metric(list(label_values), value)
+    return family
+
+
+def _build_info_family() -> Metric:
+    family = GaugeMetricFamily(
+        "nexus_build_info",
+        "Always 1; the labels say which nexus-operator and Python serve these metrics.",
+        labels=["version", "python_version"],
+    )
+    family.add_metric([__version__, platform.python_version()], 1)
+    return family
 
 
 def start_metrics_server(

@@ -56,7 +56,9 @@ class RouterService(router_pb2_grpc.RouterServicer):
             )
         started = perf_counter()
         decision = await self._decide("Route", requirements, context, dry_run=False)
-        self._metrics.observe_decision(decision, perf_counter() - started)
+        self._metrics.observe_decision(
+            decision, perf_counter() - started, namespace=requirements.namespace
+        )
         return route_response(decision)
 
     async def Explain(
@@ -83,6 +85,8 @@ class RouterService(router_pb2_grpc.RouterServicer):
                 grpc.StatusCode.INTERNAL,
                 "usage report failed; see the operator log",
             )
+        if accepted:
+            self._metrics.observe_usage(report)
         return pb.Ack(accepted=accepted)
 
     async def GetInventory(
