@@ -175,7 +175,7 @@ def test_max_concurrency_holds_across_workers_and_any_worker_releases_a_slot(
             assert again.count(pb.OUTCOME_ROUTED) == 3
 
 
-def test_spend_persisted_equals_spend_acknowledged_across_workers(
+def test_spend_and_decisions_persisted_equal_what_the_workers_acknowledged(
     cluster: Cluster, namespace: str
 ) -> None:
     with cluster.api_client() as api:
@@ -189,14 +189,17 @@ def test_spend_persisted_equals_spend_acknowledged_across_workers(
             {"modelPatterns": ["llama3:*"], "budget": {"monthlyLimitUsd": 1_000_000}},
         )
         acknowledged = 0.0
+        routed = 0
         lock = threading.Lock()
         with _operator(cluster, namespace) as address, _stubs(address) as stubs:
             wait_for(lambda: _route(stubs[0], namespace, "warm").outcome == pb.OUTCOME_ROUTED)
 
             def report(i: int) -> None:
-                nonlocal acknowledged
+                nonlocal acknowledged, routed
                 cost = 0.001 * (1 + i % 7)
-                ack = stubs[i % CONNECTIONS].ReportUsage(
+                stub = stubs[i % CONNECTIONS]
+                answer = _route(stub, namespace, f"q{i}")
+                ack = stub.ReportUsage(
                     pb.UsageReport(
                         backend="paid",
                         namespace=namespace,
@@ -204,18 +207,20 @@ def test_spend_persisted_equals_spend_acknowledged_across_workers(
                         policy="budgeted",
                         success=True,
                         cost_usd=cost,
+                        request_id=f"q{i}",
                     ),
                     timeout=10,
                 )
-                if ack.accepted:
-                    with lock:
-                        acknowledged += cost
+                with lock:
+                    routed += answer.outcome == pb.OUTCOME_ROUTED
+                    acknowledged += cost if ack.accepted else 0.0
 
             with ThreadPoolExecutor(16) as pool:
                 list(pool.map(report, range(600)))
         # The operator has stopped: its final flush wrote everything the workers acknowledged.
-        spent = float(objects.status("routingpolicies", "budgeted")["budget"]["spentUsd"])
-    assert spent == pytest.approx(acknowledged, abs=1e-6)
+        status = objects.status("routingpolicies", "budgeted")
+    assert float(status["budget"]["spentUsd"]) == pytest.approx(acknowledged, abs=1e-6)
+    assert status["decisions"]["routed"] == routed + 1  # and the warm-up call
 
 
 def test_churn_of_500_backends_fails_no_route_call(cluster: Cluster, namespace: str) -> None:

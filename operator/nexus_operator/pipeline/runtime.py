@@ -365,9 +365,10 @@ class PolicyRuntime:
         self.unflushed_rejected += rejected
         self.unflushed_queued += queued
 
-    def count_routed(self, record: RoutedRecord) -> None:
-        self.routed += 1
-        self.unflushed_routed += 1
+    def count_routed(self, record: RoutedRecord, *, count: int = 1) -> None:
+        """`count` decisions routed, `record` the last of them."""
+        self.routed += count
+        self.unflushed_routed += count
         self.last_routed = record
 
     def count_rejected(self, record: RejectedRecord) -> None:

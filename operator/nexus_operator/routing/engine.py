@@ -393,16 +393,17 @@ class RoutingEngine:
         if self.events is not None:
             self.events.routed(event)
 
-    def account_routed(self, event: RoutedEvent) -> None:
-        """Counters and estimated spend of one routed decision (here, or on a serving worker)."""
+    def account_routed(self, event: RoutedEvent, *, count: int = 1) -> None:
+        """Counters and estimated spend of routed decisions (here, or on a serving worker, which
+        sends `count` decisions to one backend as one event: the last record, the summed spend)."""
         runtime = self.registry.runtime
         cell = runtime.backend(event.namespace, event.backend)
-        cell.selected_total += 1
+        cell.selected_total += count
         cell.last_selected_time = event.record.time
         if event.policy is None:
             return
         spend = runtime.policy(event.namespace, event.policy)
-        spend.count_routed(event.record)
+        spend.count_routed(event.record, count=count)
         if event.estimated_spend is not None:
             spend.add_spend(event.estimated_spend, event.record.time)
 

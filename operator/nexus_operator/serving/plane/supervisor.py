@@ -261,7 +261,7 @@ class ServingPlane:
         runtime = self._registry.runtime
         if isinstance(message, wire.Routed):
             event = message.event
-            engine.account_routed(event)
+            engine.account_routed(event, count=message.count)
             if event.estimated_spend is not None and event.policy is not None:
                 charged.add((event.namespace, event.policy))
         elif isinstance(message, wire.Queued):

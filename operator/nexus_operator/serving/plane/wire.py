@@ -92,7 +92,11 @@ class Stop:
 
 @dataclass(frozen=True, slots=True)
 class Routed:
+    """`count` decisions to one backend under one policy since the last batch: the event holds
+    the last record and the summed estimated spend."""
+
     event: RoutedEvent
+    count: int
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import signal
 from collections.abc import Coroutine, Sequence
@@ -80,6 +81,7 @@ class WorkerHost:
         self.metrics = RoutingMetrics(self.registry)
         self._servers: list[PlaneServer] = []
         self._tasks: set[asyncio.Task[None]] = set()
+        self._routed: dict[tuple[str, str, str | None], tuple[RoutedEvent, int]] = {}
         self._done = asyncio.Event()
         self._stopping = False
 
@@ -181,6 +183,7 @@ class WorkerHost:
                 await server.stop(grace_s)
             except Exception:
                 logger.exception("Serving worker %d: a server failed to stop", self.index)
+        self._send_routed()
         self._send_metrics()
         self._link.send(wire.Bye())
         await asyncio.sleep(0)  # let the outbox flush
@@ -215,7 +218,26 @@ class WorkerHost:
     # EngineEvents: what this worker decided, for the control process to account
 
     def routed(self, record: RoutedEvent) -> None:
-        self._link.send(wire.Routed(record))
+        """Folded per (backend, policy) until the end of this loop iteration: one message for
+        many decisions, so accounting costs the control process little per decision."""
+        key = (record.namespace, record.backend, record.policy)
+        pending = self._routed
+        if not pending:
+            asyncio.get_running_loop().call_soon(self._send_routed)
+        previous = pending.get(key)
+        if previous is None:
+            pending[key] = (record, 1)
+            return
+        event, count = previous
+        spend = record.estimated_spend
+        if spend is not None and event.estimated_spend is not None:
+            spend += event.estimated_spend
+        pending[key] = (dataclasses.replace(record, estimated_spend=spend), count + 1)
+
+    def _send_routed(self) -> None:
+        pending, self._routed = self._routed, {}
+        for event, count in pending.values():
+            self._link.send(wire.Routed(event, count))
 
     def queued(self, namespace: str, policy: str) -> None:
         self._link.send(wire.Queued(namespace, policy))
