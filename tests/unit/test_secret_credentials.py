@@ -4,7 +4,9 @@ server keeps the last outcome, and a Backend that stops naming a Secret is forgo
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import contextlib
 from typing import Any, cast
 
 from routing_factories import backend
@@ -115,3 +117,25 @@ async def test_a_changed_reference_is_read_again_on_the_next_round() -> None:
     condition = reader.condition(("default", "a"))
     assert condition is not None
     assert condition.reason == conditions.SECRET_NOT_FOUND
+
+
+async def test_every_secret_is_read_again_each_interval_even_while_backends_keep_changing() -> None:
+    registry, kube, _, _ = _setup("a")
+    reader = SecretCredentials(cast(KubeApi, kube), registry, refresh_interval_s=0.2)
+    kube.secrets[SECRET_PATH] = _secret("v")
+    await reader.start()
+    task = asyncio.create_task(reader.run())
+    try:
+        del kube.secrets[SECRET_PATH]
+        for step in range(200):  # a reference edit every 10 ms wakes the loop each time
+            ref = {"name": "other", "key": f"k{step % 2}"}
+            churn = backend("churn", type="openai", url="https://x.test", credentialsSecretRef=ref)
+            registry.upsert_backend(churn)
+            if registry.credentials.header(("default", "a")) is None:
+                break
+            await asyncio.sleep(0.01)
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    assert registry.runtime.backend("default", "a").credentials_problem is not None

@@ -17,7 +17,9 @@ logs, posts or stores a value: messages name the Secret and key.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -93,14 +95,19 @@ class SecretCredentials:
         await self.refresh(all_keys=True)
 
     async def run(self) -> None:
-        """Read dirty Backends as they change, and every named Secret each refresh interval."""
+        """Read dirty Backends as they change, and every named Secret each refresh interval
+        (however often Backends change in between)."""
+        next_full = time.monotonic() + self._refresh_interval_s
         while True:
-            try:
-                await asyncio.wait_for(self._wake.wait(), timeout=self._refresh_interval_s)
-                every = False
-            except TimeoutError:
-                every = True
+            # asyncio.timeout, not wait_for: on 3.11 wait_for swallows a cancellation that
+            # arrives as the event is set, and stop() would wait for this loop forever.
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(max(0.0, next_full - time.monotonic())):
+                    await self._wake.wait()
             self._wake.clear()
+            every = time.monotonic() >= next_full
+            if every:
+                next_full = time.monotonic() + self._refresh_interval_s
             try:
                 await self.refresh(all_keys=every)
             except Exception:
