@@ -6,7 +6,8 @@ with `usage`), the same Envoy bootstrap from `nexus-operator envoy-config`'s ren
 - direct: `--no-picker` — Envoy routes every request straight to the stand-in;
 - picker: the ext_proc filter asks `nexus-operator serve --from-dir` (a subprocess, BUFFERED
   body mode) for a decision, which writes the stand-in's ip:port, and reads the response
-  for usage.
+  for usage; once from one process (the `picker_*` figures) and once with serving workers
+  (`--workers N`, N from NEXUS_BENCH_PICKER_WORKERS, default 2: `picker_workers_N_*`).
 
 For each: latency percentiles at a fixed 500 requests/s (`rate_rps`), then the highest rate
 it sustains (vegeta unthrottled with a fixed number of workers: successful requests/s).
@@ -42,6 +43,7 @@ RATE = int(os.environ.get("NEXUS_BENCH_RATE", "500"))
 DURATION = os.environ.get("NEXUS_BENCH_DURATION", "10s")
 MAX_WORKERS = int(os.environ.get("NEXUS_BENCH_WORKERS", "32"))
 ENVOY_THREADS = int(os.environ.get("NEXUS_BENCH_ENVOY_THREADS", "1"))
+PICKER_WORKERS = int(os.environ.get("NEXUS_BENCH_PICKER_WORKERS", "2"))
 MODEL = "bench-model"
 REQUEST = {
     "model": MODEL,
@@ -120,6 +122,29 @@ def measure(vegeta: Path, envoy: Envoy, *, workdir: Path, label: str) -> dict[st
     return figures
 
 
+def measure_picker(
+    vegeta: Path, base: EnvoyOptions, *, work: Path, workers: int, label: str
+) -> dict[str, float]:
+    """Envoy + `serve --from-dir --workers N` (0: one process) at the fixed rate and unthrottled."""
+    picker = Picker(
+        [
+            "serve",
+            "--from-dir",
+            str(work / "manifests"),
+            "--assume-healthy",
+            "--log-level=WARNING",
+            f"--workers={workers}",
+        ],
+        work / f"picker-{workers}",
+    )
+    with picker:
+        options = replace(base, picker_address=picker.extproc_address)
+        with Envoy(
+            render_bootstrap(options), work / f"envoy-picker-{workers}", concurrency=ENVOY_THREADS
+        ) as envoy:
+            return measure(vegeta, envoy, workdir=work, label=label)
+
+
 def profile(vegeta: Path, work: Path, standin_url: str) -> None:
     """The picker under pyinstrument at the fixed rate; prints the profile."""
     report = work / "profile.txt"
@@ -171,24 +196,14 @@ def main() -> int:
                 render_bootstrap(direct_options), work / "envoy-direct", concurrency=ENVOY_THREADS
             ) as envoy:
                 direct = measure(vegeta, envoy, workdir=work, label="direct")
-            picker = Picker(
-                [
-                    "serve",
-                    "--from-dir",
-                    str(work / "manifests"),
-                    "--assume-healthy",
-                    "--log-level=WARNING",
-                ],
-                work / "picker",
+            via_picker = measure_picker(vegeta, base, work=work, workers=0, label="picker")
+            via_workers = measure_picker(
+                vegeta,
+                base,
+                work=work,
+                workers=PICKER_WORKERS,
+                label=f"picker, {PICKER_WORKERS} workers",
             )
-            with picker:
-                picker_options = replace(base, picker_address=picker.extproc_address)
-                with Envoy(
-                    render_bootstrap(picker_options),
-                    work / "envoy-picker",
-                    concurrency=ENVOY_THREADS,
-                ) as envoy:
-                    via_picker = measure(vegeta, envoy, workdir=work, label="picker")
     finally:
         stand_ins.close()
     result: dict[str, object] = {
@@ -199,6 +214,10 @@ def main() -> int:
         "rate_rps": RATE,
         "picker_max_rps": round(via_picker["max_rps"], 1),
         "direct_max_rps": round(direct["max_rps"], 1),
+        f"picker_workers_{PICKER_WORKERS}_p50_ms": round(via_workers["p50_ms"], 3),
+        f"picker_workers_{PICKER_WORKERS}_p99_ms": round(via_workers["p99_ms"], 3),
+        f"picker_workers_{PICKER_WORKERS}_max_rps": round(via_workers["max_rps"], 1),
+        "picker_workers": PICKER_WORKERS,
         "direct_success_at_rate": direct["success_at_rate"],
         "picker_success_at_rate": via_picker["success_at_rate"],
         "max_rate_workers": MAX_WORKERS,

@@ -104,6 +104,17 @@ def _operator_section(data: dict[str, float]) -> list[str]:
     ]
 
 
+def _workers_row(data: dict[str, Any]) -> list[str]:
+    workers = data.get("picker_workers")
+    if not workers:
+        return []
+    key = f"picker_workers_{workers}"
+    return [
+        f"| Envoy + picker (`serve --workers {workers}`) → stand-in | {data[key + '_p50_ms']:.2f} | "
+        f"{data[key + '_p99_ms']:.2f} | {data[key + '_max_rps']:,.0f} |"
+    ]
+
+
 def _gateway_section(data: dict[str, Any]) -> list[str]:
     added_p50 = data["picker_p50_ms"] - data["direct_p50_ms"]
     added_p99 = data["picker_p99_ms"] - data["direct_p99_ms"]
@@ -121,6 +132,7 @@ def _gateway_section(data: dict[str, Any]) -> list[str]:
         f"| Envoy + picker → stand-in | {data['picker_p50_ms']:.2f} | {data['picker_p99_ms']:.2f} | "
         f"{data['picker_max_rps']:,.0f} |",
         f"| picker adds | {added_p50:+.2f} | {added_p99:+.2f} | |",
+        *_workers_row(data),
         "",
         "Goals: the picker adds ≤ 1 ms at p50 and ≤ 5 ms at p99 at 500/s; ≥ 1,000 requests/s",
         f"with the picker. Body mode {data.get('body_mode', 'buffered')}; max rate with "
