@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
-from collections.abc import Awaitable, Coroutine, Iterable, Iterator, Sequence
+from collections.abc import Awaitable, Coroutine, Iterator, Sequence
 from enum import StrEnum
 from time import perf_counter_ns
 from typing import Any, NamedTuple, Protocol, TypeVar, cast, runtime_checkable
@@ -94,11 +94,14 @@ class ReconcilerPipeline:
         only in a pipeline built with one (`is_async`, fixed at construction), so a synchronous
         pipeline never suspends and `execute_sync` drives this very coroutine to its end."""
         is_async = self.is_async
-        await _run_stages(_pending(self._stages, intent), intent, is_async=is_async)
-        check = _CapacityCheck.needed(self._stages, intent)
-        if check is not None:
-            await _run_stages(check.stages(), check.probe, is_async=is_async)
-        _conclude(intent, check)
+        for stage, target in _schedule(self._stages, intent):
+            with _StageRun(target, stage):
+                result = stage.reconciler.reconcile(target)
+                if result is not None:
+                    if is_async and inspect.isawaitable(result):
+                        await result
+                    else:
+                        _ensure_sync(result, stage.name)
 
     def execute_sync(self, intent: RoutingIntent) -> None:
         """Run `execute` in the calling thread. A pipeline with an async stage runs on a private
@@ -117,15 +120,23 @@ class ReconcilerPipeline:
         )
 
 
-async def _run_stages(stages: Iterable[_Stage], intent: RoutingIntent, *, is_async: bool) -> None:
+def _schedule(
+    stages: tuple[_Stage, ...], intent: RoutingIntent
+) -> Iterator[tuple[_Stage, RoutingIntent]]:
+    """(stage, intent to run it on): every stage until a decision is made or every candidate
+    is gone, then the capacity check's stages on its probe; concludes the intent at the end."""
     for stage in stages:
-        with _StageRun(intent, stage):
-            result = stage.reconciler.reconcile(intent)
-            if result is not None:
-                if is_async and inspect.isawaitable(result):
-                    await result
-                else:
-                    _ensure_sync(result, stage.name)
+        if intent.decision is not None or (
+            not intent.candidate_backends and intent.annotations.exclusions
+        ):
+            break
+        yield stage, intent
+    check = _CapacityCheck.needed(stages, intent)
+    if check is not None:
+        probe = check.probe
+        for stage in check.stages():
+            yield stage, probe
+    _conclude(intent, check)
 
 
 def run_to_end(coroutine: Coroutine[Any, Any, T]) -> T:
@@ -137,16 +148,6 @@ def run_to_end(coroutine: Coroutine[Any, Any, T]) -> T:
         return cast(T, done.value)
     coroutine.close()
     raise RuntimeError("a synchronous decision suspended: an async stage ran in a sync pipeline")
-
-
-def _pending(stages: tuple[_Stage, ...], intent: RoutingIntent) -> Iterator[_Stage]:
-    """Stages to run, until a decision is made or every candidate is gone."""
-    for stage in stages:
-        if intent.decision is not None or (
-            not intent.candidate_backends and intent.annotations.exclusions
-        ):
-            return
-        yield stage
 
 
 class _StageRun:

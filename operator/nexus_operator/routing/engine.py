@@ -172,30 +172,28 @@ class RoutingEngine:
         A decision whose slot another serving process took first is made again."""
         for _ in range(SLOT_RACE_RETRIES):
             ctx = self._context(req, dry_run=dry_run)
-            attempts = [await self._attempt(ctx, req, in_thread=in_thread)]
-            for fallback in fallback_requests(attempts[0], req):
-                attempts.append(await self._attempt(ctx, fallback, in_thread=in_thread))
-                if isinstance(attempts[-1].result, RouteDecision):
+            attempts: list[Attempt] = []
+            pending = [req]  # the request, then (once it was rejected) its fallbacks
+            while pending:
+                attempt = self._prepare(ctx, pending.pop())
+                pipeline, intent = attempt.pipeline, attempt.intent
+                if pipeline is not None and intent is not None:
+                    if in_thread and pipeline.is_async:
+                        raise AsyncReconcilerError(
+                            f"policy {attempt.policy_name!r} uses an async reconciler: "
+                            "await route_async() / explain_async()"
+                        )
+                    await pipeline.execute(intent)
+                attempts.append(attempt)
+                if isinstance(attempt.result, RouteDecision):
                     break
+                if len(attempts) == 1:
+                    pending = fallback_requests(attempt, req)[::-1]
             try:
                 return self._finish(ctx, req, attempts=attempts)
             except _SlotLost:
                 continue
         raise SlotContendedError(f"no in-flight slot after {SLOT_RACE_RETRIES} decisions")
-
-    async def _attempt(
-        self, ctx: _Context, req: RequestRequirements, *, in_thread: bool
-    ) -> Attempt:
-        attempt = self._prepare(ctx, req)
-        pipeline, intent = attempt.pipeline, attempt.intent
-        if pipeline is not None and intent is not None:
-            if in_thread and pipeline.is_async:
-                raise AsyncReconcilerError(
-                    f"policy {attempt.policy_name!r} uses an async reconciler: "
-                    "await route_async() / explain_async()"
-                )
-            await pipeline.execute(intent)
-        return attempt
 
     def _context(self, req: RequestRequirements, *, dry_run: bool) -> _Context:
         compiled = self._compiled_for(req.namespace)

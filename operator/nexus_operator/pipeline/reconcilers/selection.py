@@ -46,6 +46,16 @@ class SelectionReconciler:
         self.scope = scope
         self.rng = rng or random.Random()
 
+    @property
+    def strategy(self) -> Strategy:
+        return self._strategy
+
+    @strategy.setter
+    def strategy(self, strategy: Strategy) -> None:
+        """Looks the pick function up once, not per decision."""
+        self._strategy = strategy
+        self._pick_function = PICKS[strategy]
+
     def reconcile(self, intent: RoutingIntent) -> None:
         candidates = intent.candidate_backends
         if not candidates:
@@ -61,7 +71,7 @@ class SelectionReconciler:
         intent.trace(f"selected {pick.candidate.backend.name}")
 
     def _pick(self, intent: RoutingIntent, candidates: list[Candidate]) -> Pick:
-        return PICKS[self.strategy](intent, candidates, selector=self)
+        return self._pick_function(intent, candidates, selector=self)
 
     def take_turn(self, intent: RoutingIntent) -> int:
         """The roundRobin counter advances only when a Route picks among two or more."""
