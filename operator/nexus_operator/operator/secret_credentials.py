@@ -169,7 +169,8 @@ class SecretCredentials:
     def _apply(self, key: BackendKey, outcome: Outcome) -> None:
         previous = self._outcomes.get(key)
         self._outcomes[key] = outcome
-        record(self._registry.credentials, key, result=outcome)
+        if previous != outcome:  # a re-read finding the same value writes nothing (nor to workers)
+            record(self._registry.credentials, key, result=outcome)
         if _same(previous, outcome):
             return
         if isinstance(outcome, CredentialProblem):
