@@ -4,8 +4,8 @@ One run, one machine, one stand-in (an OpenAI-compatible server answering a chat
 with `usage`), the same Envoy bootstrap from `nexus-operator envoy-config`'s renderer twice:
 
 - direct: `--no-picker` — Envoy routes every request straight to the stand-in;
-- picker: the ext_proc filter asks `nexus-operator serve --from-dir` (a subprocess, BUFFERED
-  body mode) for a decision, which writes the stand-in's ip:port, and reads the response
+- picker: the ext_proc filter asks `nexus-operator serve --from-dir` (a subprocess; BUFFERED
+  body mode, or NEXUS_BENCH_BODY_MODE=full-duplex-streamed) for a decision, which writes the stand-in's ip:port, and reads the response
   for usage; once from one process (the `picker_*` figures) and once with serving workers
   (`--workers N`, N from NEXUS_BENCH_PICKER_WORKERS, default 2: `picker_workers_N_*`).
 
@@ -44,6 +44,7 @@ DURATION = os.environ.get("NEXUS_BENCH_DURATION", "10s")
 MAX_WORKERS = int(os.environ.get("NEXUS_BENCH_WORKERS", "32"))
 ENVOY_THREADS = int(os.environ.get("NEXUS_BENCH_ENVOY_THREADS", "1"))
 PICKER_WORKERS = int(os.environ.get("NEXUS_BENCH_PICKER_WORKERS", "2"))
+BODY_MODE = os.environ.get("NEXUS_BENCH_BODY_MODE", "buffered")  # or full-duplex-streamed
 MODEL = "bench-model"
 REQUEST = {
     "model": MODEL,
@@ -190,7 +191,9 @@ def main() -> int:
             standin = stand_ins.start("openai", (MODEL,), name="bench-standin")
             (work / "manifests").mkdir()
             manifests(work / "manifests", standin.url)
-            base = EnvoyOptions(listener_address="127.0.0.1", listener_port=0, access_log=False)
+            base = EnvoyOptions(
+                listener_address="127.0.0.1", listener_port=0, access_log=False, body_mode=BODY_MODE
+            )
             direct_options = replace(base, direct_endpoint=standin.endpoint)
             with Envoy(
                 render_bootstrap(direct_options), work / "envoy-direct", concurrency=ENVOY_THREADS
@@ -223,7 +226,7 @@ def main() -> int:
         "max_rate_workers": MAX_WORKERS,
         "envoy_worker_threads": ENVOY_THREADS,
         "duration": DURATION,
-        "body_mode": "buffered",
+        "body_mode": BODY_MODE,
         "load_generator": "vegeta v12.13.0",
     }
     print(
