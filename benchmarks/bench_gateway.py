@@ -5,8 +5,8 @@ with `usage`), the same Envoy bootstrap from `nexus-operator envoy-config`'s ren
 
 - direct: `--no-picker` — Envoy routes every request straight to the stand-in;
 - picker: the ext_proc filter asks `nexus-operator serve --from-dir` (a subprocess; BUFFERED
-  body mode, or NEXUS_BENCH_BODY_MODE=full-duplex-streamed) for a decision, which writes the stand-in's ip:port, and reads the response
-  for usage; once from one process (the `picker_*` figures) and once with serving workers
+  body mode, or NEXUS_BENCH_BODY_MODE=full-duplex-streamed) for a decision, which writes the
+  stand-in's ip:port, and reads the response for usage; once from one process (the `picker_*` figures) and once with serving workers
   (`--workers N`, N from NEXUS_BENCH_PICKER_WORKERS, default 2: `picker_workers_N_*`).
 
 For each: latency percentiles at a fixed 500 requests/s (`rate_rps`), then the highest rate
