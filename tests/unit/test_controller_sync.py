@@ -151,3 +151,52 @@ def test_rejection_is_logged_once_per_generation_not_per_status_event(
         sync.on_policy_event("MODIFIED", _body("RoutingPolicy", BAD_WEIGHTS))
         sync.on_policy_event("MODIFIED", _body("RoutingPolicy", BAD_WEIGHTS, version=2))
     assert caplog.text.count("Invalid RoutingPolicy ns/x") == 2
+
+
+def _fleet_bodies(count: int, *, status_version: int = 1) -> list[dict[str, Any]]:
+    bodies = []
+    for i in range(count):
+        body = _body("Backend", {**VALID, "models": [{"id": f"m{i % 3}"}]}, uid=f"uid-{i}")
+        body["metadata"]["name"] = f"b{i}"
+        body["metadata"]["resourceVersion"] = str(status_version * 1000 + i)
+        body["status"] = {"health": {"state": "Healthy"}, "seen": status_version}
+        bodies.append(body)
+    return bodies
+
+
+def test_a_resync_that_finds_nothing_new_validates_nothing_and_publishes_no_snapshot() -> None:
+    registry, sync = _sync()
+    sync.replace_all(_fleet_bodies(20), [])
+    published, validations = registry.publishes, sync.validations
+    before = registry.snapshot
+    sync.replace_all(_fleet_bodies(20, status_version=2), [])
+    assert registry.snapshot is before
+    assert registry.publishes == published
+    assert sync.validations == validations
+
+
+def test_a_resync_with_one_changed_spec_validates_and_publishes_only_that_change() -> None:
+    registry, sync = _sync()
+    sync.replace_all(_fleet_bodies(20), [])
+    published, validations = registry.publishes, sync.validations
+    old = registry.snapshot.namespace("ns")
+    bodies = _fleet_bodies(20, status_version=2)
+    bodies[4]["spec"] = {**VALID, "models": [{"id": "m9"}]}
+    bodies[4]["metadata"]["generation"] = 2
+    sync.replace_all(bodies, [])
+    assert registry.publishes == published + 1
+    assert sync.validations == validations + 1
+    changed = registry.snapshot.namespace("ns").changes_since(old)
+    assert changed is not None
+    assert changed.backends == {"b4"}
+
+
+def test_status_only_events_neither_validate_the_spec_again_nor_publish() -> None:
+    registry, sync = _sync()
+    body = _fleet_bodies(1)[0]
+    sync.on_backend_event("ADDED", body)
+    published, validations = registry.publishes, sync.validations
+    for version in range(2, 6):
+        sync.on_backend_event("MODIFIED", _fleet_bodies(1, status_version=version)[0])
+    assert registry.publishes == published
+    assert sync.validations == validations

@@ -46,6 +46,8 @@ class Scope:
 def _unchanged(
     old: api.Backend | api.RoutingPolicy | None, new: api.Backend | api.RoutingPolicy
 ) -> bool:
+    if old is new:
+        return True
     return (
         old is not None
         and old.spec == new.spec
@@ -65,6 +67,11 @@ class RegistrySync:
         self._registry = registry
         self._observed = observed
         self.invalid = InvalidSpecs()
+        # Last validation per object: (what it depends on, the model or None when rejected).
+        # Status-only events (our own writes, every flush) and resyncs reuse it instead of
+        # validating the same spec again.
+        self._parsed: dict[ObjectKey, tuple[tuple[Any, ...], Any]] = {}
+        self.validations = 0
 
     def on_backend_event(self, event_type: str | None, body: Mapping[str, Any]) -> None:
         key = key_of(BACKENDS.plural, body)
@@ -100,7 +107,9 @@ class RegistrySync:
         """Rebuild from full lists: restart, and the periodic resync after possibly lost events.
 
         An object whose spec is now invalid keeps its last valid spec, as on a watch event; one
-        that is gone is forgotten, as on a DELETED event.
+        that is gone is forgotten, as on a DELETED event. Applied as a diff: an object whose
+        spec, labels and generation are unchanged is neither validated again nor republished,
+        so a resync that finds nothing new publishes no snapshot.
         """
         backends, policies = list(backends), list(policies)
         snapshot = self._registry.snapshot
@@ -142,9 +151,23 @@ class RegistrySync:
         """
         key = key_of(plural, body)
         spec = body.get("spec") or {}
+        metadata = body.get("metadata") or {}
+        inputs = (
+            metadata.get("uid"),
+            metadata.get("generation"),
+            metadata.get("labels"),
+            metadata.get("annotations"),
+            spec,
+        )
+        cached = self._parsed.get(key)
+        if cached is not None and cached[0] == inputs:
+            found: Model | None = cached[1]
+            return found
+        self.validations += 1
         try:
-            parsed = model.model_validate({"metadata": body.get("metadata") or {}, "spec": spec})
+            parsed = model.model_validate({"metadata": metadata, "spec": spec})
         except pydantic.ValidationError as exc:
+            self._parsed[key] = (inputs, None)
             record = invalid_spec(model.__name__, body, error=exc)
             if self.invalid.note(key, record):
                 logger.warning(
@@ -156,6 +179,7 @@ class RegistrySync:
                 )
             return None
         self.invalid.clear(key)
+        self._parsed[key] = (inputs, parsed)
         return parsed
 
     def _record(self, plural: str, body: Mapping[str, Any]) -> None:
@@ -171,6 +195,7 @@ class RegistrySync:
         """Drop observed status and runtime cell (spend, counters, health) of a deleted object."""
         plural, namespace, name = key
         self._observed.forget(key)
+        self._parsed.pop(key, None)
         if plural == BACKENDS.plural:
             self._registry.runtime.forget_backend(namespace, name)
         else:
