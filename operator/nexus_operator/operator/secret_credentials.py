@@ -33,7 +33,7 @@ from .condition_list import DesiredCondition
 from .kube import KubeApi, KubeError, NotFoundError
 
 if TYPE_CHECKING:
-    from nexus_operator.routing import Registry, RegistrySnapshot
+    from nexus_operator.routing import Registry, RegistryChange, RegistrySnapshot
 
 logger = logging.getLogger(__name__)
 
@@ -90,7 +90,7 @@ class SecretCredentials:
 
     async def start(self) -> None:
         """Follow the registry and read every named Secret once before returning."""
-        self._registry.add_listener(self.reconcile)
+        self._registry.add_change_listener(self.on_change)
         self.reconcile(self._registry.snapshot)
         await self.refresh(all_keys=True)
 
@@ -113,8 +113,29 @@ class SecretCredentials:
             except Exception:
                 logger.exception("Reading credential Secrets failed; retrying next round")
 
+    def on_change(self, change: RegistryChange) -> None:
+        """Registry change listener: look only at the Backends the change names."""
+        snapshot = self._registry.snapshot
+        keys = [*change.deleted_backends]
+        keys += [(b.metadata.namespace, b.metadata.name) for b in change.backends]
+        changed: set[BackendKey] = set()
+        for key in keys:
+            backend = snapshot.backends.get(key)
+            ref = backend.spec.credentials_secret_ref if backend is not None else None
+            wanted = Wanted(backend.spec.type, ref) if backend is not None and ref else None
+            if wanted is None:
+                if self._wanted.pop(key, None) is not None:
+                    self._outcomes.pop(key, None)
+                    self._registry.credentials.forget(key)
+            elif self._wanted.get(key) != wanted:
+                self._wanted[key] = wanted
+                changed.add(key)
+        if changed:
+            self._dirty |= changed
+            self._wake.set()
+
     def reconcile(self, snapshot: RegistrySnapshot) -> None:
-        """Registry listener: note Backends whose reference appeared, changed or went away."""
+        """Note Backends whose reference appeared, changed or went away (the whole registry)."""
         wanted: dict[BackendKey, Wanted] = {}
         for key, backend in snapshot.backends.items():
             ref = backend.spec.credentials_secret_ref
