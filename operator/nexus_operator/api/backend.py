@@ -387,7 +387,7 @@ class BackendStatus(StatusModel):
     conditions: Annotated[list[Condition], Field(max_length=CONDITIONS_MAX)] = Field(
         default_factory=list,
         json_schema_extra=list_map("type"),
-        description="Ready and Healthy conditions.",
+        description="Ready and Healthy conditions, and CredentialsReady when spec.credentialsSecretRef is set (False: SecretNotFound, KeyNotFound, EmptyValue, InvalidValue or SecretUnreadable).",
     )
     zone: Zone | None = Field(
         None,
