@@ -57,7 +57,10 @@ def test_spend_from_responses_moves_the_budget_to_soft_then_hard_limit_then_refu
                 "nexus_budget_state", lambda value: value == 1, state=state, **labels
             )
 
-        client.chat.completions.create(model="priced-model", messages=HELLO)
+        first = client.chat.completions.with_raw_response.create(
+            model="priced-model", messages=HELLO
+        )
+        assert first.headers["x-nexus-budget"] == "Normal"
         spent_is(1.0)
         state_is("Normal")  # 1 USD of 2.50
         stream = client.chat.completions.create(
@@ -69,7 +72,10 @@ def test_spend_from_responses_moves_the_budget_to_soft_then_hard_limit_then_refu
         assert [chunk for chunk in stream if chunk.usage is not None]
         spent_is(2.0)
         state_is("SoftLimit")  # 80 % >= 50 %
-        client.chat.completions.create(model="priced-model", messages=HELLO)
+        third = client.chat.completions.with_raw_response.create(
+            model="priced-model", messages=HELLO
+        )
+        assert third.headers["x-nexus-budget"] == "SoftLimit", "the state before this request"
         spent_is(3.0)
         state_is("HardLimit")
         received = len(server.received)
