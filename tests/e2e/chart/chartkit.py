@@ -32,6 +32,7 @@ EVERYTHING_ON = (
     "--set=tls.enabled=true",
     "--set=tls.secretName=nexus-grpc-tls",
     "--set=tls.clientCA=true",
+    "--set=grafanaDashboard.enabled=true",
 )
 
 Manifest = dict[str, Any]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import secrets
+import shutil
 import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -56,3 +57,37 @@ def module_namespace(cluster: Cluster) -> Iterator[str]:
     cluster.kubectl("create", "namespace", name)
     yield name
     cluster.kubectl("delete", "namespace", name, "--wait=false", check=False)
+
+
+@pytest.fixture(scope="module")
+def render_notes(
+    run_helm: Callable[..., subprocess.CompletedProcess[str]],
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Callable[..., str]:
+    """NOTES.txt as `helm install` would print it, offline: a copy of the chart renders it into a
+    ConfigMap (helm template never prints NOTES, and helm install needs a cluster)."""
+    chart = tmp_path_factory.mktemp("notes") / "nexus-operator"
+    shutil.copytree(CHART, chart)
+    notes = (chart / "templates" / "NOTES.txt").read_text()
+    (chart / "templates" / "NOTES.txt").unlink()
+    (chart / "templates" / "_notes_probe.tpl").write_text(
+        '{{- define "notes-probe" -}}\n' + notes + "{{- end }}\n"
+    )
+    (chart / "templates" / "notes-probe.yaml").write_text(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: notes\n"
+        'data:\n  notes: {{ include "notes-probe" . | toJson }}\n'
+    )
+
+    def render(*args: str) -> str:
+        result = run_helm(
+            "template",
+            "nexus",
+            str(chart),
+            "--namespace=nexus-system",
+            "--show-only=templates/notes-probe.yaml",
+            *args,
+        )
+        assert result.returncode == 0, result.stderr
+        return str(documents(result.stdout)[0]["data"]["notes"])
+
+    return render

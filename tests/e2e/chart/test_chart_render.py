@@ -4,7 +4,6 @@ lint, schema guards, least-privilege RBAC rules, hardened pods, and generated fi
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
@@ -17,7 +16,6 @@ from chartkit import (
     SIDECAR_VALUES,
     HelmTemplate,
     Manifest,
-    documents,
     of_kind,
     one,
 )
@@ -263,37 +261,6 @@ def test_helm_test_hook_over_server_tls_checks_the_configured_server_name_withou
     assert 'root_certificates=read("ca.crt")' in container["command"][2]
     assert "tls.key" not in container["command"][2]
     assert container["command"][4] == "nexus.example.com"
-
-
-@pytest.fixture(scope="module")
-def render_notes(run_helm: RunHelm, tmp_path_factory: pytest.TempPathFactory) -> Callable[..., str]:
-    """NOTES.txt as `helm install` would print it, offline: a copy of the chart renders it into a
-    ConfigMap (helm template never prints NOTES, and helm install needs a cluster)."""
-    chart = tmp_path_factory.mktemp("notes") / "nexus-operator"
-    shutil.copytree(CHART, chart)
-    notes = (chart / "templates" / "NOTES.txt").read_text()
-    (chart / "templates" / "NOTES.txt").unlink()
-    (chart / "templates" / "_notes_probe.tpl").write_text(
-        '{{- define "notes-probe" -}}\n' + notes + "{{- end }}\n"
-    )
-    (chart / "templates" / "notes-probe.yaml").write_text(
-        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: notes\n"
-        'data:\n  notes: {{ include "notes-probe" . | toJson }}\n'
-    )
-
-    def render(*args: str) -> str:
-        result = run_helm(
-            "template",
-            "nexus",
-            str(chart),
-            "--namespace=nexus-system",
-            "--show-only=templates/notes-probe.yaml",
-            *args,
-        )
-        assert result.returncode == 0, result.stderr
-        return str(documents(result.stdout)[0]["data"]["notes"])
-
-    return render
 
 
 def test_notes_show_plaintext_commands_without_tls(render_notes: Callable[..., str]) -> None:
