@@ -103,6 +103,7 @@ def test_non_streaming_completion_reaches_the_backend_the_policy_picks(
     assert served_by(raw) == "local-chat"
     assert raw.headers["x-nexus-backend"] == "default/local-chat"
     assert raw.headers["x-nexus-policy"].endswith("catch-all")
+    assert raw.headers["x-nexus-route-reason"]
     assert completion.model == "chat-model"
     assert completion.choices[0].message.content
     assert completion.choices[0].message.content.startswith("hello from local-chat")
@@ -194,6 +195,24 @@ def test_restricted_request_never_reaches_an_open_backend(gateway: Gateway, flee
     exclusions = error["nexus"]["exclusions"]
     assert any(e["backend"].endswith("open-chat") for e in exclusions), exclusions
     assert all(e["reasonCode"] and e["reason"] for e in exclusions)
+
+
+def test_a_minimum_tier_header_tightens_the_policy(gateway: Gateway, fleet: Fleet) -> None:
+    before = len(fleet.chat.received)
+    with pytest.raises(openai.APIStatusError) as refused:
+        gateway.client(**{"x-nexus-min-tier": "5"}).chat.completions.create(
+            model="chat-model", messages=HELLO
+        )
+    assert refused.value.status_code == 503
+    assert len(fleet.chat.received) == before
+
+
+def test_a_malformed_tightening_header_is_400_naming_it(gateway: Gateway) -> None:
+    with pytest.raises(openai.BadRequestError) as refused:
+        gateway.client(**{"x-nexus-min-tier": "lots"}).chat.completions.create(
+            model="chat-model", messages=HELLO
+        )
+    assert "x-nexus-min-tier" in refused.value.response.text
 
 
 def test_unknown_model_is_404_in_openai_error_format(gateway: Gateway) -> None:
