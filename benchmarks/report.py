@@ -78,6 +78,25 @@ def _grpc_section(data: dict[str, Any]) -> list[str]:
             f"| no-op grpc.aio server (floor) | – | {noop['max_rps']:,.0f} | "
             f"{noop['p50_ms_at_1000rps']:.2f} | {noop['p99_ms_at_1000rps']:.2f} |"
         )
+    workers = data.get("workers_2")
+    if workers:
+        lines.append(
+            f"| serve --workers 2 | {data['backends']} | {workers['max_rps']:,.0f} | "
+            f"{workers['p50_ms_at_1000rps']:.2f} | {workers['p99_ms_at_1000rps']:.2f} |"
+        )
+    if "server_cpu_us_per_call" in data:
+        lines += [
+            "",
+            "| figure | value | goal |",
+            "|---|---:|---|",
+            f"| server CPU per Route call | {data['server_cpu_us_per_call']:.0f} µs | "
+            f"≤ 1.5 × the floor ({1.5 * data['noop_cpu_us_per_call']:.0f} µs) |",
+            f"| no-op server CPU per call (floor) | {data['noop_cpu_us_per_call']:.0f} µs | |",
+            f"| Route p99 during churn (500 Backends, 300 Route/s, `run --workers 1`) | "
+            f"{data['churn_p99_ms']:.1f} ms | ≤ 50 ms |",
+            f"| failed calls during churn | {data['churn_failed_calls']} of "
+            f"{data.get('churn_calls', 0):,} | 0 |",
+        ]
     return [
         *lines,
         "",
@@ -85,6 +104,24 @@ def _grpc_section(data: dict[str, Any]) -> list[str]:
         "server that answers without deciding anything, measured with the same runs: what",
         "grpc.aio and the load generator cost on this machine before any routing happens.",
         f"Load generator: {data.get('load_generator', 'ghz')}.",
+        "",
+    ]
+
+
+def _gil_section(data: dict[str, dict[str, float]]) -> list[str]:
+    idle = data["route_300rps_main_thread_idle"]
+    busy = data["route_300rps_main_thread_busy"]
+    return [
+        "## Is a thread enough? (`benchmarks/bench_gil_isolation.py`)",
+        "",
+        "The gRPC server on its own thread and loop, 300 Route/s; the main thread idle, then",
+        "running pure-Python work in 50 ms bursts (control-loop work). Why serving runs in",
+        'worker processes (docs/architecture.md, "The serving plane").',
+        "",
+        "| main thread | p50 (ms) | p99 (ms) | Route/s |",
+        "|---|---:|---:|---:|",
+        f"| idle | {idle['p50_ms']:.2f} | {idle['p99_ms']:.2f} | {idle['rps']:,.0f} |",
+        f"| busy | {busy['p50_ms']:.2f} | {busy['p99_ms']:.2f} | {busy['rps']:,.0f} |",
         "",
     ]
 
@@ -167,6 +204,7 @@ def render() -> str:
     sections: list[tuple[str, Callable[[Any], list[str]]]] = [
         ("pipeline", _pipeline_section),
         ("grpc", _grpc_section),
+        ("gil_isolation", _gil_section),
         ("operator", _operator_section),
         ("gateway", _gateway_section),
     ]

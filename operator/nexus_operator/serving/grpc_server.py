@@ -76,6 +76,7 @@ class GrpcServer:
         self._degraded = False
         self._applied: int | None = None
         self._housekeeping_task: asyncio.Task[None] | None = None
+        self._sweeper_task: asyncio.Task[None] | None = None
         self._health_updates: set[asyncio.Task[None]] = set()
 
     async def start(self) -> int:
@@ -104,6 +105,7 @@ class GrpcServer:
         self._housekeeping_task = asyncio.create_task(
             self._housekeeping(), name="grpc-housekeeping"
         )
+        self._sweeper_task = asyncio.create_task(self.guard.sweep(), name="grpc-read-deadline")
         logger.info(
             "gRPC routing endpoint listening on %s (port %d, tls=%s)",
             self._address,
@@ -124,10 +126,11 @@ class GrpcServer:
         """Drain: report NOT_SERVING, refuse new RPCs, give in-flight ones `grace` seconds."""
         if self._server is None:
             return
-        if self._housekeeping_task is not None:
-            self._housekeeping_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._housekeeping_task
+        for task in (self._housekeeping_task, self._sweeper_task):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         await self._health.enter_graceful_shutdown()
         await self._server.stop(grace)
         self._server = None

@@ -125,8 +125,28 @@ class AdmissionGuard:
         self._limits = limits
         self._count_error = count_error
         self.admitted = 0
-        self.reading = 0
         self._undecodable_log = BurstLog(logger)
+        # Calls waiting for their request: handler task → read deadline (loop time). One sweeper
+        # cancels the late ones, so a call costs a dict entry instead of a timer and a task.
+        self._reading: dict[asyncio.Task[Any], float] = {}
+        self._expired: set[asyncio.Task[Any]] = set()
+
+    @property
+    def reading(self) -> int:
+        """Calls whose request message has not arrived yet."""
+        return len(self._reading)
+
+    async def sweep(self) -> None:
+        """Run for the server's life: end calls whose request is later than the read deadline."""
+        loop = asyncio.get_running_loop()
+        period = min(1.0, self._limits.request_read_timeout_s / 4)
+        while True:
+            await asyncio.sleep(period)
+            now = loop.time()
+            for task, deadline in list(self._reading.items()):
+                if deadline <= now and task not in self._expired:
+                    self._expired.add(task)
+                    task.cancel()
 
     def handlers(
         self, service: str, methods: Mapping[str, tuple[Handler, type[Message], type[Message]]]
@@ -166,10 +186,16 @@ class AdmissionGuard:
 
     async def _read(self, method: str, context: grpc.aio.ServicerContext) -> Message:
         timeout = self._limits.request_read_timeout_s
-        self.reading += 1
+        task = asyncio.current_task()
+        assert task is not None
+        self._reading[task] = asyncio.get_running_loop().time() + timeout
         try:
-            request = await asyncio.wait_for(context.read(), timeout)
-        except TimeoutError:
+            request = await context.read()
+        except asyncio.CancelledError:
+            if task not in self._expired:
+                raise
+            self._expired.discard(task)
+            task.uncancel()
             await self._abort(
                 context,
                 method,
@@ -177,7 +203,7 @@ class AdmissionGuard:
                 f"request message not received within {timeout:g}s",
             )
         finally:
-            self.reading -= 1
+            self._reading.pop(task, None)
         if request is grpc.aio.EOF:
             # A client that cancels before its message arrived (a load generator at the end of
             # its run) is not a malformed request.
