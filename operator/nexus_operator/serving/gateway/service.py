@@ -115,7 +115,13 @@ class GatewayService(external_processor_pb2_grpc.ExternalProcessorServicer):  # 
         stream = _Stream(self, f"{self._prefix}{next(self._ids)}")
         self.metrics.active_streams += 1
         try:
-            async for request in request_iterator:
+            # context.read()/write() rather than `async for` over request_iterator: mixing the
+            # iterator with context.write() stalls streams for seconds under load (measured;
+            # docs/gateway.md "Performance").
+            while True:
+                request = await context.read()
+                if request is grpc.aio.EOF:
+                    break
                 for response in await stream.handle(request):
                     await context.write(response)
                 if stream.closed:
