@@ -128,11 +128,7 @@ def run_gateway(
         serve.append("--assume-healthy")
     command = [*(picker_command or serve), *picker_args]
     with ExitStack() as stack:
-        picker = Picker(
-            command,
-            workdir / "picker",
-            env={"PYTHONPATH": "/work/wt/gw-core/operator", **(picker_env or {})},
-        )  # TMPHACK
+        picker = Picker(command, workdir / "picker", env=picker_env)
         stack.enter_context(picker)
         envoy_options = replace(
             options or EnvoyOptions(),
