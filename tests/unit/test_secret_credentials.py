@@ -9,9 +9,11 @@ import base64
 import contextlib
 from typing import Any, cast
 
+import pytest
 from routing_factories import backend
 
 from nexus_operator.api import conditions
+from nexus_operator.cli import cmd_run, operator_main
 from nexus_operator.operator.kube import KubeApi, KubeError, NotFoundError, UnavailableError
 from nexus_operator.operator.secret_credentials import SecretCredentials
 from nexus_operator.routing import Credential, CredentialProblem, Registry
@@ -139,3 +141,15 @@ async def test_every_secret_is_read_again_each_interval_even_while_backends_keep
         with contextlib.suppress(asyncio.CancelledError):
             await task
     assert registry.runtime.backend("default", "a").credentials_problem is not None
+
+
+def test_run_takes_the_refresh_interval_and_refuses_one_that_is_not_positive(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    parser = operator_main.build_parser("run")
+    args = parser.parse_args(["run", "--credentials-refresh", "5"])
+    assert cmd_run.controller_config(args).credentials_refresh_s == 5.0
+    with pytest.raises(SystemExit) as exited:
+        parser.parse_args(["run", "--credentials-refresh", "0"])
+    assert exited.value.code == 2
+    assert "--credentials-refresh" in capsys.readouterr().err

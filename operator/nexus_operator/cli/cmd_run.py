@@ -30,6 +30,7 @@ from .serving_options import (
     gateway_enabled,
     gateway_settings,
     non_negative_int,
+    positive_float,
     server_limits,
     start_gateway,
     start_metrics,
@@ -75,7 +76,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--credentials-refresh",
-        type=float,
+        type=positive_float,
         default=30.0,
         help="Seconds between re-reads of the Secrets Backends name in credentialsSecretRef "
         "(default 30): a created, fixed or rotated key takes effect within this interval.",
