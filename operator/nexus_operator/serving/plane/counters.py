@@ -23,23 +23,41 @@ class SharedCounters:
         self.rows = rows
         self._array: Any = context.RawArray(ctypes.c_int32, rows)
         self._lock: Any = context.Lock()
+        self._view = _int32_view(self._array)
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Crosses the spawn with the shared array and lock; the view is rebuilt on arrival."""
+        return {"rows": self.rows, "_array": self._array, "_lock": self._lock}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._view = _int32_view(self._array)
 
     def value(self, row: int) -> int:
-        return int(self._array[row])
+        """A plain read (an aligned int32 is read whole): the hot path of every capacity check
+        and score, so through a memoryview rather than ctypes indexing."""
+        value: int = self._view[row]
+        return value
 
     def try_take(self, row: int, cap: int | None) -> bool:
+        view = self._view
         with self._lock:
-            value = self._array[row]
+            value = view[row]
             if cap is not None and value >= cap:
                 return False
-            self._array[row] = value + 1
+            view[row] = value + 1
             return True
 
     def release(self, row: int) -> None:
+        view = self._view
         with self._lock:
-            value = self._array[row]
+            value = view[row]
             if value > 0:
-                self._array[row] = value - 1
+                view[row] = value - 1
+
+
+def _int32_view(array: Any) -> memoryview:
+    return memoryview(array).cast("B").cast("i")
 
 
 class RowAllocator:
