@@ -55,8 +55,18 @@ def test_helm_lint_strict_reports_no_warnings(run_helm: RunHelm, values: tuple[s
         (("--set=tls.enabled=true",), "/tls/secretName"),
         (("--set=podDisruptionBudget.enabled=true",), "/replicaCount"),
         (("--set=image.digest=latest",), "/image/digest"),
+        (("--set=credentials.refreshSeconds=0",), "/credentials/refreshSeconds"),
+        (("--set=rbac.secrets.namespaces={Bad_NS}",), "/rbac/secrets/namespaces/0"),
     ],
-    ids=["typo", "unknown-role", "tls-without-secret", "pdb-with-one-replica", "bad-digest"],
+    ids=[
+        "typo",
+        "unknown-role",
+        "tls-without-secret",
+        "pdb-with-one-replica",
+        "bad-digest",
+        "zero-credentials-refresh",
+        "bad-secrets-namespace",
+    ],
 )
 def test_values_schema_rejects_unsafe_values(
     run_helm: RunHelm, values: tuple[str, ...], message: str
@@ -350,3 +360,14 @@ def test_image_runs_as_the_numeric_non_root_user_the_chart_expects(
     pod = one(helm_template(), "Deployment")["spec"]["template"]["spec"]
     security = pod["securityContext"]
     assert user == [f"{security['runAsUser']}:{security['runAsGroup']}"]
+
+
+def test_credentials_refresh_reaches_the_operator(
+    helm_template: HelmTemplate,
+) -> None:
+    def args(*flags: str) -> list[str]:
+        deployment = one(helm_template(*flags), "Deployment")
+        return list(deployment["spec"]["template"]["spec"]["containers"][0]["args"])
+
+    assert "--credentials-refresh=30" in args()
+    assert "--credentials-refresh=5" in args("--set=credentials.refreshSeconds=5")
