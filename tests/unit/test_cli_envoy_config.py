@@ -64,6 +64,16 @@ def test_ext_proc_fails_closed_and_talks_to_the_picker_over_http2(
     assert endpoint["address"]["socket_address"] == {"address": "10.1.2.3", "port_value": 9002}
 
 
+def test_picker_streams_spread_over_several_connections(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Serving workers share the port (SO_REUSEPORT spreads connections, not streams)."""
+    options = clusters(render(capsys))["nexus-picker"]["typed_extension_protocol_options"]
+    http = options["envoy.extensions.upstreams.http.v3.HttpProtocolOptions"]
+    assert http["explicit_http_config"]["http2_protocol_options"]["max_concurrent_streams"] == 8
+    assert http["common_http_protocol_options"]["max_requests_per_connection"] == 1000
+
+
 @pytest.mark.parametrize(
     ("flag", "request_body", "response_body"),
     [

@@ -14,7 +14,9 @@ matter (`--namespace`, default `default`). What it renders:
 - one DNS cluster with TLS and SNI per cloud (`https`) Backend, chosen by the route whose
   header match is `x-nexus-upstream: <namespace>.<name>` (the picker sets it, with
   clear_route_cache, and injects the credential);
-- the `nexus-picker` cluster (HTTP/2 for gRPC) and an admin interface on 127.0.0.1 only.
+- the `nexus-picker` cluster (HTTP/2 for gRPC; at most 8 streams per connection and a new
+  connection every 1,000 streams, so a picker's serving workers all get streams) and an admin
+  interface on 127.0.0.1 only.
 
 `--no-picker ip:port` renders the same listener and routing without the ext_proc filter,
 every request going to that one endpoint: the baseline the gateway benchmark compares with.
@@ -50,6 +52,12 @@ DEFAULT_MAX_BODY_BYTES = 4 * 1024 * 1024  # the picker's --gateway-max-body-byte
 # beyond it; the headroom lets a body just over the picker's limit reach the picker, which
 # refuses it in OpenAI's error format.
 BUFFER_HEADROOM_BYTES = 64 * 1024
+# Envoy multiplexes ext_proc streams on one HTTP/2 connection per worker thread; a picker with
+# serving workers (run/serve --workers N) shares its port with SO_REUSEPORT, which spreads
+# connections, not streams. A cap on streams per connection makes Envoy open more connections
+# under load, and recycling connections re-spreads them when load is low (docs/gateway.md).
+PICKER_STREAMS_PER_CONNECTION = 8
+PICKER_STREAMS_BEFORE_RECONNECT = 1000
 
 _TYPE = "@type"
 _HCM = "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"
@@ -349,7 +357,14 @@ def _picker_cluster(address: str) -> dict[str, Any]:
         "typed_extension_protocol_options": {
             "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
                 _TYPE: _HTTP_OPTIONS,
-                "explicit_http_config": {"http2_protocol_options": {}},
+                "explicit_http_config": {
+                    "http2_protocol_options": {
+                        "max_concurrent_streams": PICKER_STREAMS_PER_CONNECTION
+                    }
+                },
+                "common_http_protocol_options": {
+                    "max_requests_per_connection": PICKER_STREAMS_BEFORE_RECONNECT
+                },
             }
         },
         "circuit_breakers": {"thresholds": [_generous_thresholds()]},
