@@ -16,7 +16,7 @@ FROM ${PYTHON_IMAGE}
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1
 RUN --mount=type=bind,from=build,source=/wheels,target=/wheels \
-    python -m pip install /wheels/*.whl \
+    python -m pip install "$(ls /wheels/*.whl)[tracing]" \
  && groupadd --system --gid 65532 nexus \
  && useradd --system --uid 65532 --gid nexus --no-create-home --home-dir /nonexistent \
       --shell /usr/sbin/nologin nexus

@@ -8,13 +8,14 @@ Validation failures and unexpected errors abort the RPC.
 from __future__ import annotations
 
 import logging
-from time import perf_counter
+from time import perf_counter, time_ns
 from typing import NoReturn
 
 import grpc
 from google.protobuf.message import Message
 
 from ..routing import Decision, RequestRequirements, RoutingEngine
+from . import tracing
 from .inventory import inventory
 from .limits import Handler
 from .metrics import RoutingMetrics
@@ -22,6 +23,7 @@ from .proto import router_pb2 as pb
 from .proto import router_pb2_grpc
 from .requests import InvalidArgument, inventory_namespace, route_requirements, usage_report
 from .responses import explanation, route_response
+from .tracing import DecisionTracer
 
 logger = logging.getLogger(__name__)
 
@@ -29,9 +31,17 @@ logger = logging.getLogger(__name__)
 class RouterService(router_pb2_grpc.RouterServicer):
     """Route, Explain, ReportUsage and GetInventory over one RoutingEngine."""
 
-    def __init__(self, engine: RoutingEngine, *, metrics: RoutingMetrics) -> None:
+    def __init__(
+        self,
+        engine: RoutingEngine,
+        *,
+        metrics: RoutingMetrics,
+        tracer: DecisionTracer | None = None,
+    ) -> None:
+        """`tracer`: decision spans; by default one from the OpenTelemetry environment, if any."""
         self._engine = engine
         self._metrics = metrics
+        self._tracer = tracer if tracer is not None else tracing.from_environment()
 
     def methods(self) -> dict[str, tuple[Handler, type[Message], type[Message]]]:
         """Each method with its request and response types, for the admission guard."""
@@ -54,19 +64,36 @@ class RouterService(router_pb2_grpc.RouterServicer):
                 grpc.StatusCode.DEADLINE_EXCEEDED,
                 "deadline exceeded before routing",
             )
-        started = perf_counter()
+        started, wall = perf_counter(), time_ns()
         decision = await self._decide("Route", requirements, context, dry_run=False)
         self._metrics.observe_decision(
             decision, perf_counter() - started, namespace=requirements.namespace
         )
+        self._trace("Route", decision, namespace=requirements.namespace, started_ns=wall)
         return route_response(decision)
 
     async def Explain(
         self, request: pb.RouteRequest, context: grpc.aio.ServicerContext
     ) -> pb.Explanation:
         requirements = await self._requirements("Explain", request, context)
+        wall = time_ns()
         decision = await self._decide("Explain", requirements, context, dry_run=True)
+        self._trace("Explain", decision, namespace=requirements.namespace, started_ns=wall)
         return explanation(decision)
+
+    def _trace(self, method: str, decision: Decision, *, namespace: str, started_ns: int) -> None:
+        if self._tracer is None:
+            return
+        try:
+            self._tracer.record(
+                decision,
+                method=method,
+                namespace=namespace,
+                started_ns=started_ns,
+                ended_ns=time_ns(),
+            )
+        except Exception:
+            logger.exception("Recording the %s trace failed; the decision stands", method)
 
     async def ReportUsage(
         self, request: pb.UsageReport, context: grpc.aio.ServicerContext
