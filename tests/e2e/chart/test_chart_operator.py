@@ -219,3 +219,46 @@ async def test_router_role_serves_with_the_sidecar_rbac_and_takes_no_lease(
 
 async def standin_probed(standin: InferenceStandIn) -> bool:
     return standin.behaviour.requests > 0
+
+
+async def test_operator_with_the_chart_rbac_reads_the_secret_a_backend_names(
+    cluster: Cluster, namespace: str, tmp_path: Path
+) -> None:
+    """The per-namespace Secret Role is enough: the credential is read (no 403 in the log) and
+    sent on probes to a stand-in that answers only to it."""
+    key = "sk-chart-rbac-0123"
+    keyed = InferenceStandIn(flavour="openai", models=[MODEL])
+    keyed.behaviour.required_headers = {"authorization": f"Bearer {key}"}
+    await keyed.start()
+    try:
+        ensure_crds(cluster)
+        release = install(
+            cluster, namespace=namespace, args=(f"--set=watchNamespaces={{{namespace}}}",)
+        )
+        ns = f"--namespace={namespace}"
+        cluster.kubectl(
+            "create", "secret", "generic", "llm-key", f"--from-literal=api-key={key}", ns
+        )
+        manifest = backend_manifest(keyed.url)
+        manifest["spec"] |= {
+            "type": "vllm",
+            "credentialsSecretRef": {"name": "llm-key", "key": "api-key"},
+        }
+        cluster.kubectl("apply", ns, "--filename=-", stdin=json.dumps(manifest))
+        async with operator_as_chart(cluster, release, log=tmp_path / "operator.log") as operator:
+
+            async def credentials_and_health() -> bool:
+                status = await kubectl_out(
+                    cluster, "get", "backend/standin", ns, "-o=jsonpath={.status}"
+                )
+                if not status:
+                    return False
+                parsed = json.loads(status)
+                ready = {c["type"]: c["status"] for c in parsed.get("conditions", [])}
+                healthy = parsed.get("health", {}).get("state") == "Healthy"
+                return ready.get("CredentialsReady") == "True" and healthy
+
+            await operator.until(credentials_and_health, what="CredentialsReady and Healthy")
+        assert key not in (tmp_path / "operator.log").read_text()
+    finally:
+        await keyed.stop()
