@@ -29,7 +29,7 @@ from nexus_operator.pipeline.runtime import (
 
 from .bounds import clip
 from .kube import ConflictError, Kind, KubeApi, KubeError, NotFoundError
-from .observed import ObservedStatuses
+from .observed import ObjectKey, ObservedStatuses
 from .status_assembly import rfc3339
 
 if TYPE_CHECKING:
@@ -190,6 +190,10 @@ class BudgetLedger:
         if block.get("period"):
             cell = self._registry.runtime.policy(namespace, name)
             cell.load_persisted(str(block["period"]), float(block.get("spentUsd") or 0.0))
+
+    def observed(self, key: ObjectKey) -> JsonObject | None:
+        held = self._observed.get(key)
+        return held.status if held is not None else None
 
     def take_selected(self, key: tuple[str, str]) -> tuple[int, datetime | None]:
         cell = self._registry.runtime.backend(*key)

@@ -52,6 +52,9 @@ logger = logging.getLogger(__name__)
 JsonObject = dict[str, Any]
 Clock = Callable[[], datetime]
 _VOLATILE_HEALTH = frozenset({"latencyMs", "lastProbeTime"})
+# A Backend whose status inputs are unchanged since a round that found nothing to write is
+# skipped for this long at most; then it is assembled and diffed again whatever happened.
+QUIET_TTL_S = 300.0
 
 
 @dataclass(frozen=True)
@@ -85,6 +88,9 @@ class StatusWriter:
         self._settings = settings
         self._written_at: dict[ObjectKey, float] = {}
         self._budget_states: dict[tuple[str, str], api.BudgetState] = {}
+        # Backends whose last round found nothing to write: (until, the inputs it had then).
+        self._quiet: dict[ObjectKey, tuple[float, tuple[object, ...]]] = {}
+        self.assembled = 0
         self.rounds = 0
         self.leader_rounds = 0
 
@@ -111,6 +117,10 @@ class StatusWriter:
             await self._flush_policy(policy, now)
         for backend in list(snapshot.backends.values()):
             await self._flush_backend(backend, now)
+        if len(self._quiet) > len(snapshot.backends):
+            gone = [k for k in self._quiet if (k[1], k[2]) not in snapshot.backends]
+            for key in gone:
+                del self._quiet[key]
         if self.leading:
             await self._flush_never_valid(now)
 
@@ -149,9 +159,15 @@ class StatusWriter:
         namespace, name = backend.metadata.namespace, backend.metadata.name
         key = (BACKENDS.plural, namespace, name)
         selected, last = self._ledger.take_selected((namespace, name))
+        inputs = self._backend_inputs(backend, selected=selected, last=last)
+        quiet = self._quiet.get(key)
+        if quiet is not None and quiet[1] == inputs and time.monotonic() < quiet[0]:
+            return
+        self.assembled += 1
         invalid = self._invalid_record(key)
         leader_part = self._backend_leader_part(backend) if self.leading else None
         noted: list[condition_events.ConditionEvent] = []
+        nothing = [False]
 
         def build(status: Mapping[str, Any]) -> JsonObject:
             desired = backend_desired(status, selected=selected, last=last)
@@ -162,9 +178,15 @@ class StatusWriter:
                 )
                 desired = _flag_invalid(_merge(desired, mine), invalid, now=now)
                 noted[:] = _transitions("Backend", stored=status, desired=desired)
-            return self._coalesced(key, merge_diff(status, desired))
+            patch = merge_diff(status, desired)
+            nothing[0] = not patch
+            return self._coalesced(key, patch)
 
         written = await self._ledger.write(BACKENDS, namespace, name=name, build=build)
+        if written is not None and nothing[0]:
+            self._quiet[key] = (time.monotonic() + QUIET_TTL_S, inputs)
+        else:
+            self._quiet.pop(key, None)
         if written is not None:
             ref = events.ObjectRef("Backend", namespace, name, backend.metadata.uid)
             condition_events.post(self._recorder, ref, found=noted)
@@ -196,6 +218,33 @@ class StatusWriter:
     def _invalid_record(self, key: ObjectKey) -> InvalidSpec | None:
         """The rejection the leader reports instead of normal status; followers write none."""
         return self._invalid.get(key) if self.leading else None
+
+    def _backend_inputs(
+        self, backend: api.Backend, *, selected: int, last: datetime | None
+    ) -> tuple[object, ...]:
+        """Everything a Backend's status is assembled from (compared by identity first, so an
+        unchanged Backend costs a few comparisons): equal to the inputs of a round that found
+        nothing to write means there is nothing to write now."""
+        namespace, name = backend.metadata.namespace, backend.metadata.name
+        key = (BACKENDS.plural, namespace, name)
+        cell = self._registry.runtime.backend(namespace, name)
+        leading = self.leading
+        return (
+            backend,
+            self._ledger.observed(key),
+            leading,
+            selected,
+            last,
+            self._invalid_record(key),
+            cell.health_state,
+            cell.latency_ms,
+            cell.last_probe_time,
+            cell.consecutive_failures,
+            cell.last_error,
+            cell.in_flight,
+            self._credentials_condition((namespace, name)) if leading else None,
+            tuple(self._engine.backend_exclusions(namespace, name)) if leading else (),
+        )
 
     def _backend_leader_part(
         self, backend: api.Backend

@@ -1,0 +1,65 @@
+"""An idle status flush costs what changed: Backends whose inputs are unchanged since a round
+that found nothing to write are not assembled again."""
+
+from __future__ import annotations
+
+from routing_factories import backend, policy
+from test_controller_loops import StubKube, _writer
+
+from nexus_operator.api import HealthState
+from nexus_operator.operator.kube import BACKENDS, POLICIES
+from nexus_operator.routing import Registry
+
+FLEET = 40
+
+
+def _setup() -> tuple[Registry, StubKube]:
+    registry = Registry()
+    backends = [backend(f"b{i:02d}") for i in range(FLEET)]
+    registry.replace_all(backends, [policy("all")])
+    registry.mark_unprobed_healthy()
+    kube = StubKube()
+    for b in backends:
+        kube.add(f"{BACKENDS.path('default')}/{b.metadata.name}", b)
+    kube.add(f"{POLICIES.path('default')}/all", policy("all"))
+    return registry, kube
+
+
+async def test_an_idle_round_assembles_no_backend_and_writes_nothing() -> None:
+    registry, kube = _setup()
+    writer = _writer(registry, kube)
+    await writer.flush()
+    await writer.flush()
+    assembled, patches = writer.assembled, len(kube.patches)
+    await writer.flush()
+    assert writer.assembled == assembled
+    assert len(kube.patches) == patches
+
+
+async def test_a_health_change_assembles_and_writes_only_that_backend() -> None:
+    registry, kube = _setup()
+    writer = _writer(registry, kube)
+    await writer.flush()
+    await writer.flush()
+    assembled, patches = writer.assembled, len(kube.patches)
+    cell = registry.runtime.backend("default", "b07")
+    cell.health_state = HealthState.UNHEALTHY
+    await writer.flush()
+    assert writer.assembled == assembled + 1
+    written = [path for path, _ in kube.patches[patches:] if "/backends/" in path]
+    assert written == [f"{BACKENDS.path('default')}/b07/status"]
+    status = kube.objects[f"{BACKENDS.path('default')}/b07"]["status"]
+    assert status["health"]["state"] == "Unhealthy"
+
+
+async def test_a_spec_change_of_one_backend_assembles_only_that_backend() -> None:
+    registry, kube = _setup()
+    writer = _writer(registry, kube)
+    await writer.flush()
+    await writer.flush()
+    assembled = writer.assembled
+    registry.upsert_backend(backend("b03", draining=True))
+    await writer.flush()
+    assert writer.assembled == assembled + 1
+    ready = kube.objects[f"{BACKENDS.path('default')}/b03"]["status"]["conditions"][0]
+    assert ready["reason"] == "Draining"
