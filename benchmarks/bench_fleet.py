@@ -143,7 +143,8 @@ def rss_mb(pid: int) -> float:
 
 def wait_serving(channel: grpc.Channel) -> None:
     stub = health_pb2_grpc.HealthStub(channel)
-    while True:
+    deadline = time.monotonic() + SETTLE_LIMIT_S
+    while time.monotonic() < deadline:
         try:
             reply = stub.Check(health_pb2.HealthCheckRequest(), timeout=1)
             if reply.status == health_pb2.HealthCheckResponse.SERVING:
@@ -151,6 +152,7 @@ def wait_serving(channel: grpc.Channel) -> None:
         except grpc.RpcError:
             pass
         time.sleep(0.02)
+    raise TimeoutError("the operator never became SERVING")
 
 
 def route(stub: router_pb2_grpc.RouterStub, model: str) -> bool:
@@ -160,8 +162,11 @@ def route(stub: router_pb2_grpc.RouterStub, model: str) -> bool:
 
 def wait_all_models(stub: router_pb2_grpc.RouterStub, count: int) -> None:
     """Every model routes (its Backends were probed Healthy once)."""
+    deadline = time.monotonic() + SETTLE_LIMIT_S
     for index in range(models_of(count)):
         while not route(stub, f"m{index}"):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"model m{index} never routed")
             time.sleep(0.05)
 
 
@@ -326,8 +331,10 @@ def measure(plane: LocalControlPlane, count: int) -> dict[str, float]:
         with grpc.insecure_channel(address) as channel:
             wait_serving(channel)
             figures[f"startup_{count}_backends_s"] = round(time.perf_counter() - started, 3)
+            print(f"[{count}] SERVING after {figures[f'startup_{count}_backends_s']} s", flush=True)
             stub = router_pb2_grpc.RouterStub(channel)
             wait_all_models(stub, count)
+            print(f"[{count}] every model routes", flush=True)
             figures[f"status_settle_s_{tag}"] = round(settle(plane), 1)
             print(f"[{count}] serving, all models routed, status settled", flush=True)
             cpu0, t0 = cpu_seconds(process.pid), time.monotonic()
