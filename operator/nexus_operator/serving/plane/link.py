@@ -1,15 +1,17 @@
-"""A pair of one-way pipes between the control process and one worker, with a sender and a
-receiver thread, so neither side's event loop ever blocks on the other: sending appends to an
-outbox flushed once per loop iteration (one pickled batch), receiving hands whole batches to
-the loop with call_soon_threadsafe."""
+"""A pair of one-way pipes between the control process and one worker, driven by the event
+loop itself: non-blocking writes (what the pipe cannot take now waits in a buffer, written when
+the pipe drains) and a reader callback, so neither side ever blocks on the other and no thread
+competes with the loop for the GIL. Sending appends to an outbox flushed once per loop
+iteration as one pickled, length-prefixed batch."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import logging
-import queue
-import threading
+import os
+import pickle
+import struct
 from collections.abc import Callable
 from multiprocessing.connection import Connection
 from typing import Any
@@ -17,6 +19,8 @@ from typing import Any
 logger = logging.getLogger(__name__)
 
 Batch = list[Any]
+_HEADER = struct.Struct("!I")
+_READ_SIZE = 1 << 16
 
 
 class Link:
@@ -24,10 +28,13 @@ class Link:
         self._send_conn = send
         self._receive_conn = receive
         self._name = name
-        self._queue: queue.SimpleQueue[Batch | None] = queue.SimpleQueue()
         self._outbox: Batch = []
+        self._pending = bytearray()  # framed bytes the pipe has not taken yet
+        self._incoming = bytearray()
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._threads: list[threading.Thread] = []
+        self._on_batch: Callable[[Batch], None] | None = None
+        self._on_closed: Callable[[], None] | None = None
+        self._writing = False
         self.closed = False
 
     def start(
@@ -38,17 +45,11 @@ class Link:
         on_closed: Callable[[], None],
     ) -> None:
         self._loop = loop
-        sender = threading.Thread(target=self._send_loop, name=f"{self._name}-send", daemon=True)
-        receiver = threading.Thread(
-            target=self._receive_loop,
-            args=(loop,),
-            kwargs={"on_batch": on_batch, "on_closed": on_closed},
-            name=f"{self._name}-receive",
-            daemon=True,
-        )
-        self._threads = [sender, receiver]
-        sender.start()
-        receiver.start()
+        self._on_batch = on_batch
+        self._on_closed = on_closed
+        os.set_blocking(self._send_conn.fileno(), False)
+        os.set_blocking(self._receive_conn.fileno(), False)
+        loop.add_reader(self._receive_conn.fileno(), self._readable)
 
     def send(self, message: object) -> None:
         """Queue a message (on the loop thread); sent with the others of this loop iteration."""
@@ -60,44 +61,79 @@ class Link:
         self._outbox.append(message)
 
     def flush(self) -> None:
-        if self._outbox:
-            batch, self._outbox = self._outbox, []
-            self._queue.put(batch)
+        if not self._outbox or self.closed:
+            return
+        batch, self._outbox = self._outbox, []
+        data = pickle.dumps(batch, protocol=pickle.HIGHEST_PROTOCOL)
+        self._pending += _HEADER.pack(len(data))
+        self._pending += data
+        self._write()
 
-    def close(self, timeout: float = 5.0) -> None:
-        """Send what is queued, then close the sending pipe (the peer sees EOF)."""
+    def close(self) -> None:
+        """Send what is queued (blocking, briefly), then close the pipes (the peer sees EOF)."""
         if self.closed:
             return
         self.flush()
         self.closed = True
-        self._queue.put(None)
-        if self._threads:
-            self._threads[0].join(timeout)
+        fd = self._send_conn.fileno()
+        if self._loop is not None:
+            with contextlib.suppress(Exception):
+                self._loop.remove_reader(self._receive_conn.fileno())
+            if self._writing:
+                with contextlib.suppress(Exception):
+                    self._loop.remove_writer(fd)
+        with contextlib.suppress(OSError):
+            os.set_blocking(fd, True)
+            while self._pending:
+                written = os.write(fd, self._pending)
+                del self._pending[:written]
         with contextlib.suppress(OSError):
             self._send_conn.close()
+        with contextlib.suppress(OSError):
+            self._receive_conn.close()
 
-    def _send_loop(self) -> None:
-        while (batch := self._queue.get()) is not None:
-            try:
-                self._send_conn.send(batch)
-            except (OSError, ValueError):
-                return
+    def _write(self) -> None:
+        fd = self._send_conn.fileno()
+        try:
+            while self._pending:
+                written = os.write(fd, self._pending)
+                del self._pending[:written]
+        except BlockingIOError:
+            pass
+        except OSError:  # the peer is gone; its EOF on our reader reports it
+            self._pending.clear()
+        assert self._loop is not None
+        if self._pending and not self._writing:
+            self._writing = True
+            self._loop.add_writer(fd, self._drained)
+        elif not self._pending and self._writing:
+            self._writing = False
+            self._loop.remove_writer(fd)
 
-    def _receive_loop(
-        self,
-        loop: asyncio.AbstractEventLoop,
-        *,
-        on_batch: Callable[[Batch], None],
-        on_closed: Callable[[], None],
-    ) -> None:
-        while True:
-            try:
-                batch = self._receive_conn.recv()
-            except (EOFError, OSError):
+    def _drained(self) -> None:
+        self._write()
+
+    def _readable(self) -> None:
+        try:
+            data = os.read(self._receive_conn.fileno(), _READ_SIZE)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        if not data:
+            assert self._loop is not None
+            self._loop.remove_reader(self._receive_conn.fileno())
+            if self._on_closed is not None:
+                self._on_closed()
+            return
+        incoming = self._incoming
+        incoming += data
+        while len(incoming) >= _HEADER.size:
+            (size,) = _HEADER.unpack_from(incoming)
+            end = _HEADER.size + size
+            if len(incoming) < end:
                 break
-            try:
-                loop.call_soon_threadsafe(on_batch, batch)
-            except RuntimeError:  # the loop is closed: the process is ending
-                return
-        with contextlib.suppress(RuntimeError):
-            loop.call_soon_threadsafe(on_closed)
+            batch = pickle.loads(incoming[_HEADER.size : end])
+            del incoming[:end]
+            if self._on_batch is not None:
+                self._on_batch(batch)
