@@ -219,8 +219,8 @@ def ghz(address: str, *, count: int, rps: int, seconds: int) -> dict[str, Any]:
         "nexus.routing.v1.Router.Route",
         "--data-file",
         data.name,
-        "--duration",
-        f"{seconds}s",
+        "--total",
+        str(rps * seconds),
         "--concurrency",
         "16",
         "--rps",
@@ -355,6 +355,7 @@ def measure(plane: LocalControlPlane, count: int) -> dict[str, float]:
             load.join()
             figures[f"route_p50_ms_{tag}"] = round(latency_ms(results, 50), 2)
             figures[f"route_p99_ms_{tag}"] = round(latency_ms(results, 99), 2)
+            print(f"[{count}] Route codes: {results.get('statusCodeDistribution')}", flush=True)
             figures[f"route_failed_calls_{tag}"] = float(
                 sum(
                     n

@@ -156,7 +156,7 @@ class GrpcServer:
         refresh the metrics gauges, both on the loop that owns the registry."""
         while True:
             await self._apply_health()
-            self.metrics.refresh_gauges()
+            self.metrics.refresh_gauges_if_wanted()
             await asyncio.sleep(HOUSEKEEPING_SECONDS)
 
     async def _apply_health(self) -> None:

@@ -239,7 +239,7 @@ class ServingPlane:
                 self._serving = serving
                 self._broadcast(wire.Serving(serving))
             self._send_totals(tuple(self._registry.snapshot.policies))
-            self._metrics.refresh_gauges()
+            self._metrics.refresh_gauges_if_wanted()
             await asyncio.sleep(HOUSEKEEPING_S)
 
     # Workers → control
