@@ -10,7 +10,10 @@ with `usage`), the same Envoy bootstrap from `nexus-operator envoy-config`'s ren
   (`--workers N`, N from NEXUS_BENCH_PICKER_WORKERS, default 2: `picker_workers_N_*`).
 
 For each: latency percentiles at a fixed 500 requests/s (`rate_rps`), then the highest rate
-it sustains (vegeta unthrottled with a fixed number of workers: successful requests/s).
+it sustains (vegeta unthrottled with a fixed number of workers: successful requests/s). For
+the picker also its CPU per request at the fixed rate (every process of it, psutil) and
+Envoy's ext_proc messages per request, next to the same figures for
+`noop_extproc_server.py` (grpc.aio answering prebuilt messages: the transport's floor).
 Prints the figures and writes benchmarks/results/gateway.json. The machine is shared (two
 cores, other work running), so figures move between runs; compare direct and picker from
 the same run only. NEXUS_BENCH_PROFILE=1 runs only the picker at the fixed rate under
@@ -22,18 +25,21 @@ from __future__ import annotations
 import base64
 import json
 import os
+import socket
 import subprocess
 import sys
 import tempfile
+import time
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import psutil  # type: ignore[import-untyped]
 import yaml
 
 from nexus_operator.cli.cmd_envoy_config import EnvoyOptions, render_bootstrap
 from nexus_testkit.envoy import Envoy
-from nexus_testkit.gateway import Picker
+from nexus_testkit.gateway import Picker, free_port
 from nexus_testkit.localcluster import find_bin_dir
 from nexus_testkit.localcluster.standins import StandIns
 
@@ -45,6 +51,8 @@ MAX_WORKERS = int(os.environ.get("NEXUS_BENCH_WORKERS", "32"))
 ENVOY_THREADS = int(os.environ.get("NEXUS_BENCH_ENVOY_THREADS", "1"))
 PICKER_WORKERS = int(os.environ.get("NEXUS_BENCH_PICKER_WORKERS", "2"))
 BODY_MODE = os.environ.get("NEXUS_BENCH_BODY_MODE", "buffered")  # or full-duplex-streamed
+EXT_PROC_STATS = "http.nexus_gateway.ext_proc."
+MSGS_SENT = EXT_PROC_STATS + "stream_msgs_sent"
 MODEL = "bench-model"
 REQUEST = {
     "model": MODEL,
@@ -103,24 +111,94 @@ def attack(vegeta: Path, url: str, *, workdir: Path, rate: int, duration: str) -
     return result
 
 
-def measure(vegeta: Path, envoy: Envoy, *, workdir: Path, label: str) -> dict[str, float]:
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU of a process and all its descendants (the serving workers)."""
+    root = psutil.Process(pid)
+    total = 0.0
+    for each in [root, *root.children(recursive=True)]:
+        try:
+            times = each.cpu_times()
+        except psutil.NoSuchProcess:
+            continue
+        total += times.user + times.system
+    return total
+
+
+def measure(
+    vegeta: Path,
+    envoy: Envoy,
+    *,
+    workdir: Path,
+    label: str,
+    pid: int | None = None,
+    unthrottled: bool = True,
+) -> dict[str, float]:
+    """Latency at RATE (and the max rate unless `unthrottled=False`); with `pid`, that process
+    tree's CPU per request and Envoy's ext_proc messages per request over the fixed-rate run."""
     attack(vegeta, envoy.url, workdir=workdir, rate=100, duration="2s")  # warm up
+    cpu_before = cpu_seconds(pid) if pid is not None else 0.0
+    stats_before = envoy.stats(EXT_PROC_STATS)
     fixed = attack(vegeta, envoy.url, workdir=workdir, rate=RATE, duration=DURATION)
-    unthrottled = attack(vegeta, envoy.url, workdir=workdir, rate=0, duration=DURATION)
+    requests = max(1, int(fixed["requests"]))
     figures = {
         "p50_ms": fixed["latencies"]["50th"] / 1e6,
         "p99_ms": fixed["latencies"]["99th"] / 1e6,
         "success_at_rate": fixed["success"],
-        "max_rps": unthrottled["throughput"],
-        "success_at_max": unthrottled["success"],
     }
+    note = ""
+    if pid is not None:
+        stats = envoy.stats(EXT_PROC_STATS)
+        sent = stats.get(MSGS_SENT, 0) - stats_before.get(MSGS_SENT, 0)
+        figures["cpu_ms_per_request"] = (cpu_seconds(pid) - cpu_before) * 1000 / requests
+        figures["extproc_messages_per_request"] = sent / requests
+        note = (
+            f"; {figures['cpu_ms_per_request']:.3f} ms CPU and "
+            f"{figures['extproc_messages_per_request']:.2f} ext_proc messages per request"
+        )
+    if unthrottled:
+        most = attack(vegeta, envoy.url, workdir=workdir, rate=0, duration=DURATION)
+        figures["max_rps"] = most["throughput"]
+        figures["success_at_max"] = most["success"]
+        note += (
+            f"; max {figures['max_rps']:,.0f}/s (success {most['success']:.3f}, "
+            f"{MAX_WORKERS} workers)"
+        )
     print(
         f"{label:>7}: p50 {figures['p50_ms']:.2f} ms, p99 {figures['p99_ms']:.2f} ms at "
-        f"{RATE}/s (success {fixed['success']:.3f}); max {figures['max_rps']:,.0f}/s "
-        f"(success {unthrottled['success']:.3f}, {MAX_WORKERS} workers)",
+        f"{RATE}/s (success {fixed['success']:.3f}){note}",
         flush=True,
     )
     return figures
+
+
+def measure_noop(
+    vegeta: Path, base: EnvoyOptions, *, work: Path, endpoint: str
+) -> dict[str, float]:
+    """Envoy + noop_extproc_server.py (grpc.aio answering prebuilt messages) at the fixed rate."""
+    port = free_port()
+    server = subprocess.Popen(
+        [sys.executable, str(ROOT / "benchmarks" / "noop_extproc_server.py"), str(port), endpoint]
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline or server.poll() is not None:
+                    raise RuntimeError("the no-op ext_proc server did not start") from None
+                time.sleep(0.1)
+        options = replace(base, picker_address=f"127.0.0.1:{port}")
+        with Envoy(
+            render_bootstrap(options), work / "envoy-noop", concurrency=ENVOY_THREADS
+        ) as envoy:
+            return measure(
+                vegeta, envoy, workdir=work, label="no-op", pid=server.pid, unthrottled=False
+            )
+    finally:
+        server.terminate()
+        server.wait(10)
 
 
 def measure_picker(
@@ -143,7 +221,8 @@ def measure_picker(
         with Envoy(
             render_bootstrap(options), work / f"envoy-picker-{workers}", concurrency=ENVOY_THREADS
         ) as envoy:
-            return measure(vegeta, envoy, workdir=work, label=label)
+            assert picker.pid is not None
+            return measure(vegeta, envoy, workdir=work, label=label, pid=picker.pid)
 
 
 def profile(vegeta: Path, work: Path, standin_url: str) -> None:
@@ -199,6 +278,7 @@ def main() -> int:
                 render_bootstrap(direct_options), work / "envoy-direct", concurrency=ENVOY_THREADS
             ) as envoy:
                 direct = measure(vegeta, envoy, workdir=work, label="direct")
+            noop = measure_noop(vegeta, base, work=work, endpoint=standin.endpoint)
             via_picker = measure_picker(vegeta, base, work=work, workers=0, label="picker")
             via_workers = measure_picker(
                 vegeta,
@@ -221,6 +301,14 @@ def main() -> int:
         f"picker_workers_{PICKER_WORKERS}_p99_ms": round(via_workers["p99_ms"], 3),
         f"picker_workers_{PICKER_WORKERS}_max_rps": round(via_workers["max_rps"], 1),
         "picker_workers": PICKER_WORKERS,
+        "noop_extproc_p50_ms": round(noop["p50_ms"], 3),
+        "noop_extproc_p99_ms": round(noop["p99_ms"], 3),
+        "noop_extproc_cpu_ms_per_request": round(noop["cpu_ms_per_request"], 3),
+        "picker_cpu_ms_per_request": round(via_picker["cpu_ms_per_request"], 3),
+        f"picker_workers_{PICKER_WORKERS}_cpu_ms_per_request": round(
+            via_workers["cpu_ms_per_request"], 3
+        ),
+        "extproc_messages_per_request": round(via_picker["extproc_messages_per_request"], 2),
         "direct_success_at_rate": direct["success_at_rate"],
         "picker_success_at_rate": via_picker["success_at_rate"],
         "max_rate_workers": MAX_WORKERS,

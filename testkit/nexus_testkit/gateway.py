@@ -71,6 +71,11 @@ class Picker:
         return f"127.0.0.1:{self.extproc_port}"
 
     @property
+    def pid(self) -> int | None:
+        """The picker process's id while it runs (its serving workers are its children)."""
+        return self._process.pid if self._process is not None else None
+
+    @property
     def grpc_address(self) -> str:
         return f"127.0.0.1:{self.grpc_port}"
 
