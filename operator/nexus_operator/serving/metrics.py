@@ -131,6 +131,7 @@ class RoutingMetrics:
         self._gauges_wanted = threading.Event()
         self._gauges_copied = threading.Event()
         self._housekept = False
+        self.gauge_copies = 0
 
     def counts(self) -> DecisionCounts:
         """This process's decision counters (copies)."""
@@ -348,6 +349,7 @@ class RoutingMetrics:
         Runtime cells are created on demand and mutated by the loop, so the scrape thread only
         ever reads the immutable tuples built here.
         """
+        self.gauge_copies += 1
         runtime = self._registry.runtime
         snapshot = self._registry.snapshot
         backends = []
