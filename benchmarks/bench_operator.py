@@ -209,7 +209,9 @@ def main() -> int:
         finally:
             plane.stop()
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(figures, indent=2) + "\n")
+    merged = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
+    merged.update(figures)  # bench_fleet.py's figures live in the same file
+    RESULTS.write_text(json.dumps(merged, indent=2) + "\n")
     for key, value in figures.items():
         print(f"{key}: {value}")
     return 0

@@ -138,7 +138,42 @@ def _operator_section(data: dict[str, float]) -> list[str]:
         f"| RSS with 1,000 Backends | {data['rss_1000_backends_mb']:.0f} MB | ≤ 200 MB |",
         f"| status patches per second under load | {data['status_patches_per_s']:.1f} | coalesced |",
         "",
+        *_fleet_rows(data),
     ]
+
+
+def _fleet_rows(data: dict[str, float]) -> list[str]:
+    """`benchmarks/bench_fleet.py`: 1,000 and 10,000 Backends, Route load over all of them."""
+    sizes = [tag for tag in ("1k", "10k") if f"route_p99_ms_{tag}" in data]
+    if not sizes:
+        return []
+    counts = {"1k": 1000, "10k": 10000}
+    rows = [
+        ("Route p99 under 250 Route/s over every Backend", "route_p99_ms_{}", "ms", "≤ 50 ms"),
+        ("apply → decision p99", "convergence_p99_s_{}", "s", "≤ 1 s"),
+        ("apply → status p99", "status_staleness_p99_s_{}", "s", ""),
+        ("idle CPU (one core = 100 %)", "idle_cpu_pct_{}", "%", "≤ 5 %"),
+        ("SIGTERM → exit", "sigterm_s_{}", "s", "≤ 30 s grace"),
+        ("first status round settled", "status_settle_s_{}", "s", ""),
+    ]
+    head = " | ".join(f"{counts[t]:,} Backends" for t in sizes)
+    lines = [
+        "### At fleet scale (`benchmarks/bench_fleet.py`)",
+        "",
+        f"| figure | {head} | goal |",
+        "|---|" + "---:|" * len(sizes) + "---|",
+    ]
+    for label, key, unit, goal in rows:
+        cells = " | ".join(f"{data.get(key.format(t), float('nan')):g} {unit}" for t in sizes)
+        lines.append(f"| {label} | {cells} | {goal} |")
+    startup = " | ".join(
+        f"{data.get(f'startup_{counts[t]}_backends_s', float('nan')):g} s" for t in sizes
+    )
+    rss = " | ".join(
+        f"{data.get(f'rss_{counts[t]}_backends_mb', float('nan')):g} MB" for t in sizes
+    )
+    lines += [f"| startup to SERVING | {startup} | |", f"| RSS (all processes) | {rss} | |", ""]
+    return lines
 
 
 def _workers_row(data: dict[str, Any]) -> list[str]:
