@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
@@ -36,7 +37,10 @@ def period_of(now: datetime) -> str:
 class InFlightCounters(Protocol):
     """In-flight counts shared by the serving processes of one replica, one row per backend."""
 
-    def value(self, row: int) -> int: ...
+    @property
+    def values(self) -> Sequence[int]:
+        """The rows, read without the lock (the capacity check and scores read them)."""
+        ...
 
     def try_take(self, row: int, cap: int | None) -> bool:
         """Add one unless the row is already at `cap`; atomic across processes."""
@@ -68,6 +72,7 @@ class BackendRuntime:
         "_outcomes",
         "_row",
         "_saturated",
+        "_values",
         "consecutive_failures",
         "consecutive_successes",
         "last_error",
@@ -97,6 +102,7 @@ class BackendRuntime:
         self._max_concurrency: int | None = None
         self._in_flight = 0
         self._counters: InFlightCounters | None = None
+        self._values: Sequence[int] | None = None
         self._row = -1
         self._outcomes: deque[tuple[datetime, bool]] = deque()
         self._failures = 0
@@ -141,8 +147,8 @@ class BackendRuntime:
 
     @property
     def in_flight(self) -> int:
-        counters = self._counters
-        return self._in_flight if counters is None else counters.value(self._row)
+        values = self._values
+        return self._in_flight if values is None else values[self._row]
 
     @in_flight.setter
     def in_flight(self, value: int) -> None:
@@ -152,6 +158,7 @@ class BackendRuntime:
     def bind_in_flight(self, counters: InFlightCounters, row: int) -> None:
         """Count in-flight in `row` of counters shared with the other serving processes."""
         self._counters = counters
+        self._values = counters.values
         self._row = row
         self._track_saturation()
 

@@ -33,9 +33,13 @@ class SharedCounters:
         self.__dict__.update(state)
         self._view = _int32_view(self._array)
 
+    @property
+    def values(self) -> memoryview:
+        """The rows as int32, read without the lock (an aligned int32 is read whole): the hot
+        path of every capacity check and score, so a memoryview rather than ctypes indexing."""
+        return self._view
+
     def value(self, row: int) -> int:
-        """A plain read (an aligned int32 is read whole): the hot path of every capacity check
-        and score, so through a memoryview rather than ctypes indexing."""
         value: int = self._view[row]
         return value
 
