@@ -130,6 +130,7 @@ def _policies_table(policies: Sequence[pb.PolicyInfo]) -> str:
                 eligible,
                 budget,
                 p.shadowed_by,
+                _problems_cell(p),
             ]
         )
     return render_table(
@@ -142,9 +143,19 @@ def _policies_table(policies: Sequence[pb.PolicyInfo]) -> str:
             "ELIGIBLE",
             "BUDGET",
             "SHADOWED BY",
+            "PROBLEM",
         ],
         rows,
     )
+
+
+def _problems_cell(policy: pb.PolicyInfo) -> str:
+    """The condition reason and the missing plug-ins; details are in -o yaml."""
+    parts = [policy.problem.split(":", 1)[0]] if policy.problem else []
+    parts += [
+        f"plugin {item.split(':', 1)[0]} unavailable" for item in policy.unavailable_reconcilers
+    ]
+    return "; ".join(parts)
 
 
 def _budget_cell(policy: pb.PolicyInfo) -> str:

@@ -73,10 +73,19 @@ def _policy_info(engine: RoutingEngine, policy: RoutingPolicy) -> pb.PolicyInfo:
         budget_state=BUDGET_STATES[state],
         shadowed_by=report.shadowed_by or "",
         exclusions=_static(report.exclusions),
+        problem=_problem(report.never_routes or report.no_backends),
+        unavailable_reconcilers=[
+            f"{name}: {problem}"
+            for name, problem in engine.plugin_problems(meta.namespace, meta.name)
+        ],
     )
     if spec.budget is not None and spec.budget.monthly_limit_usd is not None:
         info.limit_usd = spec.budget.monthly_limit_usd
     return info
+
+
+def _problem(found: tuple[str, str] | None) -> str:
+    return "" if found is None else f"{found[0]}: {found[1]}"
 
 
 def _static(exclusions: list[StaticExclusion]) -> list[pb.StaticExclusion]:

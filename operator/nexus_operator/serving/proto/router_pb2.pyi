@@ -800,6 +800,8 @@ class PolicyInfo(_message.Message):
     BUDGET_STATE_FIELD_NUMBER: _builtins.int
     SHADOWED_BY_FIELD_NUMBER: _builtins.int
     EXCLUSIONS_FIELD_NUMBER: _builtins.int
+    PROBLEM_FIELD_NUMBER: _builtins.int
+    UNAVAILABLE_RECONCILERS_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """Policy name."""
     namespace: _builtins.str
@@ -809,7 +811,7 @@ class PolicyInfo(_message.Message):
     strategy: _builtins.str
     """Selection strategy."""
     matched_backends: _builtins.int
-    """Number of backends in scope."""
+    """Number of backends in scope that list a model the patterns match."""
     spent_usd: _builtins.float
     """Spend in the current period, in USD."""
     limit_usd: _builtins.float
@@ -818,6 +820,10 @@ class PolicyInfo(_message.Message):
     """Budget state."""
     shadowed_by: _builtins.str
     """Policy that always wins over this one, if any."""
+    problem: _builtins.str
+    """Why the policy can never route, as its Ready condition says ("Reason: message"), or why
+    no backend serves its models (NoEligibleBackends); empty when neither applies.
+    """
     @_builtins.property
     def model_patterns(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Model globs it matches."""
@@ -829,6 +835,10 @@ class PolicyInfo(_message.Message):
     @_builtins.property
     def exclusions(self) -> _containers.RepeatedCompositeFieldContainer[Global___StaticExclusion]:
         """Static exclusions of backends in scope."""
+
+    @_builtins.property
+    def unavailable_reconcilers(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Plug-in reconcilers that could not be built, "name: problem" (skipped on every request)."""
 
     def __init__(
         self,
@@ -845,10 +855,12 @@ class PolicyInfo(_message.Message):
         budget_state: Global___BudgetState.ValueType = ...,
         shadowed_by: _builtins.str = ...,
         exclusions: _abc.Iterable[Global___StaticExclusion] | None = ...,
+        problem: _builtins.str = ...,
+        unavailable_reconcilers: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_limit_usd", b"_limit_usd", "limit_usd", b"limit_usd"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_limit_usd", b"_limit_usd", "budget_state", b"budget_state", "eligible_backends", b"eligible_backends", "exclusions", b"exclusions", "limit_usd", b"limit_usd", "matched_backends", b"matched_backends", "model_patterns", b"model_patterns", "name", b"name", "namespace", b"namespace", "privacy", b"privacy", "shadowed_by", b"shadowed_by", "spent_usd", b"spent_usd", "strategy", b"strategy"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_limit_usd", b"_limit_usd", "budget_state", b"budget_state", "eligible_backends", b"eligible_backends", "exclusions", b"exclusions", "limit_usd", b"limit_usd", "matched_backends", b"matched_backends", "model_patterns", b"model_patterns", "name", b"name", "namespace", b"namespace", "privacy", b"privacy", "problem", b"problem", "shadowed_by", b"shadowed_by", "spent_usd", b"spent_usd", "strategy", b"strategy", "unavailable_reconcilers", b"unavailable_reconcilers"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__limit_usd: _TypeAlias = _typing.Literal["limit_usd"]  # noqa: Y015
     _WhichOneofArgType__limit_usd: _TypeAlias = _typing.Literal["_limit_usd", b"_limit_usd"]  # noqa: Y015
