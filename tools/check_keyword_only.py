@@ -20,6 +20,8 @@ MAX_POSITIONAL = 2
 ALLOWED = {
     # The seed quickstart's constructors, called positionally there.
     "routing/router.py:Router.__init__": "seed: Router::new(registry, strategy, weights)",
+    # A CredentialStore listener (routing/credentials.py Listener), called positionally.
+    "serving/plane/supervisor.py:ServingPlane._on_credential": "CredentialStore listener",
 }
 
 

@@ -368,7 +368,7 @@ def _picker_cluster(address: str) -> dict[str, Any]:
             }
         },
         "circuit_breakers": {"thresholds": [_generous_thresholds()]},
-        "load_assignment": _one_endpoint(PICKER_CLUSTER, host, port),
+        "load_assignment": _one_endpoint(PICKER_CLUSTER, host, port=port),
     }
 
 
@@ -389,13 +389,13 @@ def _cloud_cluster(upstream: CloudUpstream, *, ca: str) -> dict[str, Any]:
         "type": "STATIC" if _is_ip(upstream.host) else "LOGICAL_DNS",
         "dns_lookup_family": "V4_PREFERRED",
         "connect_timeout": "10s",
-        "load_assignment": _one_endpoint(upstream.cluster_name, upstream.host, upstream.port),
+        "load_assignment": _one_endpoint(upstream.cluster_name, upstream.host, port=upstream.port),
         "circuit_breakers": {"thresholds": [_generous_thresholds()]},
         "transport_socket": {"name": "envoy.transport_sockets.tls", "typed_config": tls},
     }
 
 
-def _one_endpoint(cluster: str, host: str, port: int) -> dict[str, Any]:
+def _one_endpoint(cluster: str, host: str, *, port: int) -> dict[str, Any]:
     return {
         "cluster_name": cluster,
         "endpoints": [{"lb_endpoints": [{"endpoint": {"address": _socket(host, port)}}]}],

@@ -117,7 +117,7 @@ def serving_hooks(args: argparse.Namespace) -> Hooks:
         """A failure after gRPC is up stops it again: the controller behind it is being stopped,
         and kopf's retry must be able to bind the same address."""
         if getattr(args, "workers", 0) > 0:
-            await _start_plane(controller, memo, args)
+            await _start_plane(controller, memo, args=args)
             return
         server, port, metrics_port = await start_serving(controller.engine, args)
         memo["grpc"] = server
@@ -153,7 +153,9 @@ def serving_hooks(args: argparse.Namespace) -> Hooks:
     return Hooks(started=started, stopping=stopping)
 
 
-async def _start_plane(controller: Controller, memo: kopf.Memo, args: argparse.Namespace) -> None:
+async def _start_plane(
+    controller: Controller, memo: kopf.Memo, *, args: argparse.Namespace
+) -> None:
     """Serving workers on the gRPC port; /metrics (decisions summed over workers) here."""
     metrics = RoutingMetrics(controller.registry)
     gateway = gateway_settings(args) if gateway_enabled(args) else None

@@ -286,7 +286,7 @@ class RouterServers:
     def __call__(
         self, engine: RoutingEngine, metrics: RoutingMetrics, *, ports: Sequence[int] | None
     ) -> list[PlaneServer]:
-        grpc_address = _with_port(self.grpc_address, ports, 0)
+        grpc_address = _with_port(self.grpc_address, ports, index=0)
         servers: list[PlaneServer] = [
             GrpcServer(
                 engine,
@@ -304,7 +304,7 @@ class RouterServers:
                     engine,
                     settings=self.gateway,
                     credentials=engine.registry.credentials,
-                    address=_with_port(self.extproc_address, ports, 1),
+                    address=_with_port(self.extproc_address, ports, index=1),
                     tls=self.tls,
                     reuse_port=self.reuse_port,
                     metrics_registry=CollectorRegistry(),
@@ -313,7 +313,7 @@ class RouterServers:
         return servers
 
 
-def _with_port(address: str, ports: Sequence[int] | None, index: int) -> str:
+def _with_port(address: str, ports: Sequence[int] | None, *, index: int) -> str:
     if ports is None:
         return address
     return f"{address.rsplit(':', 1)[0]}:{ports[index]}"

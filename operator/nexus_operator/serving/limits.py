@@ -173,8 +173,8 @@ class AdmissionGuard:
                 await self._abort(
                     context,
                     method,
-                    grpc.StatusCode.RESOURCE_EXHAUSTED,
-                    f"more than {self._limits.max_concurrent_rpcs} calls in progress; retry",
+                    code=grpc.StatusCode.RESOURCE_EXHAUSTED,
+                    message=f"more than {self._limits.max_concurrent_rpcs} calls in progress; retry",
                 )
             self.admitted += 1
             try:
@@ -199,8 +199,8 @@ class AdmissionGuard:
             await self._abort(
                 context,
                 method,
-                grpc.StatusCode.DEADLINE_EXCEEDED,
-                f"request message not received within {timeout:g}s",
+                code=grpc.StatusCode.DEADLINE_EXCEEDED,
+                message=f"request message not received within {timeout:g}s",
             )
         finally:
             self._reading.pop(task, None)
@@ -212,7 +212,7 @@ class AdmissionGuard:
                 if context.cancelled()
                 else grpc.StatusCode.INVALID_ARGUMENT
             )
-            await self._abort(context, method, code, "no request message")
+            await self._abort(context, method, code=code, message="no request message")
         if isinstance(request, Undecodable):
             self._undecodable_log.warning(
                 "%s: undecodable request from %s: %s", method, context.peer(), request.error
@@ -220,14 +220,14 @@ class AdmissionGuard:
             await self._abort(
                 context,
                 method,
-                grpc.StatusCode.INVALID_ARGUMENT,
-                f"request is not a valid {method} message: {request.error}",
+                code=grpc.StatusCode.INVALID_ARGUMENT,
+                message=f"request is not a valid {method} message: {request.error}",
             )
         message: Message = request
         return message
 
     async def _abort(
-        self, context: grpc.aio.ServicerContext, method: str, code: grpc.StatusCode, message: str
+        self, context: grpc.aio.ServicerContext, method: str, *, code: grpc.StatusCode, message: str
     ) -> NoReturn:
         self._count_error(method, code.name)
         await context.abort(code, message)

@@ -100,7 +100,7 @@ def _add(into: dict[K, int], more: dict[K, int]) -> None:
         into[key] = into.get(key, 0) + count
 
 
-def _add_histogram(into: _Histogram, counts: list[int], total: float) -> None:
+def _add_histogram(into: _Histogram, counts: list[int], *, total: float) -> None:
     for index, count in enumerate(counts):
         into.counts[index] += count
     into.total += total
@@ -154,7 +154,7 @@ class RoutingMetrics:
     def _totals(self) -> tuple[DecisionCounts, _Histogram, dict[str, _Histogram]]:
         own = self.counts()
         latency = _Histogram(DECISION_BUCKETS)
-        _add_histogram(latency, *own.latency)
+        _add_histogram(latency, own.latency[0], total=own.latency[1])
         reconcilers: dict[str, _Histogram] = {}
         for counts in [own, *self._absorbed.copy().values()]:
             if counts is not own:
@@ -165,12 +165,12 @@ class RoutingMetrics:
                 _add(own.fallbacks, counts.fallbacks)
                 _add(own.tokens, counts.tokens)
                 _add_amounts(own.spend, counts.spend)
-                _add_histogram(latency, *counts.latency)
+                _add_histogram(latency, counts.latency[0], total=counts.latency[1])
             for name, (buckets, total) in counts.reconcilers.items():
                 histogram = reconcilers.get(name)
                 if histogram is None:
                     histogram = reconcilers[name] = _Histogram(RECONCILER_BUCKETS)
-                _add_histogram(histogram, buckets, total)
+                _add_histogram(histogram, buckets, total=total)
         return own, latency, reconcilers
 
     def observe_decision(self, decision: Decision, seconds: float, *, namespace: str = "") -> None:

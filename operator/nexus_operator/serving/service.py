@@ -55,17 +55,17 @@ class RouterService(router_pb2_grpc.RouterServicer):
     async def Route(
         self, request: pb.RouteRequest, context: grpc.aio.ServicerContext
     ) -> pb.RouteResponse:
-        requirements = await self._requirements("Route", request, context)
+        requirements = await self._requirements("Route", request, context=context)
         if _deadline_passed(context):
             # Routing now would take an in-flight slot that no caller will ever report.
             await self._abort(
                 context,
                 "Route",
-                grpc.StatusCode.DEADLINE_EXCEEDED,
-                "deadline exceeded before routing",
+                code=grpc.StatusCode.DEADLINE_EXCEEDED,
+                message="deadline exceeded before routing",
             )
         started, wall = perf_counter(), time_ns()
-        decision = await self._decide("Route", requirements, context, dry_run=False)
+        decision = await self._decide("Route", requirements, context=context, dry_run=False)
         self._metrics.observe_decision(
             decision, perf_counter() - started, namespace=requirements.namespace
         )
@@ -75,9 +75,9 @@ class RouterService(router_pb2_grpc.RouterServicer):
     async def Explain(
         self, request: pb.RouteRequest, context: grpc.aio.ServicerContext
     ) -> pb.Explanation:
-        requirements = await self._requirements("Explain", request, context)
+        requirements = await self._requirements("Explain", request, context=context)
         wall = time_ns()
-        decision = await self._decide("Explain", requirements, context, dry_run=True)
+        decision = await self._decide("Explain", requirements, context=context, dry_run=True)
         self._trace("Explain", decision, namespace=requirements.namespace, started_ns=wall)
         return explanation(decision)
 
@@ -101,7 +101,9 @@ class RouterService(router_pb2_grpc.RouterServicer):
         try:
             report = usage_report(request)
         except InvalidArgument as exc:
-            await self._abort(context, "ReportUsage", grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+            await self._abort(
+                context, "ReportUsage", code=grpc.StatusCode.INVALID_ARGUMENT, message=str(exc)
+            )
         try:
             accepted = self._engine.report_usage(report)
         except Exception:
@@ -109,8 +111,8 @@ class RouterService(router_pb2_grpc.RouterServicer):
             await self._abort(
                 context,
                 "ReportUsage",
-                grpc.StatusCode.INTERNAL,
-                "usage report failed; see the operator log",
+                code=grpc.StatusCode.INTERNAL,
+                message="usage report failed; see the operator log",
             )
         if accepted:
             self._metrics.observe_usage(report)
@@ -122,7 +124,9 @@ class RouterService(router_pb2_grpc.RouterServicer):
         try:
             namespace = inventory_namespace(request)
         except InvalidArgument as exc:
-            await self._abort(context, "GetInventory", grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+            await self._abort(
+                context, "GetInventory", code=grpc.StatusCode.INVALID_ARGUMENT, message=str(exc)
+            )
         try:
             return inventory(self._engine, namespace=namespace)
         except Exception:
@@ -130,24 +134,26 @@ class RouterService(router_pb2_grpc.RouterServicer):
             await self._abort(
                 context,
                 "GetInventory",
-                grpc.StatusCode.INTERNAL,
-                "GetInventory failed; see the operator log",
+                code=grpc.StatusCode.INTERNAL,
+                message="GetInventory failed; see the operator log",
             )
 
     async def _requirements(
-        self, method: str, request: pb.RouteRequest, context: grpc.aio.ServicerContext
+        self, method: str, request: pb.RouteRequest, *, context: grpc.aio.ServicerContext
     ) -> RequestRequirements:
         try:
             return route_requirements(request)
         except InvalidArgument as exc:
-            await self._abort(context, method, grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+            await self._abort(
+                context, method, code=grpc.StatusCode.INVALID_ARGUMENT, message=str(exc)
+            )
 
     async def _decide(
         self,
         method: str,
         requirements: RequestRequirements,
-        context: grpc.aio.ServicerContext,
         *,
+        context: grpc.aio.ServicerContext,
         dry_run: bool,
     ) -> Decision:
         engine = self._engine
@@ -158,11 +164,14 @@ class RouterService(router_pb2_grpc.RouterServicer):
         except Exception:
             logger.exception("%s failed for model %r", method, requirements.model)
             await self._abort(
-                context, method, grpc.StatusCode.INTERNAL, f"{method} failed; see the operator log"
+                context,
+                method,
+                code=grpc.StatusCode.INTERNAL,
+                message=f"{method} failed; see the operator log",
             )
 
     async def _abort(
-        self, context: grpc.aio.ServicerContext, method: str, code: grpc.StatusCode, message: str
+        self, context: grpc.aio.ServicerContext, method: str, *, code: grpc.StatusCode, message: str
     ) -> NoReturn:
         self._metrics.observe_error(method, code.name)
         await context.abort(code, message)

@@ -82,7 +82,7 @@ class EndpointResolver:
         if entry is None:
             return None
         if entry.expires <= self._clock():
-            self._refresh_later(url, host, port)
+            self._refresh_later(url, host, port=port)
         return Target(entry.endpoint, cloud=False)
 
     async def target(self, url: str) -> Target:
@@ -93,7 +93,7 @@ class EndpointResolver:
         parsed = _parse(url)
         assert parsed is not None
         _, host, port = parsed
-        await self._refresh(url, host, port)
+        await self._refresh(url, host, port=port)
         entry = self._cache[url]
         return Target(entry.endpoint, cloud=False)
 
@@ -107,7 +107,7 @@ class EndpointResolver:
                 continue
             entry = self._cache.get(url)
             if entry is None or entry.expires <= now:
-                pending.append(self._refresh(url, parsed[1], parsed[2]))
+                pending.append(self._refresh(url, parsed[1], port=parsed[2]))
         if pending:
             await asyncio.gather(*pending)
 
@@ -117,14 +117,14 @@ class EndpointResolver:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
 
-    def _refresh_later(self, url: str, host: str, port: int) -> None:
+    def _refresh_later(self, url: str, host: str, *, port: int) -> None:
         if url in self._refreshing:
             return
-        task = asyncio.get_running_loop().create_task(self._refresh(url, host, port))
+        task = asyncio.get_running_loop().create_task(self._refresh(url, host, port=port))
         self._refreshing[url] = task
         task.add_done_callback(lambda _t: self._refreshing.pop(url, None))
 
-    async def _refresh(self, url: str, host: str, port: int) -> None:
+    async def _refresh(self, url: str, host: str, *, port: int) -> None:
         try:
             endpoint = await self._resolve(host, port)
         except (OSError, UnicodeError) as exc:

@@ -83,7 +83,7 @@ class GatewayError(Exception):
         return json.dumps({"error": error}, separators=(",", ":")).encode()
 
 
-def invalid(code: str, message: str, param: str | None = None) -> GatewayError:
+def invalid(code: str, message: str, *, param: str | None = None) -> GatewayError:
     return GatewayError(400, code, message, param=param)
 
 

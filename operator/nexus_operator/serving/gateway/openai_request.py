@@ -258,7 +258,9 @@ def _prompt(value: object) -> int:
             elif isinstance(item, int) and not isinstance(item, bool):
                 tokens += 1
             else:
-                raise invalid(INVALID_FIELD, "'prompt' has an element of the wrong type", "prompt")
+                raise invalid(
+                    INVALID_FIELD, "'prompt' has an element of the wrong type", param="prompt"
+                )
         return tokens
     raise invalid(INVALID_FIELD, "'prompt' must be a string or an array", param="prompt")
 
@@ -285,7 +287,7 @@ def _json_mode(value: object) -> bool:
     if value is None:
         return False
     if not isinstance(value, dict):
-        raise invalid(INVALID_FIELD, "'response_format' must be an object", "response_format")
+        raise invalid(INVALID_FIELD, "'response_format' must be an object", param="response_format")
     kind = value.get("type")
     return isinstance(kind, str) and kind in _JSON_FORMATS
 
@@ -297,7 +299,7 @@ def _max_output(document: Mapping[str, Any]) -> int | None:
             continue
         if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= TOKENS_MAX:
             raise invalid(
-                INVALID_FIELD, f"'{name}' must be an integer between 1 and {TOKENS_MAX}", name
+                INVALID_FIELD, f"'{name}' must be an integer between 1 and {TOKENS_MAX}", param=name
             )
         return value
     return None

@@ -313,7 +313,7 @@ class _Stream:
                     f"backend {backend.namespace}/{backend.name} was chosen but its URL does not "
                     "resolve to an address",
                 )
-            responses = self._forward(decision, parsed, target)
+            responses = self._forward(decision, parsed, target=target)
         except BaseException:
             service.engine.release_slot(backend.namespace, backend.name, request_id=self.request_id)
             raise
@@ -338,7 +338,7 @@ class _Stream:
             ) from None
 
     def _forward(
-        self, decision: Decision, parsed: ParsedRequest, target: Target
+        self, decision: Decision, parsed: ParsedRequest, *, target: Target
     ) -> list[wire.ProcessingResponse]:
         backend = decision.backend
         assert backend is not None

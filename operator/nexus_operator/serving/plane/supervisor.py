@@ -256,7 +256,7 @@ class ServingPlane:
         if charged:
             self._send_totals(charged)
 
-    def _handle(self, worker: _Worker, message: object, charged: set[tuple[str, str]]) -> None:
+    def _handle(self, worker: _Worker, message: object, *, charged: set[tuple[str, str]]) -> None:
         engine = self._engine
         runtime = self._registry.runtime
         if isinstance(message, wire.Routed):
