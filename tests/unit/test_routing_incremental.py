@@ -7,7 +7,7 @@ from routing_factories import backend, engine, policy
 
 from nexus_operator.api import Backend, HealthState
 from nexus_operator.pipeline import reasons
-from nexus_operator.routing import RequestRequirements, RoutingEngine
+from nexus_operator.routing import RegistryChange, RequestRequirements, RoutingEngine
 from nexus_operator.routing.reports import StaticIndex
 
 MODELS = [f"m{i}" for i in range(10)]
@@ -142,3 +142,16 @@ def test_an_incrementally_kept_index_equals_one_built_from_scratch() -> None:
     )
     assert kept.reports == fresh.reports
     assert kept.by_backend == fresh.by_backend
+
+
+def test_a_resync_tells_change_listeners_only_what_differs() -> None:
+    backends = _fleet()
+    eng = engine(backends, [policy("p")])
+    changes: list[RegistryChange] = []
+    eng.registry.add_change_listener(changes.append)
+    eng.registry.replace_all(backends, [policy("p")])
+    assert changes == []
+    eng.registry.replace_all([*backends[1:], backend("new", models=["m1"])], [policy("p")])
+    assert len(changes) == 1
+    assert [b.metadata.name for b in changes[0].backends] == ["new"]
+    assert changes[0].deleted_backends == (("default", "b000"),)
