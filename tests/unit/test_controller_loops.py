@@ -100,7 +100,7 @@ def _writer(
     interval: float = 2.0,
     invalid: InvalidSpecs | None = None,
 ) -> StatusWriter:
-    ledger = BudgetLedger(cast(KubeApi, kube), registry, ObservedStatuses())
+    ledger = BudgetLedger(cast(KubeApi, kube), registry, ObservedStatuses(), replica="me")
     return StatusWriter(
         registry,
         RoutingEngine(registry),
@@ -147,13 +147,18 @@ async def test_unhealthy_backend_with_a_probe_error_at_the_bound_still_gets_poli
     assert len(exclusion["reason"]) == MESSAGE_MAX
 
 
-async def test_failed_flush_gives_the_spend_back_for_the_next_round() -> None:
+async def test_failed_flush_leaves_the_spend_for_a_later_round_that_writes_it_once() -> None:
     registry, kube = _cluster()
     registry.runtime.policy("default", "rp").add_spend(0.75, NOW)
+    writer = _writer(registry, kube)
     kube.failure = RuntimeError("connection pool is closed")
     with pytest.raises(RuntimeError):
-        await _writer(registry, kube).flush()
-    assert registry.runtime.policy("default", "rp").unflushed_usd == 0.75
+        await writer.flush()
+    kube.failure = None
+    await writer.flush()
+    await writer.flush()
+    [entry] = kube.objects[POLICIES.path("default", "rp")]["status"]["replicas"]
+    assert (entry["replica"], entry["spentUsd"]) == ("me", 0.75)
 
 
 def _rejected(kind: str, name: str, *, generation: int = 2) -> InvalidSpec:

@@ -81,14 +81,13 @@ def test_policy_recreated_while_the_watch_was_down_sheds_the_old_spend() -> None
 
 def test_recreated_backend_counts_only_its_own_selections() -> None:
     registry, sync = _sync()
-    ledger = BudgetLedger(cast(KubeApi, None), registry, ObservedStatuses())
+    ledger = BudgetLedger(cast(KubeApi, None), registry, ObservedStatuses(), replica="me")
     sync.on_backend_event("ADDED", _body("Backend", VALID))
     registry.runtime.backend("ns", "x").selected_total = 3
-    ledger.settle_selected(("ns", "x"), 3)
     sync.on_backend_event(DELETED, _body("Backend", VALID, version=2))
     sync.on_backend_event("ADDED", _body("Backend", VALID, uid="uid-2", version=3))
     registry.runtime.backend("ns", "x").selected_total = 1
-    assert ledger.take_selected(("ns", "x"))[0] == 1
+    assert ledger.backend_entry("ns", "x") == {"replica": "me", "selected": 1}
 
 
 BAD_WEIGHTS = {"selection": {"weights": {"priority": 10, "load": 10, "latency": 10}}}

@@ -15,4 +15,4 @@ def test_a_non_finite_amount_leaves_the_spend_unchanged(amount: float) -> None:
     spend = PolicyRuntime()
     spend.add_spend(0.25, NOW)
     spend.add_spend(amount, NOW)
-    assert (spend.spent_usd, spend.unflushed_usd) == (0.25, 0.25)
+    assert (spend.spent_usd, spend.own_usd) == (0.25, 0.25)

@@ -114,15 +114,12 @@ def test_usage_reports_feed_latency_only_when_probes_are_off() -> None:
     assert runtime.backend("default", "probed").ttft_ms == 40.0
 
 
-def test_policy_spend_survives_a_failed_flush_and_adopts_the_persisted_total() -> None:
+def test_policy_spend_is_own_total_plus_the_other_replicas_persisted_spend() -> None:
     spend = PolicyRuntime(now=NOW)
     spend.add_spend(2.0, NOW)
-    taken = spend.take_unflushed()
-    assert taken == (2.0, 0, 0, 0)
-    usd, routed, rejected, queued = taken
-    spend.give_back(usd, routed, rejected=rejected, queued=queued)
-    spend.load_persisted("2026-03", 5.0)
-    assert (spend.spent_usd, spend.unflushed_usd) == (7.0, 2.0)
+    spend.load_others("2026-03", 5.0)
+    spend.load_others("2026-03", 5.5)
+    assert (spend.spent_usd, spend.own_usd) == (7.5, 2.0)
 
 
 def test_month_rollover_records_the_previous_period() -> None:
@@ -130,7 +127,7 @@ def test_month_rollover_records_the_previous_period() -> None:
     spend.add_spend(3.0, NOW)
     spend.add_spend(1.0, NOW + timedelta(days=20))
     assert (spend.period, spend.spent_usd) == ("2026-04", 1.0)
-    assert (spend.previous_period, spend.previous_spent_usd) == ("2026-03", 3.0)
+    assert (spend.previous_period, spend.previous_own_usd) == ("2026-03", 3.0)
 
 
 def test_policy_report_lists_matched_eligible_and_static_exclusions() -> None:

@@ -359,6 +359,19 @@ class RoutingCounters(StatusModel):
     in_flight: int = Field(0, ge=0, description="Routed requests whose usage is not reported yet.")
 
 
+class ReplicaSelections(StatusModel):
+    """One replica's own selection count of this backend, written as an absolute value."""
+
+    replica: str = Field(max_length=253, description="Stable replica identity.")
+    selected: int = Field(0, ge=0, description="Route decisions of this replica selecting it.")
+    last_selected_time: str | None = Field(
+        None,
+        max_length=TIME_MAX,
+        json_schema_extra=TIMESTAMP,
+        description="RFC 3339 time of this replica's last selection.",
+    )
+
+
 class ExclusionReason(StatusModel):
     """Why a backend is excluded whatever the request: the shared part of both exclusion lists."""
 
@@ -395,6 +408,14 @@ class BackendStatus(StatusModel):
     )
     health: HealthStatus | None = Field(None, description="Health probing results.")
     routing: RoutingCounters | None = Field(None, description="Routing counters.")
+    replicas: Annotated[list[ReplicaSelections], Field(max_length=256)] = Field(
+        default_factory=list,
+        json_schema_extra=list_map("replica"),
+        description="Per-replica selection counts that routing.selectedTotal sums.",
+    )
+    retired_selected: int = Field(
+        0, ge=0, description="Selections of replicas gone for over a month, kept in the sum."
+    )
     exclusions: Annotated[list[BackendExclusion], Field(max_length=64)] = Field(
         default_factory=list,
         description="RoutingPolicies that exclude this backend whatever the request (at most 64).",

@@ -482,6 +482,41 @@ class DecisionCounters(StatusModel):
     last_rejected: LastRejected | None = Field(None, description="The last rejected decision.")
 
 
+REPLICAS_MAX = 256
+REPLICA_ID_MAX = 253
+
+
+class ReplicaUsage(StatusModel):
+    """One replica's own running totals, written as absolute values by that replica only.
+
+    A retried or applied-but-unanswered write sets the same numbers again, so nothing is ever
+    counted twice; the policy's `budget.spentUsd` and `decisions` are sums over these entries.
+    """
+
+    replica: str = Field(max_length=REPLICA_ID_MAX, description="Stable replica identity.")
+    period: str = Field(
+        max_length=7, pattern=PERIOD_PATTERN, description="Budget period of spentUsd, 'YYYY-MM'."
+    )
+    spent_usd: float = Field(0.0, ge=0, description="This replica's spend in the period, in USD.")
+    previous_period: str | None = Field(
+        None, max_length=7, pattern=PERIOD_PATTERN, description="The period before `period`."
+    )
+    previous_spent_usd: float | None = Field(
+        None, ge=0, description="This replica's spend in previousPeriod, in USD."
+    )
+    routed: int = Field(0, ge=0, description="Route decisions made by this replica.")
+    rejected: int = Field(0, ge=0, description="Reject decisions made by this replica.")
+    queued: int = Field(0, ge=0, description="Queue decisions made by this replica.")
+
+
+class RetiredDecisions(StatusModel):
+    """Decision counters of replica entries folded away after a month without writes."""
+
+    routed: int = Field(0, ge=0, description="Route decisions.")
+    rejected: int = Field(0, ge=0, description="Reject decisions.")
+    queued: int = Field(0, ge=0, description="Queue decisions.")
+
+
 class RoutingPolicyStatus(StatusModel):
     """Observed state of a RoutingPolicy, written by the operator."""
 
@@ -512,6 +547,15 @@ class RoutingPolicyStatus(StatusModel):
         None, description="Budget spend; absent when the policy has no monthlyLimitUsd."
     )
     decisions: DecisionCounters | None = Field(None, description="Decision counters.")
+    replicas: Annotated[list[ReplicaUsage], Field(max_length=REPLICAS_MAX)] = Field(
+        default_factory=list,
+        json_schema_extra=list_map("replica"),
+        description="Per-replica running totals (spend per period, decision counters) that "
+        "budget and decisions sum; each replica writes only its own entry.",
+    )
+    retired: RetiredDecisions | None = Field(
+        None, description="Counters of replicas gone for over a month, kept in the sums."
+    )
 
     @field_validator("conditions")
     @classmethod

@@ -15,8 +15,10 @@ import signal
 import sys
 
 import kopf
+from prometheus_client import REGISTRY
 
 from ..operator.handlers import Hooks, build_registry
+from ..operator.metrics import StatusWriterCollector
 from ..operator.replica import ROLE_OPERATOR, ROLE_ROUTER, Controller, ControllerConfig
 from ..serving import GrpcServer, RoutingMetrics
 from ..serving.gateway import GatewayServer
@@ -94,7 +96,54 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="Serving worker processes sharing the gRPC port; this process keeps the watches, "
         "probes and status writes (default 1). 0 serves from this process's own event loop.",
     )
+    add_ledger_arguments(parser)
     add_log_level_argument(parser)
+
+
+def add_ledger_arguments(parser: argparse.ArgumentParser) -> None:
+    """Budget ledger and status-writer flags (docs/operations.md#budgets)."""
+    parser.add_argument(
+        "--replica-id",
+        default=os.environ.get("POD_NAME") or None,
+        help="Stable identity of this replica's status entries (default $POD_NAME, else the one "
+        "pinned in --spool-dir, else a fresh one).",
+    )
+    parser.add_argument(
+        "--spool-dir",
+        default=None,
+        help="Directory of the usage spool (acknowledged, not yet persisted spend; fsync'd every "
+        "0.1 s, replayed on restart). Default: none (a crash loses up to one flush interval, or "
+        "everything since an API-server outage began).",
+    )
+    parser.add_argument(
+        "--status-qps",
+        type=_positive,
+        default=50.0,
+        help="Client-side rate limit of status writes per second (default 50).",
+    )
+    parser.add_argument(
+        "--status-burst", type=int, default=100, help="Burst of status writes (default 100)."
+    )
+    parser.add_argument(
+        "--near-limit-flush-interval",
+        type=_positive,
+        default=0.2,
+        help="Seconds between flushes of a policy near its soft/hard limit (default 0.2).",
+    )
+    parser.add_argument(
+        "--shutdown-flush-timeout",
+        type=_positive,
+        default=20.0,
+        help="Seconds the final status flush may take on SIGTERM (default 20; keep it below "
+        "terminationGracePeriodSeconds minus the gRPC drain).",
+    )
+
+
+def _positive(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+    return value
 
 
 def controller_config(args: argparse.Namespace) -> ControllerConfig:
@@ -107,6 +156,12 @@ def controller_config(args: argparse.Namespace) -> ControllerConfig:
         credentials_refresh_s=args.credentials_refresh,
         lease_namespace=args.lease_namespace,
         lease_name=args.lease_name,
+        replica_id=args.replica_id,
+        spool_dir=args.spool_dir,
+        status_qps=args.status_qps,
+        status_burst=args.status_burst,
+        near_limit_interval_s=args.near_limit_flush_interval,
+        shutdown_flush_s=args.shutdown_flush_timeout,
     )
 
 
@@ -132,6 +187,9 @@ def serving_hooks(args: argparse.Namespace) -> Hooks:
             raise
         if gateway is not None:
             memo["gateway"] = gateway
+        collector = StatusWriterCollector(controller.writer, controller.ledger)
+        REGISTRY.register(collector)
+        memo["status_metrics"] = collector
         logger.info(
             "Serving gRPC on port %d, metrics on port %s, ext_proc on port %s",
             port,
@@ -140,6 +198,9 @@ def serving_hooks(args: argparse.Namespace) -> Hooks:
         )
 
     async def stopping(_controller: Controller, memo: kopf.Memo) -> None:
+        collector = memo.pop("status_metrics", None)
+        if collector is not None:
+            REGISTRY.unregister(collector)
         plane: ServingPlane | None = memo.pop("plane", None)
         if plane is not None:
             await plane.stop(DRAIN_GRACE_S)

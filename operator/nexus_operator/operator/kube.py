@@ -110,7 +110,7 @@ class KubeApi:
     ) -> None:
         configuration.retries = 0
         self._client = client.ApiClient(configuration)
-        self._timeout = timeout
+        self.timeout = timeout
         self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="kubeapi")
         self.reachable = True
 
@@ -159,7 +159,7 @@ class KubeApi:
         )
         try:
             response = self._client.call_api(
-                method, url, header_params=headers, body=serialized, _request_timeout=self._timeout
+                method, url, header_params=headers, body=serialized, _request_timeout=self.timeout
             )
             response.read()
         except client.ApiException as exc:

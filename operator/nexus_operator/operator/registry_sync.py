@@ -9,7 +9,7 @@ registry wholesale, which also drops anything whose DELETED event was missed.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -72,6 +72,8 @@ class RegistrySync:
         # validating the same spec again.
         self._parsed: dict[ObjectKey, tuple[tuple[Any, ...], Any]] = {}
         self.validations = 0
+        # Told of every observed status (the budget ledger adopts persisted totals from it).
+        self.on_status: Callable[[ObjectKey], None] | None = None
 
     def on_backend_event(self, event_type: str | None, body: Mapping[str, Any]) -> None:
         key = key_of(BACKENDS.plural, body)
@@ -132,11 +134,12 @@ class RegistrySync:
 
     def _observe_backend(self, body: Mapping[str, Any]) -> api.Backend | None:
         self._record(BACKENDS.plural, body)
+        self._adopt(key_of(BACKENDS.plural, body))
         return self._validated(api.Backend, body, plural=BACKENDS.plural)
 
     def _observe_policy(self, body: Mapping[str, Any]) -> api.RoutingPolicy | None:
         self._record(POLICIES.plural, body)
-        self._adopt_spend(key_of(POLICIES.plural, body))
+        self._adopt(key_of(POLICIES.plural, body))
         return self._validated(api.RoutingPolicy, body, plural=POLICIES.plural)
 
     def _validated(
@@ -201,16 +204,11 @@ class RegistrySync:
         else:
             self._registry.runtime.forget_policy(namespace, name)
 
-    def _adopt_spend(self, key: ObjectKey) -> None:
-        """Spend persisted by any replica (or before a restart) counts for the next decision.
-
-        Read back from the observed store, which ignores events older than what it holds.
-        """
-        observed = self._observed.get(key)
-        budget = (observed.status if observed else {}).get("budget") or {}
-        if budget.get("period"):
-            cell = self._registry.runtime.policy(key[1], key[2])
-            cell.load_persisted(str(budget["period"]), float(budget.get("spentUsd") or 0.0))
+    def _adopt(self, key: ObjectKey) -> None:
+        """Spend persisted by other replicas (and, after a restart, our own) counts for the next
+        decision. Read back from the observed store, which ignores events older than it holds."""
+        if self.on_status is not None:
+            self.on_status(key)
 
 
 def _with_last_valid(

@@ -13,9 +13,11 @@ import logging
 import os
 import secrets
 import socket
+import time
 from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from nexus_operator import api
@@ -29,6 +31,7 @@ from .observed import ObservedStatuses
 from .probing import BackendKey, HealthProber
 from .registry_sync import RegistrySync, Scope, resync
 from .secret_credentials import SecretCredentials
+from .spool import Spool, store_identity, stored_identity
 from .status_writer import StatusWriter, WriterSettings
 
 logger = logging.getLogger(__name__)
@@ -61,6 +64,26 @@ class ControllerConfig:
     lease_duration_s: float = 15.0
     identity: str = field(default_factory=default_identity)
     component: str = "nexus-operator"
+    # Stable identity of this replica's own status entries (pod name); default: the one pinned in
+    # the spool directory, else `identity`.
+    replica_id: str | None = None
+    spool_dir: str | None = None
+    spool_interval_s: float = 0.1
+    near_limit_interval_s: float = 0.2
+    status_qps: float = 50.0
+    status_burst: int = 100
+    shutdown_flush_s: float = 20.0
+    api_timeout_s: float = 10.0
+
+
+def replica_identity(config: ControllerConfig) -> str:
+    """--replica-id, else the identity pinned in the spool directory, else the process identity;
+    pinned there so a restarted container replays its spool into its own entries."""
+    spool = Path(config.spool_dir) if config.spool_dir else None
+    replica = config.replica_id or (stored_identity(spool) if spool else None) or config.identity
+    if spool is not None and stored_identity(spool) != replica:
+        store_identity(spool, replica)
+    return replica
 
 
 class Controller:
@@ -69,6 +92,7 @@ class Controller:
     def __init__(self, config: ControllerConfig, kube: KubeApi) -> None:
         self.config = config
         self.kube = kube
+        kube.timeout = config.api_timeout_s
         self.registry = Registry()
         self.engine = RoutingEngine(self.registry)
         self.observed = ObservedStatuses()
@@ -81,7 +105,19 @@ class Controller:
             if routing
             else None
         )
-        self.ledger = BudgetLedger(kube, self.registry, self.observed)
+        self.replica_id = replica_identity(config)
+        self.ledger = BudgetLedger(kube, self.registry, self.observed, replica=self.replica_id)
+        self.sync.on_status = self.ledger.adopt
+        self.spool = (
+            Spool(
+                Path(config.spool_dir),
+                replica=self.replica_id,
+                snapshot=self.ledger.spool_records,
+                interval_s=config.spool_interval_s,
+            )
+            if config.spool_dir
+            else None
+        )
         self.credentials = SecretCredentials(
             kube,
             self.registry,
@@ -96,7 +132,14 @@ class Controller:
             leader=self.leader,
             recorder=self.recorder,
             clock=utcnow,
-            settings=WriterSettings(config.flush_interval_s, config.refresh_interval_s),
+            settings=WriterSettings(
+                flush_interval_s=config.flush_interval_s,
+                refresh_interval_s=config.refresh_interval_s,
+                near_limit_interval_s=config.near_limit_interval_s,
+                status_qps=config.status_qps,
+                status_burst=config.status_burst,
+                shutdown_flush_s=config.shutdown_flush_s,
+            ),
             credentials=self.credentials,
         )
         self.prober = HealthProber(self.registry, on_transition=self._health_changed)
@@ -114,8 +157,14 @@ class Controller:
         )
 
     async def start(self) -> None:
-        """Rebuild the registry from a full list, read the named Secrets, then start probing and
-        the background loops."""
+        """Replay the spool, rebuild the registry from a full list, read the named Secrets, then
+        start probing and the background loops."""
+        if self.spool is not None:
+            recovered = self.spool.load()
+            if recovered:
+                logger.info("Replaying %d spooled usage totals", len(recovered))
+            self.ledger.recover(recovered)
+            self._spawn(self.spool.run(), "spool")
         await self._initial_sync()
         if self.leader is not None:
             await self.leader.try_acquire_or_renew()
@@ -135,15 +184,26 @@ class Controller:
             await _reap(task)
         self._tasks.clear()
         await self.prober.stop()
+        await self._sync_spool()
+        deadline = time.monotonic() + self.config.shutdown_flush_s
         try:
-            await self.writer.flush()
+            await self.writer.flush(final=True, deadline=deadline)
         except Exception:
             logger.exception("Final status flush failed")
+        await self._sync_spool()
         if self.recorder is not None:
             await self.recorder.drain()
         if self.leader is not None:
             await self.leader.release()
         self.kube.close()
+
+    async def _sync_spool(self) -> None:
+        if self.spool is None:
+            return
+        try:
+            await self.spool.sync()
+        except OSError:
+            logger.exception("Final spool write failed")
 
     def health(self) -> dict[str, Any]:
         """Liveness details; `apiServer: unreachable` is the degraded state routing survives."""

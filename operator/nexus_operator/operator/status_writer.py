@@ -1,7 +1,8 @@
 """The coalescing status writer: wakes every flush interval and patches only what changed.
 
-Per flush, at most one patch per object: this replica's additive deltas (budget spend, decision and
-selection counters; every replica) joined with, on the leader only, the non-additive status
+Per flush, at most one patch per object: this replica's own absolute totals (its entry of spend,
+decision and selection counters, and the sums over all entries; every replica) joined with, on
+the leader only, the non-additive status
 (conditions, health, exclusions, counts), written under one resourceVersion precondition by the
 ledger. An object whose spec the models reject gets from the leader only Ready=False
 (InvalidSpec) instead, whether it still routes with its last valid spec or never had one.
@@ -9,6 +10,13 @@ Desired status is diffed against the last status the API server holds (observed 
 events and patch responses), so unchanged status is never written and our own status events
 cause no further writes. Health latency and probe time alone are refreshed at most every
 `refresh_interval`, so steady probing does not turn into a patch per probe. A failed flush (API server gone) leaves everything pending for the next.
+
+Writes go through a client-side token bucket (`status_qps`/`status_burst`), highest priority
+first within a round: conditions, health, exclusions and budget-state changes; then spend; then
+counters. A policy near its soft or hard limit (or changing state) is flushed every
+`near_limit_interval` instead of every flush interval, so other replicas see its spend sooner.
+`staleness_s()` is the age of the oldest change not yet written. The final flush on shutdown
+writes spend first, then conditions, then counters, and stops at its deadline.
 """
 
 from __future__ import annotations
@@ -16,7 +24,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -33,6 +41,7 @@ from .invalid_specs import InvalidSpec, InvalidSpecs
 from .kube import BACKENDS, POLICIES, Kind
 from .leader import LeaderElector
 from .observed import ObjectKey
+from .rate_limit import TokenBucket
 from .status_assembly import (
     BackendFacts,
     PolicyFacts,
@@ -55,12 +64,40 @@ _VOLATILE_HEALTH = frozenset({"latencyMs", "lastProbeTime"})
 # A Backend whose status inputs are unchanged since a round that found nothing to write is
 # skipped for this long at most; then it is assembled and diffed again whatever happened.
 QUIET_TTL_S = 300.0
+# Status keys that are counters: written after everything else when the writer is saturated.
+_COUNTER_KEYS = frozenset({"replicas", "decisions", "retired", "retiredSelected", "routing"})
+URGENT, SPEND, COUNTERS = 0, 1, 2
+# A policy counts as near its limits from this share of its soft-limit threshold on.
+NEAR_LIMIT_FRACTION = 0.9
 
 
 @dataclass(frozen=True)
 class WriterSettings:
     flush_interval_s: float = 2.0
     refresh_interval_s: float = 30.0
+    near_limit_interval_s: float = 0.2
+    status_qps: float = 50.0
+    status_burst: int = 100
+    shutdown_flush_s: float = 20.0
+
+
+def priority_of(patch: Mapping[str, Any]) -> int:
+    """URGENT: conditions, health, exclusions or a budget-state change; SPEND; else COUNTERS."""
+    budget = patch.get("budget")
+    if set(patch) - _COUNTER_KEYS - {"budget"}:
+        return URGENT
+    if budget is None and "budget" in patch:
+        return URGENT
+    if isinstance(budget, Mapping):
+        return URGENT if "state" in budget or "limitUsd" in budget else SPEND
+    return COUNTERS
+
+
+def near_limit(spent_usd: float, budget: api.Budget | None) -> bool:
+    if budget is None or budget.monthly_limit_usd is None:
+        return False
+    soft = budget.monthly_limit_usd * budget.soft_limit_percent / 100
+    return spent_usd >= NEAR_LIMIT_FRACTION * soft
 
 
 class StatusWriter:
@@ -91,107 +128,204 @@ class StatusWriter:
         # Backends whose last round found nothing to write: (until, the inputs it had then).
         self._quiet: dict[ObjectKey, tuple[float, tuple[object, ...]]] = {}
         self.assembled = 0
+        self._pending_since: dict[ObjectKey, float] = {}
+        self.limiter = TokenBucket(settings.status_qps, settings.status_burst)
         self.rounds = 0
         self.leader_rounds = 0
+        self.urgent_flushes = 0
 
     @property
     def leading(self) -> bool:
         return self._leader is not None and self._leader.is_leader
 
     async def run(self) -> None:
-        """Flush every interval; a round that fails is logged and the next one tries again."""
+        """Flush every interval, and policies near a limit every near-limit interval; a round
+        that fails is logged and the next one tries again."""
+        settings = self._settings
+        tick = min(settings.near_limit_interval_s, settings.flush_interval_s)
+        next_full = time.monotonic() + settings.flush_interval_s
         while True:
-            await asyncio.sleep(self._settings.flush_interval_s)
+            await asyncio.sleep(tick)
             try:
-                await self.flush()
+                if time.monotonic() >= next_full:
+                    next_full = time.monotonic() + settings.flush_interval_s
+                    await self.flush()
+                else:
+                    await self.flush_near_limit()
             except Exception:
                 logger.exception("Status flush round failed; retrying next round")
 
-    async def flush(self) -> None:
-        """One coalesced round: at most one patch per object, additive deltas and (if leading) the rest."""
+    def staleness_s(self) -> float:
+        """Age of the oldest status change found but not written yet (0 when all is written)."""
+        if not self._pending_since:
+            return 0.0
+        return max(0.0, time.monotonic() - min(self._pending_since.values()))
+
+    async def flush(self, *, final: bool = False, deadline: float | None = None) -> None:
+        """One coalesced round: at most one patch per object, highest priority first.
+
+        `final` (shutdown) puts spend before conditions; past `deadline` (monotonic) the round
+        stops, leaving the rest pending (spend stays in the spool).
+        """
         snapshot = self._registry.snapshot
         now = self._clock()
         self.rounds += 1
         self.leader_rounds += self.leading
+        jobs: list[tuple[int, int, Callable[[], Awaitable[None]]]] = []
         for policy in list(snapshot.policies.values()):
-            await self._flush_policy(policy, now)
+            job = self._policy_job(policy, now)
+            if job is not None:
+                jobs.append((job[0], len(jobs), job[1]))
         for backend in list(snapshot.backends.values()):
-            await self._flush_backend(backend, now)
+            job = self._backend_job(backend, now)
+            if job is not None:
+                jobs.append((job[0], len(jobs), job[1]))
+        order = (SPEND, URGENT, COUNTERS) if final else (URGENT, SPEND, COUNTERS)
+        jobs.sort(key=lambda j: (order.index(j[0]), j[1]))
         if len(self._quiet) > len(snapshot.backends):
             gone = [k for k in self._quiet if (k[1], k[2]) not in snapshot.backends]
             for key in gone:
                 del self._quiet[key]
+        for _, _, write in jobs:
+            if deadline is not None and time.monotonic() >= deadline:
+                logger.warning("Status flush stopped at its deadline; the rest stays pending")
+                return
+            await write()
         if self.leading:
             await self._flush_never_valid(now)
 
-    async def _flush_policy(self, policy: api.RoutingPolicy, now: datetime) -> None:
+    async def flush_near_limit(self) -> None:
+        """Write at once the policies near a limit whose own spend is not persisted yet."""
+        now = self._clock()
+        for policy in list(self._registry.snapshot.policies.values()):
+            namespace, name = policy.metadata.namespace, policy.metadata.name
+            cell = self._registry.runtime.policy(namespace, name)
+            if not near_limit(cell.spent_at(now), policy.spec.budget):
+                continue
+            key = (POLICIES.plural, namespace, name)
+            persisted = self._ledger.persisted_entry(key) or {}
+            mine = self._ledger.policy_entry(namespace, name, now=now) or {}
+            if mine.get("spentUsd", 0.0) == persisted.get("spentUsd", 0.0):
+                continue
+            job = self._policy_job(policy, now)
+            if job is not None:
+                self.urgent_flushes += 1
+                await job[1]()
+
+    def _pending(
+        self, key: ObjectKey, build: Callable[[Mapping[str, Any]], JsonObject]
+    ) -> int | None:
+        """Priority of what `build` would write against the observed status; None: nothing."""
+        observed = self._ledger.observed(key)
+        if observed is None:
+            self._pending_since.setdefault(key, time.monotonic())
+            return URGENT
+        patch = merge_diff(observed, build(observed))
+        if not patch or self._only_volatile(key, patch):
+            self._pending_since.pop(key, None)
+            return None
+        self._pending_since.setdefault(key, time.monotonic())
+        return priority_of(patch)
+
+    def _policy_job(
+        self, policy: api.RoutingPolicy, now: datetime
+    ) -> tuple[int, Callable[[], Awaitable[None]]] | None:
         namespace, name = policy.metadata.namespace, policy.metadata.name
         key = (POLICIES.plural, namespace, name)
-        delta = self._ledger.take_policy(namespace, name)
-        try:
-            invalid = self._invalid_record(key)
-            facts = self._policy_facts(policy, now) if self.leading else None
-            noted: list[condition_events.ConditionEvent] = []
+        cell = self._registry.runtime.policy(namespace, name)
+        mine = self._ledger.policy_entry(namespace, name, now=now)
+        records = (cell.last_routed, cell.last_rejected)
+        invalid = self._invalid_record(key)
+        facts = self._policy_facts(policy, now) if self.leading else None
+        noted: list[condition_events.ConditionEvent] = []
 
-            def build(status: Mapping[str, Any]) -> JsonObject:
-                desired = policy_desired(status, delta, budget=policy.spec.budget, now=now)
-                if facts is not None:
-                    existing = _conditions(status)
-                    desired |= policy_status(policy, facts, existing=existing, now=now)
-                    desired = _flag_invalid(desired, invalid, now=now)
-                    noted[:] = _transitions("RoutingPolicy", stored=status, desired=desired)
-                return self._coalesced(key, merge_diff(status, desired))
+        def desired(status: Mapping[str, Any]) -> JsonObject:
+            want = policy_desired(
+                status,
+                mine,
+                replica=self._ledger.replica,
+                records=records,
+                budget=policy.spec.budget,
+                now=now,
+            )
+            if facts is not None:
+                existing = _conditions(status)
+                want |= policy_status(policy, facts, existing=existing, now=now)
+                want = _flag_invalid(want, invalid, now=now)
+                noted[:] = _transitions("RoutingPolicy", stored=status, desired=want)
+            return want
 
-            written = await self._ledger.write(POLICIES, namespace, name=name, build=build)
-        except Exception:
-            self._ledger.give_back(namespace, name, delta=delta)
-            raise
-        if written is None:
-            self._ledger.give_back(namespace, name, delta=delta)
-            return
-        self._ledger.settle_policy(namespace, name, status=written)
-        if facts is not None:
-            self._note_budget(policy, facts.budget_state, spent=facts.spent_usd)
-            ref = events.ObjectRef("RoutingPolicy", namespace, name, policy.metadata.uid)
-            condition_events.post(self._recorder, ref, found=noted)
+        priority = self._pending(key, desired)
+        if priority is None:
+            return None
 
-    async def _flush_backend(self, backend: api.Backend, now: datetime) -> None:
+        async def write() -> None:
+            written = await self._ledger.write(
+                POLICIES,
+                namespace,
+                name=name,
+                build=lambda status: self._coalesced(key, merge_diff(status, desired(status))),
+                limiter=self.limiter,
+            )
+            if written is None:
+                return
+            self._pending_since.pop(key, None)
+            if facts is not None:
+                self._note_budget(policy, facts.budget_state, spent=facts.spent_usd)
+                ref = events.ObjectRef("RoutingPolicy", namespace, name, policy.metadata.uid)
+                condition_events.post(self._recorder, ref, found=noted)
+
+        return priority, write
+
+    def _backend_job(
+        self, backend: api.Backend, now: datetime
+    ) -> tuple[int, Callable[[], Awaitable[None]]] | None:
         namespace, name = backend.metadata.namespace, backend.metadata.name
         key = (BACKENDS.plural, namespace, name)
-        selected, last = self._ledger.take_selected((namespace, name))
-        inputs = self._backend_inputs(backend, selected=selected, last=last)
+        cell = self._registry.runtime.backend(namespace, name)
+        inputs = self._backend_inputs(
+            backend, selected=cell.selected_total, last=cell.last_selected_time
+        )
         quiet = self._quiet.get(key)
         if quiet is not None and quiet[1] == inputs and time.monotonic() < quiet[0]:
-            return
+            return None
         self.assembled += 1
+        mine = self._ledger.backend_entry(namespace, name)
         invalid = self._invalid_record(key)
         leader_part = self._backend_leader_part(backend) if self.leading else None
         noted: list[condition_events.ConditionEvent] = []
-        nothing = [False]
 
-        def build(status: Mapping[str, Any]) -> JsonObject:
-            desired = backend_desired(status, selected=selected, last=last)
+        def desired(status: Mapping[str, Any]) -> JsonObject:
+            want = backend_desired(status, mine, replica=self._ledger.replica, now=now)
             if leader_part is not None:
                 facts, exclusions = leader_part
-                mine = backend_status(
+                leader = backend_status(
                     backend, facts, exclusions=exclusions, existing=_conditions(status), now=now
                 )
-                desired = _flag_invalid(_merge(desired, mine), invalid, now=now)
-                noted[:] = _transitions("Backend", stored=status, desired=desired)
-            patch = merge_diff(status, desired)
-            nothing[0] = not patch
-            return self._coalesced(key, patch)
+                want = _flag_invalid(_merge(want, leader), invalid, now=now)
+                noted[:] = _transitions("Backend", stored=status, desired=want)
+            return want
 
-        written = await self._ledger.write(BACKENDS, namespace, name=name, build=build)
-        if written is not None and nothing[0]:
+        priority = self._pending(key, desired)
+        if priority is None:  # nothing to write: skip this Backend until an input changes
             self._quiet[key] = (time.monotonic() + QUIET_TTL_S, inputs)
-        else:
-            self._quiet.pop(key, None)
-        if written is not None:
-            ref = events.ObjectRef("Backend", namespace, name, backend.metadata.uid)
-            condition_events.post(self._recorder, ref, found=noted)
-        if written is not None and selected > 0:
-            self._ledger.settle_selected((namespace, name), selected)
+            return None
+        self._quiet.pop(key, None)
+
+        async def write() -> None:
+            written = await self._ledger.write(
+                BACKENDS,
+                namespace,
+                name=name,
+                build=lambda status: self._coalesced(key, merge_diff(status, desired(status))),
+                limiter=self.limiter,
+            )
+            if written is not None:
+                self._pending_since.pop(key, None)
+                ref = events.ObjectRef("Backend", namespace, name, backend.metadata.uid)
+                condition_events.post(self._recorder, ref, found=noted)
+
+        return priority, write
 
     async def _flush_never_valid(self, now: datetime) -> None:
         """Rejected objects the registry does not hold: nothing else ever writes their status."""
@@ -211,7 +345,10 @@ class StatusWriter:
             return self._coalesced(key, merge_diff(status, desired))
 
         plural, namespace, name = key
-        if await self._ledger.write(Kind(plural), namespace, name=name, build=build) is not None:
+        written = await self._ledger.write(
+            Kind(plural), namespace, name=name, build=build, limiter=self.limiter
+        )
+        if written is not None:
             ref = events.ObjectRef(invalid.kind, namespace, name, invalid.uid)
             condition_events.post(self._recorder, ref, found=noted)
 

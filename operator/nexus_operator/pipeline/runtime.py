@@ -295,35 +295,38 @@ class RejectedRecord:
 class PolicyRuntime:
     """Budget spend and decision counters of one RoutingPolicy in this replica.
 
-    `spent_usd` is what decisions see: the persisted total plus this replica's unflushed delta.
-    The status writer moves the unflushed part to the API server with take_unflushed() and
-    returns it with give_back() when the write fails, so spend is never lost or doubled.
+    Input API (what decisions and usage reports feed, whichever process they come from):
+    `add_spend`, `count_routed`, `count_rejected`, `count_queued`.
+
+    This replica's own running totals (`own_usd` for `period`, and the lifetime counters
+    `routed`/`rejected`/`queued`) only ever grow; the status ledger writes them as absolute values
+    into this replica's entry of the policy's status, so a retried write cannot add twice.
+    `spent_usd` is what decisions see: the other replicas' persisted totals for the period plus
+    this replica's own total, which counts at once.
     """
 
     __slots__ = (
+        "_others_usd",
         "last_rejected",
         "last_routed",
+        "own_usd",
         "period",
+        "previous_own_usd",
         "previous_period",
-        "previous_spent_usd",
         "queued",
         "rejected",
         "routed",
         "spent_usd",
-        "unflushed_queued",
-        "unflushed_rejected",
-        "unflushed_routed",
-        "unflushed_usd",
     )
 
     def __init__(self, *, now: datetime | None = None) -> None:
         self.period = period_of(now or datetime.now(UTC))
         self.spent_usd = 0.0
-        self.unflushed_usd = 0.0
+        self.own_usd = 0.0
+        self._others_usd = 0.0
         self.previous_period: str | None = None
-        self.previous_spent_usd: float | None = None
+        self.previous_own_usd: float | None = None
         self.routed = self.rejected = self.queued = 0
-        self.unflushed_routed = self.unflushed_rejected = self.unflushed_queued = 0
         self.last_routed: RoutedRecord | None = None
         self.last_rejected: RejectedRecord | None = None
 
@@ -336,8 +339,8 @@ class PolicyRuntime:
         if not math.isfinite(usd):
             return
         self._roll(now)
+        self.own_usd += usd
         self.spent_usd += usd
-        self.unflushed_usd += usd
 
     def adopt_total(self, period: str, spent_usd: float) -> None:
         """Take the control process's total as is (a serving worker keeps no ledger of its own)."""
@@ -347,45 +350,61 @@ class PolicyRuntime:
             self._start_period(period)
         self.spent_usd = spent_usd
 
-    def load_persisted(self, period: str, spent_usd: float) -> None:
-        """Adopt the persisted total for `period`, keeping this replica's unflushed delta."""
+    def load_others(self, period: str, others_usd: float) -> None:
+        """Adopt the other replicas' persisted spend for `period`; an older period is ignored."""
         if period != self.period:
             if period < self.period:
                 return
             self._start_period(period)
-        self.spent_usd = spent_usd + self.unflushed_usd
+        self._others_usd = others_usd
+        self.spent_usd = others_usd + self.own_usd
 
-    def take_unflushed(self) -> tuple[float, int, int, int]:
-        taken = (
-            self.unflushed_usd,
-            self.unflushed_routed,
-            self.unflushed_rejected,
-            self.unflushed_queued,
-        )
-        self.unflushed_usd = 0.0
-        self.unflushed_routed = self.unflushed_rejected = self.unflushed_queued = 0
-        return taken
+    def restore_own(
+        self,
+        *,
+        period: str,
+        spent_usd: float,
+        previous: tuple[str, float] | None,
+        counters: tuple[int, int, int],
+    ) -> None:
+        """Take back this replica's own totals after a restart (from its status entry or spool).
 
-    def give_back(self, usd: float, routed: int, *, rejected: int, queued: int) -> None:
-        self.unflushed_usd += usd
-        self.unflushed_routed += routed
-        self.unflushed_rejected += rejected
-        self.unflushed_queued += queued
+        Totals only grow, so the larger of what is held and what is restored is the truth: a
+        restore never lowers a total nor adds one twice.
+        """
+        if period > self.period:
+            self._start_period(period)
+        if period == self.period and spent_usd > self.own_usd:
+            self.spent_usd += spent_usd - self.own_usd
+            self.own_usd = spent_usd
+        if period < self.period and self.previous_period in (None, period):
+            self.previous_period = period
+            self.previous_own_usd = max(self.previous_own_usd or 0.0, spent_usd)
+        if previous is not None and period == self.period:
+            prev_period, prev_usd = previous
+            if self.previous_period in (None, prev_period):
+                self.previous_period = prev_period
+                self.previous_own_usd = max(self.previous_own_usd or 0.0, prev_usd)
+        routed, rejected, queued = counters
+        self.routed = max(self.routed, routed)
+        self.rejected = max(self.rejected, rejected)
+        self.queued = max(self.queued, queued)
 
     def count_routed(self, record: RoutedRecord, *, count: int = 1) -> None:
         """`count` decisions routed, `record` the last of them."""
         self.routed += count
-        self.unflushed_routed += count
         self.last_routed = record
 
     def count_rejected(self, record: RejectedRecord) -> None:
         self.rejected += 1
-        self.unflushed_rejected += 1
         self.last_rejected = record
 
     def count_queued(self) -> None:
         self.queued += 1
-        self.unflushed_queued += 1
+
+    def roll(self, now: datetime) -> None:
+        """Start the period of `now` if it is a later one (the status writer calls it each flush)."""
+        self._roll(now)
 
     def _roll(self, now: datetime) -> None:
         period = period_of(now)
@@ -394,10 +413,11 @@ class PolicyRuntime:
 
     def _start_period(self, period: str) -> None:
         self.previous_period = self.period
-        self.previous_spent_usd = self.spent_usd
+        self.previous_own_usd = self.own_usd
         self.period = period
         self.spent_usd = 0.0
-        self.unflushed_usd = 0.0
+        self.own_usd = 0.0
+        self._others_usd = 0.0
 
 
 class FactLog:
