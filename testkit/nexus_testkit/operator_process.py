@@ -1,0 +1,159 @@
+"""`nexus-operator run` as a real process, for tests and benchmarks that SIGKILL or restart it.
+
+Reports usage over real gRPC and keeps the tally of what the operator acknowledged (an Ack came
+back), which is what the budget ledger must persist.
+"""
+
+from __future__ import annotations
+
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from nexus_operator.serving.proto import router_pb2, router_pb2_grpc
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class OperatorProcess:
+    """One replica: `run` with a fixed --replica-id and --spool-dir, restartable."""
+
+    def __init__(
+        self,
+        kubeconfig: Path,
+        namespace: str,
+        *,
+        replica_id: str,
+        spool_dir: Path | None,
+        extra: tuple[str, ...] = (),
+    ) -> None:
+        self.kubeconfig = kubeconfig
+        self.namespace = namespace
+        self.replica_id = replica_id
+        self.spool_dir = spool_dir
+        self.extra = extra
+        self.grpc_port = free_port()
+        self.process: subprocess.Popen[bytes] | None = None
+        self._channel: grpc.Channel | None = None
+        self.stub: router_pb2_grpc.RouterStub | None = None
+
+    def start(self, *, timeout: float = 60.0) -> OperatorProcess:
+        argv = [sys.executable, "-m", "nexus_operator.cli.operator_main", "run"]
+        argv += ["--kubeconfig", str(self.kubeconfig)]
+        argv += ["--grpc-address", f"127.0.0.1:{self.grpc_port}", "--metrics-port", "-1"]
+        argv += ["--health-port", str(free_port()), "--namespace", self.namespace]
+        argv += ["--lease-namespace", self.namespace, "--log-level", "WARNING"]
+        argv += ["--replica-id", self.replica_id]
+        if self.spool_dir is not None:
+            argv += ["--spool-dir", str(self.spool_dir)]
+        argv += list(self.extra)
+        self.process = subprocess.Popen(argv)
+        self._channel = grpc.insecure_channel(f"127.0.0.1:{self.grpc_port}")
+        self.stub = router_pb2_grpc.RouterStub(self._channel)
+        self._wait_serving(timeout)
+        return self
+
+    def _wait_serving(self, timeout: float) -> None:
+        assert self._channel is not None and self.process is not None
+        health = health_pb2_grpc.HealthStub(self._channel)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"operator exited with {self.process.returncode}")
+            try:
+                reply = health.Check(health_pb2.HealthCheckRequest(), timeout=1)
+                if reply.status == health_pb2.HealthCheckResponse.SERVING:
+                    return
+            except grpc.RpcError:
+                pass
+            time.sleep(0.05)
+        raise RuntimeError("operator did not start serving")
+
+    def report(self, *, policy: str, cost: float, backend: str = "local") -> bool:
+        """One ReportUsage; True when the operator acknowledged it."""
+        stub = self.stub
+        if stub is None:
+            return False
+        usage = router_pb2.UsageReport(
+            backend=backend,
+            namespace=self.namespace,
+            model="llama3:8b",
+            policy=policy,
+            input_tokens=1,
+            output_tokens=1,
+            cost_usd=cost,
+            success=True,
+        )
+        try:
+            return bool(stub.ReportUsage(usage, timeout=2).accepted)
+        except (grpc.RpcError, ValueError):  # ValueError: the channel was closed by a kill
+            return False
+
+    def route(self, model: str = "llama3:8b") -> int:
+        assert self.stub is not None
+        request = router_pb2.RouteRequest(
+            model=model, namespace=self.namespace, estimated_tokens=10
+        )
+        return int(self.stub.Route(request, timeout=5).outcome)
+
+    def kill(self) -> None:
+        """SIGKILL: no shutdown hook, no final flush."""
+        self._close(signal.SIGKILL)
+
+    def terminate(self, timeout: float = 60.0) -> None:
+        self._close(signal.SIGTERM, timeout)
+
+    def _close(self, sig: signal.Signals, timeout: float = 30.0) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(sig)
+            self.process.wait(timeout)
+        if self._channel is not None:
+            self._channel.close()
+        self.process, self._channel, self.stub = None, None, None
+
+
+class UsageDriver:
+    """Reports `cost` to a replica at about `rate` per second in a thread, tallying the acks."""
+
+    def __init__(self, replica: OperatorProcess, *, policy: str, cost: float, rate: float) -> None:
+        self.replica = replica
+        self.policy = policy
+        self.cost = cost
+        self.rate = rate
+        self.acknowledged = 0
+        self.ack_times: list[float] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="usage", daemon=True)
+
+    @property
+    def acknowledged_usd(self) -> float:
+        return self.acknowledged * self.cost
+
+    def start(self) -> UsageDriver:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(30)
+
+    def _run(self) -> None:
+        interval = 1.0 / self.rate
+        next_at = time.monotonic()
+        while not self._stop.is_set():
+            if self.replica.report(policy=self.policy, cost=self.cost):
+                self.acknowledged += 1
+                self.ack_times.append(time.monotonic())
+            next_at += interval
+            self._stop.wait(max(0.0, next_at - time.monotonic()))
