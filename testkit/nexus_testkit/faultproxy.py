@@ -131,7 +131,7 @@ class FaultProxy:
         finally:
             self._tasks.difference_update(tasks)
             for transport in pair:
-                self._open.discard(transport)  # type: ignore[arg-type]
+                self._open.discard(transport)
                 transport.abort()
 
     async def _pipe(

@@ -65,7 +65,8 @@ class OperatorProcess:
         return self
 
     def _wait_serving(self, timeout: float) -> None:
-        assert self._channel is not None and self.process is not None
+        assert self._channel is not None
+        assert self.process is not None
         health = health_pb2_grpc.HealthStub(self._channel)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

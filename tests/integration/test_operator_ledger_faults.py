@@ -134,7 +134,7 @@ def test_answers_delayed_past_the_client_timeout_are_counted_once(
         assert _persisted(objects) == (tally.usd, tally.routed)
 
 
-def test_dropped_answers_torn_writes_and_conflict_storms_are_counted_once(
+def test_dropped_answers_torn_writes_andConflictStorms_are_counted_once(
     cluster: Cluster, proxy: FaultProxy, namespace: str, tmp_path: Path
 ) -> None:
     with cluster.api_client() as api, _start(cluster, proxy, namespace, tmp_path)() as operator:
@@ -147,13 +147,14 @@ def test_dropped_answers_torn_writes_and_conflict_storms_are_counted_once(
         proxy.set(reset_requests=0.3)
         tally.drive(operator, namespace, steps=40)
         proxy.clear()
-        with _conflict_storm(api, namespace):
+        with ConflictStorm(api, namespace):
             tally.drive(operator, namespace, steps=40)
-        assert proxy.dropped > 0 and proxy.resets > 0
+        assert proxy.dropped > 0
+        assert proxy.resets > 0
         wait_for(lambda: _persisted(objects) == (tally.usd, tally.routed), timeout=60)
 
 
-class _conflict_storm:  # noqa: N801 (used as a context manager)
+class ConflictStorm:
     """Another writer bumps the policy's resourceVersion as fast as it can (409 for the ledger)."""
 
     def __init__(self, api: client.ApiClient, namespace: str) -> None:
@@ -163,7 +164,7 @@ class _conflict_storm:  # noqa: N801 (used as a context manager)
         self._thread = threading.Thread(target=self._run, daemon=True)
         self.bumps = 0
 
-    def __enter__(self) -> _conflict_storm:
+    def __enter__(self) -> ConflictStorm:
         self._thread.start()
         return self
 
