@@ -48,7 +48,8 @@ class OperatorProcess:
         self._channel: grpc.Channel | None = None
         self.stub: router_pb2_grpc.RouterStub | None = None
 
-    def start(self, *, timeout: float = 60.0) -> OperatorProcess:
+    def start(self, *, wait: bool = True, timeout: float = 60.0) -> OperatorProcess:
+        """Launch; with `wait`, return once gRPC health is SERVING (registry synced)."""
         argv = [sys.executable, "-m", "nexus_operator.cli.operator_main", "run"]
         argv += ["--kubeconfig", str(self.kubeconfig)]
         argv += ["--grpc-address", f"127.0.0.1:{self.grpc_port}", "--metrics-port", "-1"]
@@ -61,10 +62,11 @@ class OperatorProcess:
         self.process = subprocess.Popen(argv)
         self._channel = grpc.insecure_channel(f"127.0.0.1:{self.grpc_port}")
         self.stub = router_pb2_grpc.RouterStub(self._channel)
-        self._wait_serving(timeout)
+        if wait:
+            self.wait_serving(timeout)
         return self
 
-    def _wait_serving(self, timeout: float) -> None:
+    def wait_serving(self, timeout: float = 60.0) -> None:
         assert self._channel is not None
         assert self.process is not None
         health = health_pb2_grpc.HealthStub(self._channel)

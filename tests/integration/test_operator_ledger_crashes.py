@@ -1,0 +1,125 @@
+"""Exactly-once budgets across crashes: real `run` processes, SIGKILL, restarts, API outages.
+
+Each replica has a fixed --replica-id and its own --spool-dir (as the chart gives each pod an
+emptyDir); usage goes over real gRPC and only acknowledged reports are tallied. The operator
+reaches the API server through a fault-injecting proxy that can cut it off (an outage) while
+the test itself keeps a direct connection to read status.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import pytest
+from operator_support import Objects, backend_spec, wait_for
+
+from nexus_testkit.faultproxy import FaultProxy
+from nexus_testkit.localcluster import Cluster
+from nexus_testkit.operator_process import OperatorProcess, UsageDriver
+
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("nexus_crds")]
+
+COST = 0.125
+POLICY = "budgeted"
+FLAGS = ("--flush-interval", "0.5")
+# The documented bound is one spool interval (0.1 s) plus one fsync; the window counted as at
+# risk is wider so a loaded CI machine cannot make the check flaky.
+AT_RISK_WINDOW_S = 0.5
+
+
+@pytest.fixture
+def proxy(cluster: Cluster) -> Iterator[FaultProxy]:
+    server = urlsplit(cluster.server)
+    faults = FaultProxy(server.hostname or "127.0.0.1", server.port or 443).start()
+    yield faults
+    faults.stop()
+
+
+def _setup(objects: Objects) -> None:
+    objects.create(
+        "backends", "local", backend_spec("http://127.0.0.1:9", healthCheck={"enabled": False})
+    )
+    objects.create(
+        "routingpolicies", POLICY, {"modelPatterns": ["*"], "budget": {"monthlyLimitUsd": 1e6}}
+    )
+
+
+def _spent(objects: Objects) -> float:
+    budget = objects.status("routingpolicies", POLICY).get("budget") or {}
+    return float(budget.get("spentUsd") or 0.0)
+
+
+def _replica(kubeconfig: Path, namespace: str, tmp_path: Path, index: int) -> OperatorProcess:
+    return OperatorProcess(
+        kubeconfig,
+        namespace,
+        replica_id=f"replica-{index}",
+        spool_dir=tmp_path / f"spool-{index}",
+        extra=FLAGS,
+    )
+
+
+def test_sigkill_during_an_api_outage_loses_at_most_the_last_spool_interval(
+    cluster: Cluster, proxy: FaultProxy, namespace: str, tmp_path: Path
+) -> None:
+    kubeconfig = proxy.kubeconfig(cluster.kubeconfig, tmp_path / "via-proxy.kubeconfig")
+    with cluster.api_client() as api:
+        objects = Objects(api, namespace)
+        _setup(objects)
+        replica = _replica(kubeconfig, namespace, tmp_path, 0).start()
+        driver = UsageDriver(replica, policy=POLICY, cost=COST, rate=50).start()
+        try:
+            wait_for(lambda: _spent(objects) > 0)
+            proxy.set(outage=True)
+            time.sleep(3.0)  # usage keeps flowing and being acknowledged during the outage
+            killed_at = time.monotonic()
+            replica.kill()
+            driver.stop()
+            at_risk = COST * sum(t > killed_at - AT_RISK_WINDOW_S for t in driver.ack_times)
+            acknowledged = driver.acknowledged_usd
+            assert acknowledged - _spent(objects) > at_risk  # the outage held spend back
+            replica.start(wait=False)  # restarts while the API server is still unreachable
+            proxy.clear()
+            replica.wait_serving()
+            wait_for(lambda: acknowledged - _spent(objects) <= at_risk, timeout=60)
+            assert _spent(objects) <= acknowledged + COST  # one report may be applied unacked
+        finally:
+            driver.stop()
+            replica.terminate()
+
+
+@pytest.mark.parametrize("replicas", [2, 3])
+def test_replicas_with_one_killed_and_restarted_persist_exactly_what_they_acknowledged(
+    cluster: Cluster, proxy: FaultProxy, namespace: str, tmp_path: Path, replicas: int
+) -> None:
+    kubeconfig = proxy.kubeconfig(cluster.kubeconfig, tmp_path / "via-proxy.kubeconfig")
+    with cluster.api_client() as api:
+        objects = Objects(api, namespace)
+        _setup(objects)
+        fleet = [_replica(kubeconfig, namespace, tmp_path, i).start() for i in range(replicas)]
+        drivers = [UsageDriver(r, policy=POLICY, cost=COST, rate=30).start() for r in fleet]
+        try:
+            wait_for(lambda: _spent(objects) > 0)
+            victim, victim_driver = fleet[0], drivers[0]
+            victim_driver.stop()  # between two of its reports: past the spool interval
+            time.sleep(0.3)
+            victim.kill()
+            victim.start()
+            drivers.append(UsageDriver(victim, policy=POLICY, cost=COST, rate=30).start())
+            time.sleep(1.0)
+            for driver in drivers:
+                driver.stop()
+            acknowledged = sum(d.acknowledged_usd for d in drivers)
+            wait_for(lambda: _spent(objects) == acknowledged, timeout=60)
+            status = objects.status("routingpolicies", POLICY)
+            assert sorted(e["replica"] for e in status["replicas"]) == [
+                f"replica-{i}" for i in range(replicas)
+            ]
+        finally:
+            for driver in drivers:
+                driver.stop()
+            for replica in fleet:
+                replica.terminate()
