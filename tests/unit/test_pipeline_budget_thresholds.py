@@ -69,7 +69,7 @@ def test_routing_status_and_the_model_agree_on_the_budget_state_at_every_thresho
     for dimes in range(12):
         eng = spent_in_dimes(dimes, softLimitPercent=90)
         spent = eng.registry.runtime.policy("default", "p").spent_usd
-        block = budget_block(spent_usd=spent, budget=budget, persisted={}, now=NOW)
+        block = budget_block(spent_usd=spent, previous=None, budget=budget, now=NOW)
         assert state(eng) is budget.state(spent)
         assert block["state"] == budget.state(spent)
 

@@ -244,6 +244,12 @@ class Budget(SpecModel):
             return BudgetState.SOFT_LIMIT
         return BudgetState.NORMAL
 
+    def nearing(self, spent_usd: float, *, fraction: float) -> bool:
+        """Spend has reached `fraction` of the soft-limit threshold (so also near the hard limit);
+        never without a monthly limit. The status writer flushes such policies sooner."""
+        limit = self.monthly_limit_usd
+        return limit is not None and spent_usd >= fraction * limit * self.soft_limit_percent / 100
+
 
 class Weights(SpecModel):
     """Weights of the smart strategy's score, in percent; they must sum to 100."""

@@ -170,7 +170,9 @@ def policy_desired(
     spent, previous = spend_sums(kept, period)
     limited = budget is not None and budget.monthly_limit_usd is not None
     desired: JsonObject = {
-        "budget": _budget_block(spent, previous, budget=budget, now=now) if limited else None
+        "budget": budget_block(spent_usd=spent, previous=previous, budget=budget, now=now)
+        if limited
+        else None
     }
     if not kept and "replicas" not in base:
         return desired  # nothing counted yet: no entries, no counters
@@ -187,9 +189,10 @@ def policy_desired(
     return desired
 
 
-def _budget_block(
-    spent_usd: float, previous: float | None, *, budget: api.Budget | None, now: datetime
+def budget_block(
+    *, spent_usd: float, previous: float | None, budget: api.Budget | None, now: datetime
 ) -> JsonObject:
+    """The budget block users read: the period's spend summed over all replicas' entries."""
     period = period_of(now)
     limit = budget.monthly_limit_usd if budget is not None else None
     return {

@@ -94,10 +94,7 @@ def priority_of(patch: Mapping[str, Any]) -> int:
 
 
 def near_limit(spent_usd: float, budget: api.Budget | None) -> bool:
-    if budget is None or budget.monthly_limit_usd is None:
-        return False
-    soft = budget.monthly_limit_usd * budget.soft_limit_percent / 100
-    return spent_usd >= NEAR_LIMIT_FRACTION * soft
+    return budget is not None and budget.nearing(spent_usd, fraction=NEAR_LIMIT_FRACTION)
 
 
 class StatusWriter:
