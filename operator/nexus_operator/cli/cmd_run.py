@@ -133,8 +133,8 @@ def add_ledger_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--shutdown-flush-timeout",
         type=_positive,
-        default=20.0,
-        help="Seconds the final status flush may take on SIGTERM (default 20; keep it below "
+        default=15.0,
+        help="Seconds the final status flush may take on SIGTERM (default 15; keep it below "
         "terminationGracePeriodSeconds minus the gRPC drain).",
     )
 

@@ -72,7 +72,7 @@ class ControllerConfig:
     near_limit_interval_s: float = 0.2
     status_qps: float = 50.0
     status_burst: int = 100
-    shutdown_flush_s: float = 20.0
+    shutdown_flush_s: float = 15.0
     api_timeout_s: float = 10.0
 
 

@@ -78,7 +78,7 @@ class WriterSettings:
     near_limit_interval_s: float = 0.2
     status_qps: float = 50.0
     status_burst: int = 100
-    shutdown_flush_s: float = 20.0
+    shutdown_flush_s: float = 15.0
 
 
 def priority_of(patch: Mapping[str, Any]) -> int:
