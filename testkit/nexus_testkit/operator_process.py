@@ -54,6 +54,7 @@ class OperatorProcess:
         argv += ["--kubeconfig", str(self.kubeconfig)]
         argv += ["--grpc-address", f"127.0.0.1:{self.grpc_port}", "--metrics-port", "-1"]
         argv += ["--health-port", str(free_port()), "--namespace", self.namespace]
+        argv += ["--extproc-address", "off"]
         argv += ["--lease-namespace", self.namespace, "--log-level", "WARNING"]
         argv += ["--replica-id", self.replica_id]
         if self.spool_dir is not None:
