@@ -7,6 +7,9 @@ and while a fault is switched on it:
   client's timeout although the server applied the request);
 - `drop_answers`: with that probability, forwards a request but closes the connection as the
   answer arrives, without forwarding it (applied, never answered);
+
+(both only once the client has sent its second chunk: the TLS handshake itself goes through,
+so requests do reach the server and only their answers are late or lost);
 - `reset_requests`: with that probability, forwards half of a client→server chunk and then
   resets both connections (a write torn mid-way);
 - `outage`: refuses new connections and aborts the open ones (API server unreachable).
@@ -121,9 +124,10 @@ class FaultProxy:
         server = up_writer.transport
         pair = (client, server)
         self._open.update(pair)  # type: ignore[arg-type]
+        sent = [0]  # client→server chunks so far on this connection
         tasks = [
-            asyncio.create_task(self._pipe(reader, up_writer, pair, upstream=True)),
-            asyncio.create_task(self._pipe(up_reader, writer, pair, upstream=False)),
+            asyncio.create_task(self._pipe(reader, up_writer, pair, sent=sent, upstream=True)),
+            asyncio.create_task(self._pipe(up_reader, writer, pair, sent=sent, upstream=False)),
         ]
         self._tasks.update(tasks)
         try:
@@ -140,6 +144,7 @@ class FaultProxy:
         writer: asyncio.StreamWriter,
         pair: tuple[asyncio.BaseTransport, asyncio.BaseTransport],
         *,
+        sent: list[int],
         upstream: bool,
     ) -> None:
         while True:
@@ -147,12 +152,14 @@ class FaultProxy:
             if not data:
                 break
             faults = self.faults
+            if upstream:
+                sent[0] += 1
             if upstream and faults.reset_requests and self._random.random() < faults.reset_requests:
                 writer.write(data[: len(data) // 2])
                 self.resets += 1
                 _abort(pair)
                 return
-            if not upstream:
+            if not upstream and sent[0] >= 2:  # past the handshake
                 if faults.drop_answers and self._random.random() < faults.drop_answers:
                     self.dropped += 1
                     _abort(pair)

@@ -64,7 +64,11 @@ class OperatorProcess:
         self._channel = grpc.insecure_channel(f"127.0.0.1:{self.grpc_port}")
         self.stub = router_pb2_grpc.RouterStub(self._channel)
         if wait:
-            self.wait_serving(timeout)
+            try:
+                self.wait_serving(timeout)
+            except BaseException:
+                self.kill()  # never leave a process behind that the caller does not hold
+                raise
         return self
 
     def wait_serving(self, timeout: float = 60.0) -> None:
@@ -150,7 +154,8 @@ class UsageDriver:
 
     def stop(self) -> None:
         self._stop.set()
-        self._thread.join(30)
+        if self._thread.ident is not None:
+            self._thread.join(30)
 
     def _run(self) -> None:
         interval = 1.0 / self.rate

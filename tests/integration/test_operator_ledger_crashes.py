@@ -70,8 +70,9 @@ def test_sigkill_during_an_api_outage_loses_at_most_the_last_spool_interval(
         objects = Objects(api, namespace)
         _setup(objects)
         replica = _replica(kubeconfig, namespace, tmp_path, 0).start()
-        driver = UsageDriver(replica, policy=POLICY, cost=COST, rate=50).start()
+        driver = UsageDriver(replica, policy=POLICY, cost=COST, rate=50)
         try:
+            driver.start()
             wait_for(lambda: _spent(objects) > 0)
             proxy.set(outage=True)
             time.sleep(3.0)  # usage keeps flowing and being acknowledged during the outage
@@ -99,9 +100,12 @@ def test_replicas_with_one_killed_and_restarted_persist_exactly_what_they_acknow
     with cluster.api_client() as api:
         objects = Objects(api, namespace)
         _setup(objects)
-        fleet = [_replica(kubeconfig, namespace, tmp_path, i).start() for i in range(replicas)]
-        drivers = [UsageDriver(r, policy=POLICY, cost=COST, rate=30).start() for r in fleet]
+        fleet = [_replica(kubeconfig, namespace, tmp_path, i) for i in range(replicas)]
+        drivers: list[UsageDriver] = []
         try:
+            for replica in fleet:
+                replica.start()
+            drivers += [UsageDriver(r, policy=POLICY, cost=COST, rate=30).start() for r in fleet]
             wait_for(lambda: _spent(objects) > 0)
             victim, victim_driver = fleet[0], drivers[0]
             victim_driver.stop()  # between two of its reports: past the spool interval
