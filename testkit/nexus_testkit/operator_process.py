@@ -26,6 +26,10 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+class ExitedEarlyError(RuntimeError):
+    pass
+
+
 class OperatorProcess:
     """One replica: `run` with a fixed --replica-id and --spool-dir, restartable."""
 
@@ -49,7 +53,27 @@ class OperatorProcess:
         self.stub: router_pb2_grpc.RouterStub | None = None
 
     def start(self, *, wait: bool = True, timeout: float = 60.0) -> OperatorProcess:
-        """Launch; with `wait`, return once gRPC health is SERVING (registry synced)."""
+        """Launch; with `wait`, return once gRPC health is SERVING (registry synced). A process
+        that exits while starting (its port taken meanwhile by another process) is relaunched
+        on a fresh port."""
+        for attempt in range(3):
+            self._launch()
+            if not wait:
+                return self
+            try:
+                self.wait_serving(timeout)
+                return self
+            except ExitedEarlyError:
+                self._close(signal.SIGKILL)
+                if attempt == 2:
+                    raise
+                self.grpc_port = free_port()
+            except BaseException:
+                self.kill()  # never leave a process behind that the caller does not hold
+                raise
+        return self
+
+    def _launch(self) -> None:
         argv = [sys.executable, "-m", "nexus_operator.cli.operator_main", "run"]
         argv += ["--kubeconfig", str(self.kubeconfig)]
         argv += ["--grpc-address", f"127.0.0.1:{self.grpc_port}", "--metrics-port", "-1"]
@@ -63,13 +87,6 @@ class OperatorProcess:
         self.process = subprocess.Popen(argv)
         self._channel = grpc.insecure_channel(f"127.0.0.1:{self.grpc_port}")
         self.stub = router_pb2_grpc.RouterStub(self._channel)
-        if wait:
-            try:
-                self.wait_serving(timeout)
-            except BaseException:
-                self.kill()  # never leave a process behind that the caller does not hold
-                raise
-        return self
 
     def wait_serving(self, timeout: float = 60.0) -> None:
         assert self._channel is not None
@@ -78,7 +95,7 @@ class OperatorProcess:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise RuntimeError(f"operator exited with {self.process.returncode}")
+                raise ExitedEarlyError(f"operator exited with {self.process.returncode}")
             try:
                 reply = health.Check(health_pb2.HealthCheckRequest(), timeout=1)
                 if reply.status == health_pb2.HealthCheckResponse.SERVING:
