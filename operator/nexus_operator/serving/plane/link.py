@@ -24,7 +24,12 @@ _READ_SIZE = 1 << 16
 
 
 class Link:
-    def __init__(self, *, send: Connection, receive: Connection, name: str) -> None:
+    def __init__(
+        self, *, send: Connection, receive: Connection, name: str, flush_delay_s: float = 0.0
+    ) -> None:
+        """`flush_delay_s` > 0 gathers what is sent for that long into one write: a worker
+        under load would otherwise write (and wake the control process) once per call."""
+        self._flush_delay_s = flush_delay_s
         self._send_conn = send
         self._receive_conn = receive
         self._name = name
@@ -57,7 +62,10 @@ class Link:
             return
         if not self._outbox:
             assert self._loop is not None
-            self._loop.call_soon(self.flush)
+            if self._flush_delay_s > 0:
+                self._loop.call_later(self._flush_delay_s, self.flush)
+            else:
+                self._loop.call_soon(self.flush)
         self._outbox.append(message)
 
     def flush(self) -> None:

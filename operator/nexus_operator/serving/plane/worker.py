@@ -26,6 +26,8 @@ from .link import Batch, Link
 logger = logging.getLogger(__name__)
 
 METRICS_PERIOD_S = 1.0
+# Decisions and reports reach the control process in one write per this many seconds at most.
+FLUSH_DELAY_S = 0.002
 SLOT_EXPIRY_PERIOD_S = 10.0
 
 
@@ -63,7 +65,7 @@ def worker_main(
         level=log_level,
         format=f"%(asctime)s %(levelname)s %(name)s[worker {index}]: %(message)s",
     )
-    link = Link(send=send, receive=receive, name=f"worker-{index}")
+    link = Link(send=send, receive=receive, name=f"worker-{index}", flush_delay_s=FLUSH_DELAY_S)
     asyncio.run(WorkerHost(index, link, counters=counters, factory=factory).run())
 
 
