@@ -140,6 +140,7 @@ class GatewayServer:
         await self.resolver.close()
         with contextlib.suppress(KeyError):
             self._metrics_registry.unregister(self.metrics)
+        gc.unfreeze()  # a process that goes on (tests) collects that heap again
 
     async def warm(self) -> None:
         """Resolve the configured namespace's Backend URLs ahead of the requests that need them."""
