@@ -305,7 +305,7 @@ class StatusWriter:
 
         priority = self._pending(key, desired)
         if priority is None:  # nothing to write: skip this Backend until an input changes
-            self._quiet[key] = (time.monotonic() + QUIET_TTL_S, inputs)
+            self._quiet[key] = (self._quiet_until(key), inputs)
             return None
         self._quiet.pop(key, None)
 
@@ -352,6 +352,17 @@ class StatusWriter:
     def _invalid_record(self, key: ObjectKey) -> InvalidSpec | None:
         """The rejection the leader reports instead of normal status; followers write none."""
         return self._invalid.get(key) if self.leading else None
+
+    def _quiet_until(self, key: ObjectKey) -> float:
+        """Until when a Backend with nothing to write may be skipped: QUIET_TTL_S, but no later
+        than its health refresh falls due when its last write is recent (a latency-only patch
+        held back by the refresh interval must still go out when that interval ends)."""
+        now = time.monotonic()
+        until = now + QUIET_TTL_S
+        written = self._written_at.get(key)
+        if written is not None and written + self._settings.refresh_interval_s > now:
+            until = min(until, written + self._settings.refresh_interval_s)
+        return until
 
     def _backend_inputs(
         self, backend: api.Backend, *, selected: int, last: datetime | None
