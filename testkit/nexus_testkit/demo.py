@@ -12,15 +12,24 @@ started, in reverse order.
 
 The kubeconfig and the gateway's URL are always written to the same place
 (`DEMO_DIR/kubeconfig`, `DEMO_DIR/gateway-url`), so the README's commands work as printed.
+
+Runs are independent: a run holds an flock on `DEMO_DIR/lock` (with its pid in it) while it
+lives, so a second `make run` refuses, naming the first, and deletes nothing; a previous
+run's directory is cleared only when no run holds it and the one fixed port is free. That
+port is gRPC's 127.0.0.1:50051, because it is nexusctl's default and the README's
+`nexusctl route ...` stays literal; everything else (etcd, kube-apiserver, stand-ins,
+picker, Envoy, metrics, health) is on free loopback ports.
 """
 
 from __future__ import annotations
 
 import argparse
+import fcntl
 import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -28,11 +37,13 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack, contextmanager, suppress
 from pathlib import Path
 from types import FrameType
+from typing import IO
 
 import grpc
+import psutil  # type: ignore[import-untyped]
 import yaml
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
@@ -54,9 +65,9 @@ from nexus_testkit.localcluster.standins import InferenceStandIn, StandIns
 DEMO_DIR = Path(
     os.environ.get("NEXUS_DEMO_DIR", Path.home() / ".cache" / "nexus-operator" / "demo")
 )
-GRPC_ADDRESS = "127.0.0.1:50051"
-METRICS_PORT = 9090
-HEALTH_PORT = 8080
+GRPC_PORT = 50051  # nexusctl's default address: the README's commands need no --address
+GRPC_ADDRESS = f"127.0.0.1:{GRPC_PORT}"
+LOCK_FILE = DEMO_DIR / "lock"
 STEPS = 8
 # One stand-in per local Backend of examples/, on a free port: (Backend name, flavour, models).
 STAND_INS = (
@@ -81,12 +92,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     begin = time.monotonic()
     with ExitStack() as stack:
         try:
+            _claim_demo_dir(stack)
             _run_steps(stack, examples=args.examples)
         except (DemoError, BinariesMissingError, ComponentFailedError) as exc:
             print(f"error: {exc}", file=sys.stderr, flush=True)
             return 1
+        interrupted = _catch_interrupt()  # before the ready line: a Ctrl-C right after it counts
         _print_next_steps(time.monotonic() - begin)
-        _wait_for_interrupt()
+        interrupted.wait()
         print("stopping: Envoy, operator, stand-ins, kube-apiserver, etcd", flush=True)
     print("stopped", flush=True)
     return 0
@@ -98,6 +111,79 @@ def _parser() -> argparse.ArgumentParser:
         "--examples", type=Path, default=repo_root() / "examples", help="folder to apply"
     )
     return parser
+
+
+def _claim_demo_dir(stack: ExitStack) -> None:
+    """Lock DEMO_DIR for this run, or refuse naming the live run that holds it; then check the
+    fixed port, and only then clear what a previous (dead) run left."""
+    DEMO_DIR.mkdir(parents=True, exist_ok=True)
+    lock = LOCK_FILE.open("a+")  # never truncated before the lock is ours: it names the holder
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        lock.seek(0)
+        holder = lock.read().strip() or "?"
+        lock.close()
+        raise DemoError(
+            f"another `make run` (pid {holder}) is running in {DEMO_DIR}; nothing was changed. "
+            f"Stop it with Ctrl-C in its terminal or `kill {holder}`, then run `make run` again."
+        ) from None
+    stack.callback(lock.close)  # closing releases the flock; the file stays for the next run
+    _check_port_free(GRPC_PORT, role="the gRPC endpoint nexusctl uses by default")
+    _clear_previous_run(keep=LOCK_FILE)
+    _write_holder(lock)
+
+
+def _write_holder(lock: IO[str]) -> None:
+    lock.seek(0)
+    lock.truncate()
+    lock.write(f"{os.getpid()}\n")
+    lock.flush()
+
+
+def _clear_previous_run(*, keep: Path) -> None:
+    for entry in DEMO_DIR.iterdir():
+        if entry == keep:
+            continue
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry)
+        else:
+            entry.unlink()
+
+
+def _check_port_free(port: int, *, role: str) -> None:
+    """Fail before anything is touched when `port` is taken, naming the process that holds it."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        # SO_REUSEADDR ignores TIME_WAIT leftovers, as the gRPC server does; a listener still
+        # makes the bind fail (also one with SO_REUSEPORT, which grpc sets: we do not).
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(("127.0.0.1", port))
+            return
+        except OSError:
+            pass
+    raise DemoError(
+        f"port {port} ({role}) is in use by {_port_holder(port)}; "
+        "stop that process (or free the port), then run `make run` again"
+    )
+
+
+def _port_holder(port: int) -> str:
+    """'pid N (command line)' of the process listening on `port`, when this user may see it."""
+    try:
+        connections = psutil.net_connections(kind="tcp")
+    except psutil.Error:
+        connections = []
+    for conn in connections:
+        if conn.status == psutil.CONN_LISTEN and conn.laddr and conn.laddr.port == port:
+            if conn.pid is None:
+                break
+            try:
+                command = " ".join(psutil.Process(conn.pid).cmdline())
+            except psutil.Error:
+                command = "?"
+            return f"pid {conn.pid} ({command[:160]}), `kill {conn.pid}` stops it"
+    return f"a process this user cannot see (`ss -ltnp 'sport = :{port}'` names it)"
 
 
 def _run_steps(stack: ExitStack, *, examples: Path) -> None:
@@ -119,12 +205,20 @@ def _run_steps(stack: ExitStack, *, examples: Path) -> None:
         out = _kubectl(env, "apply", "-f", str(applied)).strip().replace("\n", "; ")
         done(f"{out} (copies in {applied}, local URLs pointed at the stand-ins)")
     extproc_address = f"127.0.0.1:{free_port()}"
+    metrics_port, health_port = free_port(), free_port()
     with _step(6, "operator") as done:
-        log = _start_operator(stack, env, extproc_address=extproc_address)
+        log = _start_operator(
+            stack,
+            env,
+            extproc_address=extproc_address,
+            metrics_port=metrics_port,
+            health_port=health_port,
+        )
         _wait_for_grpc_serving(timeout=60, log=log)
         done(
             f"gRPC SERVING on {GRPC_ADDRESS}, ext_proc picker on {extproc_address}, "
-            f"metrics on :{METRICS_PORT}, log {log}"
+            f"metrics on http://127.0.0.1:{metrics_port}/metrics, "
+            f"health on http://127.0.0.1:{health_port}/healthz, log {log}"
         )
     with _step(7, "status") as done:
         done(_wait_for_local_backends_healthy(env, timeout=60, log=log))
@@ -146,8 +240,6 @@ def _step(number: int, title: str) -> Iterator[Callable[[str], None]]:
 
 
 def _start_control_plane(stack: ExitStack, bin_dir: Path) -> LocalControlPlane:
-    shutil.rmtree(DEMO_DIR, ignore_errors=True)
-    DEMO_DIR.mkdir(parents=True)
     plane = LocalControlPlane(bin_dir, DEMO_DIR)
     plane.start()
     stack.callback(plane.stop)
@@ -234,33 +326,59 @@ def _first_completion(url: str, *, timeout: float, log: Path) -> str:
     raise DemoError(f"no chat completion through Envoy in {timeout:.0f}s ({last}); see {log}")
 
 
-def _start_operator(stack: ExitStack, env: dict[str, str], *, extproc_address: str) -> Path:
+def _start_operator(
+    stack: ExitStack,
+    env: dict[str, str],
+    *,
+    extproc_address: str,
+    metrics_port: int,
+    health_port: int,
+) -> Path:
+    """The operator in its own session: Ctrl-C reaches only the demo, which stops it (and
+    whatever it started) and waits until all of them have exited."""
     log = DEMO_DIR / "logs" / "operator.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
     argv = [
         sys.executable,
         "-m",
         "nexus_operator.cli.operator_main",
         "run",
         f"--grpc-address={GRPC_ADDRESS}",
-        f"--metrics-port={METRICS_PORT}",
-        f"--health-port={HEALTH_PORT}",
+        f"--metrics-port={metrics_port}",
+        "--metrics-address=127.0.0.1",
+        f"--health-port={health_port}",
+        "--health-address=127.0.0.1",
         f"--extproc-address={extproc_address}",
         "--gateway-namespace=default",
         "--lease-namespace=default",
     ]
     with log.open("ab") as out:
-        proc = subprocess.Popen(argv, env=env, stdout=out, stderr=subprocess.STDOUT)
-
-    def stop() -> None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
-    stack.callback(stop)
+        proc = subprocess.Popen(
+            argv, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    stack.callback(_stop_tree, proc, grace=15)
     return log
+
+
+def _stop_tree(proc: subprocess.Popen[bytes], *, grace: float) -> None:
+    """SIGTERM `proc`, wait for it and every process it started to exit (SIGKILL after
+    `grace` seconds), so that nothing of it runs any more when this returns."""
+    try:
+        tree = [psutil.Process(proc.pid)]
+        tree += tree[0].children(recursive=True)
+    except psutil.NoSuchProcess:
+        tree = []
+    proc.terminate()
+    try:
+        proc.wait(grace)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+    _, alive = psutil.wait_procs(tree, timeout=grace)
+    for survivor in alive:
+        with suppress(psutil.NoSuchProcess):
+            survivor.kill()
+    psutil.wait_procs(alive, timeout=grace)
 
 
 def _wait_for_grpc_serving(*, timeout: float, log: Path) -> None:
@@ -337,8 +455,8 @@ def sdk_line(url_file: Path) -> str:
     )
 
 
-def _wait_for_interrupt() -> None:
-    """Block until SIGINT or SIGTERM, so `kill` stops the children as cleanly as Ctrl-C."""
+def _catch_interrupt() -> threading.Event:
+    """An event set on SIGINT or SIGTERM, so `kill` stops the children as cleanly as Ctrl-C."""
     stop = threading.Event()
 
     def _on_signal(signum: int, frame: FrameType | None) -> None:
@@ -346,7 +464,7 @@ def _wait_for_interrupt() -> None:
 
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, _on_signal)
-    stop.wait()
+    return stop
 
 
 if __name__ == "__main__":

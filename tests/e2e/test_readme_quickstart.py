@@ -16,6 +16,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import psutil  # type: ignore[import-untyped]
 import pytest
 
 from nexus_testkit.localcluster import kubectl_path, repo_root
@@ -168,14 +169,61 @@ def test_readme_openai_sdk_line_gets_a_chat_completion_through_envoy(
     assert run_readme_line(sdk).startswith("hello from ollama-workstation")
 
 
+def started_by(proc: subprocess.Popen[str]) -> list[psutil.Process]:
+    """Every process `make run` started (make, the demo, etcd, kube-apiserver, operator, Envoy)."""
+    return list(psutil.Process(proc.pid).children(recursive=True))
+
+
+def command_line(process: psutil.Process) -> str:
+    try:
+        return " ".join(process.cmdline())
+    except psutil.Error:
+        return ""
+
+
+def demo_pid(proc: subprocess.Popen[str]) -> int:
+    (pid,) = [p.pid for p in started_by(proc) if "-m nexus_testkit.demo" in command_line(p)]
+    return int(pid)
+
+
+def still_running(processes: list[psutil.Process]) -> list[str]:
+    alive = []
+    for process in processes:
+        try:
+            if process.is_running() and process.status() != psutil.STATUS_ZOMBIE:
+                alive.append(command_line(process))
+        except psutil.NoSuchProcess:
+            pass
+    return alive
+
+
+def test_a_second_make_run_refuses_naming_the_first_and_leaves_it_running(
+    demo: tuple[subprocess.Popen[str], Path],
+) -> None:
+    proc, _ = demo
+    (command,) = readme_block("run")
+    second = subprocess.run(
+        ["bash", "-c", command], cwd=ROOT, capture_output=True, text=True, timeout=300
+    )
+    assert second.returncode != 0
+    assert f"another `make run` (pid {demo_pid(proc)}) is running" in second.stderr
+    assert "[1/8]" not in second.stdout  # refused before any step
+    # the first run's files and processes are untouched: its README commands still work
+    route = next(line for line in readme_block("try") if " route " in line)
+    assert re.search(r"OUTCOME:\s+ROUTED", run_readme_line(route))
+    curl = next(line for line in readme_block("try") if line.startswith("curl "))
+    assert json.loads(run_readme_line(curl))["object"] == "chat.completion"
+
+
 def test_ctrl_c_stops_everything_make_run_started(
     demo: tuple[subprocess.Popen[str], Path],
 ) -> None:
     proc, log = demo
+    started = started_by(proc)
+    assert any("operator_main run" in command_line(p) for p in started)
+    assert any("envoy" in command_line(p) for p in started)
     os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in a terminal does: the whole group
     proc.wait(60)
     assert log.read_text().rstrip().endswith("stopped")
-    # the demo's operator (by its fixed gRPC address) and everything under the demo dir, Envoy too
-    for started in ("operator_main run --grpc-address=127.0.0.1:50051", "nexus-operator/demo"):
-        leftovers = subprocess.run(["pgrep", "-f", started], capture_output=True, text=True)
-        assert leftovers.stdout.strip() == "", f"still running: {started}"
+    # the demo waits for its children (and theirs) to exit before it says "stopped"
+    assert still_running(started) == []

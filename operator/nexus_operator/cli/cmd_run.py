@@ -55,6 +55,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="Port of the liveness endpoint /healthz (default 8080).",
     )
     parser.add_argument(
+        "--health-address",
+        default="0.0.0.0",
+        help="Address /healthz listens on, e.g. 127.0.0.1 for loopback only (default 0.0.0.0).",
+    )
+    parser.add_argument(
         "--role",
         choices=(ROLE_OPERATOR, ROLE_ROUTER),
         default=ROLE_OPERATOR,
@@ -275,6 +280,6 @@ def main(args: argparse.Namespace) -> int:
         standalone=True,
         clusterwide=not namespaces,
         namespaces=namespaces,
-        liveness_endpoint=f"http://0.0.0.0:{args.health_port}/healthz",
+        liveness_endpoint=f"http://{args.health_address}:{args.health_port}/healthz",
     )
     return 0

@@ -40,6 +40,11 @@ def add_serving_arguments(parser: argparse.ArgumentParser, *, default_grpc_addre
         help="Port of the Prometheus /metrics endpoint; 0 picks a free one, -1 disables it (default 9090).",
     )
     parser.add_argument(
+        "--metrics-address",
+        default="0.0.0.0",
+        help="Address /metrics listens on, e.g. 127.0.0.1 for loopback only (default 0.0.0.0).",
+    )
+    parser.add_argument(
         "--tls-cert", type=Path, help="PEM certificate of the gRPC endpoint (turns TLS on)."
     )
     parser.add_argument("--tls-key", type=Path, help="PEM private key of --tls-cert.")
@@ -245,7 +250,9 @@ def start_metrics(args: argparse.Namespace, *collectors: Collector) -> int | Non
     for collector in collectors:
         REGISTRY.register(collector)
     try:
-        return start_metrics_server(args.metrics_port)
+        return start_metrics_server(
+            args.metrics_port, addr=getattr(args, "metrics_address", "0.0.0.0")
+        )
     except OSError as exc:
         raise StartupError(f"--metrics-port {args.metrics_port}: {exc.strerror or exc}") from exc
 
