@@ -97,6 +97,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         except (DemoError, BinariesMissingError, ComponentFailedError) as exc:
             print(f"error: {exc}", file=sys.stderr, flush=True)
             return 1
+        except KeyboardInterrupt:  # Ctrl-C while starting: stop what started, no traceback
+            print("interrupted: stopping what was started", flush=True)
+            return 130
         interrupted = _catch_interrupt()  # before the ready line: a Ctrl-C right after it counts
         _print_next_steps(time.monotonic() - begin)
         interrupted.wait()
