@@ -139,6 +139,26 @@ def _operator_section(data: dict[str, float]) -> list[str]:
         f"| status patches per second under load | {data['status_patches_per_s']:.1f} | coalesced |",
         "",
         *_fleet_rows(data),
+        *_budget_rows(data),
+    ]
+
+
+def _budget_rows(data: dict[str, float]) -> list[str]:
+    """`benchmarks/bench_budgets.py`: the ledger under faults, crashes and two replicas."""
+    if "double_counted_usd" not in data:
+        return []
+    return [
+        "",
+        "Budgets under faults (`benchmarks/bench_budgets.py`):",
+        "",
+        "| figure | value | goal |",
+        "|---|---:|---|",
+        f"| double counted (delayed, dropped, torn writes) | ${data['double_counted_usd']:.2f} | $0 |",
+        f"| lost on SIGKILL at 100 reports/s | ${data['lost_on_sigkill_usd']:.2f} | ≤ one spool interval |",
+        f"| lost on SIGKILL during an API outage | ${data['lost_on_sigkill_during_outage_usd']:.2f} | ≤ one spool interval |",
+        f"| cross-replica lag near a limit, p50 | {data['cross_replica_lag_p50_s']:.3f} s | |",
+        f"| cross-replica lag near a limit, max | {data['cross_replica_lag_max_s']:.3f} s | ≤ 0.5 s |",
+        f"| hard-limit overrun, blockAll, 2 replicas | ${data['hard_limit_overrun_usd']:.2f} | |",
     ]
 
 

@@ -136,6 +136,12 @@ def add_ledger_arguments(parser: argparse.ArgumentParser) -> None:
         help="Seconds between flushes of a policy near its soft/hard limit (default 0.2).",
     )
     parser.add_argument(
+        "--api-timeout",
+        type=_positive,
+        default=10.0,
+        help="Seconds before a call to the API server counts as failed (default 10).",
+    )
+    parser.add_argument(
         "--shutdown-flush-timeout",
         type=_positive,
         default=15.0,
@@ -167,6 +173,7 @@ def controller_config(args: argparse.Namespace) -> ControllerConfig:
         status_burst=args.status_burst,
         near_limit_interval_s=args.near_limit_flush_interval,
         shutdown_flush_s=args.shutdown_flush_timeout,
+        api_timeout_s=args.api_timeout,
     )
 
 
