@@ -16,6 +16,7 @@ Prints the figures and merges them into benchmarks/results/operator.json.
 
 from __future__ import annotations
 
+import functools
 import json
 import statistics
 import sys
@@ -154,25 +155,26 @@ def inventory_spent(replica: OperatorProcess, namespace: str) -> float:
     inventory = replica.stub.GetInventory(
         router_pb2.InventoryRequest(namespace=namespace), timeout=5
     )
-    return next(p.spent_usd for p in inventory.policies if p.name == POLICY)
+    return float(next(p.spent_usd for p in inventory.policies if p.name == POLICY))
 
 
 def cross_replica_lag(bench: Bench) -> list[float]:
     ns = bench.namespace("lag", {"monthlyLimitUsd": 100, "softLimitPercent": 75})
     a, b = bench.replica(ns, 0), bench.replica(ns, 1)
     a.report(policy=POLICY, cost=70.0)  # past 90 % of the soft limit: near-limit flushes
-    expected = 70.0
-    wait_until(lambda: inventory_spent(b, ns) >= expected - 1e-6)
+    wait_until(functools.partial(reached, b, ns, 70.0 - 1e-6))
     samples = []
-    for _ in range(20):
+    for i in range(1, 21):
         time.sleep(0.3)
         started = time.monotonic()
         assert a.report(policy=POLICY, cost=0.25)
-        expected += 0.25
-        target = expected - 1e-6
-        wait_until(lambda t=target: inventory_spent(b, ns) >= t, interval=0.005)
+        wait_until(functools.partial(reached, b, ns, 70.0 + 0.25 * i - 1e-6), interval=0.005)
         samples.append(time.monotonic() - started)
     return samples
+
+
+def reached(replica: OperatorProcess, namespace: str, spent: float) -> bool:
+    return inventory_spent(replica, namespace) >= spent
 
 
 def hard_limit_overrun(bench: Bench) -> float:

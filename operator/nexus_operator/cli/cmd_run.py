@@ -249,6 +249,7 @@ async def _start_plane(
     )
     memo["plane"] = plane
     controller.prober.on_probe = plane.on_probe
+    controller.ledger.on_spend = plane.on_spend
     try:
         ports = await plane.start()
     except WorkerStartError as exc:

@@ -291,6 +291,8 @@ class BudgetLedger:
         self._recovered: dict[ObjectKey, tuple[str, JsonObject]] = {}
         self.patches = 0
         self.on_write: Callable[[ObjectKey, JsonObject], None] | None = None
+        # Told when a policy's spend changed by another replica's entry (serving workers).
+        self.on_spend: Callable[[tuple[str, str]], None] | None = None
 
     def recover(self, entries: Mapping[ObjectKey, tuple[str, JsonObject]]) -> None:
         """Own totals from the spool, applied when each object (same uid) is next observed."""
@@ -335,7 +337,10 @@ class BudgetLedger:
         others += [legacy] if legacy is not None else []
         periods = [str(e.get("period") or "") for e in others] + [policy.period]
         period = max(periods)
+        before = policy.spent_usd
         policy.load_others(period, spend_sums(others, period)[0])
+        if self.on_spend is not None and policy.spent_usd != before:
+            self.on_spend((namespace, name))
 
     def policy_entry(self, namespace: str, name: str, *, now: datetime) -> JsonObject | None:
         cell = self._registry.runtime.policy(namespace, name)

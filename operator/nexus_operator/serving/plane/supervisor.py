@@ -219,6 +219,11 @@ class ServingPlane:
         """The prober recorded a result: every worker takes the same health state."""
         self._broadcast(_health(key, cell))
 
+    def on_spend(self, key: tuple[str, str]) -> None:
+        """The ledger adopted another replica's spend for a policy: every worker takes the new
+        total now, not at the next housekeeping round (cross-replica lag near a limit)."""
+        self._send_totals((key,))
+
     def _send_totals(self, keys: Iterable[tuple[str, str]]) -> None:
         runtime = self._registry.runtime
         spend = []
