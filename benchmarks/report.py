@@ -159,6 +159,7 @@ def _budget_rows(data: dict[str, float]) -> list[str]:
         f"| cross-replica lag near a limit, p50 | {data['cross_replica_lag_p50_s']:.3f} s | |",
         f"| cross-replica lag near a limit, max | {data['cross_replica_lag_max_s']:.3f} s | ≤ 0.5 s |",
         f"| hard-limit overrun, blockAll, 2 replicas | ${data['hard_limit_overrun_usd']:.2f} | |",
+        "",
     ]
 
 
