@@ -11,6 +11,7 @@ import re
 import signal
 import socket
 import sys
+import tempfile
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -55,6 +56,8 @@ def chart_args(cluster: Cluster, release: Release) -> list[str]:
         "--grpc-address": f"127.0.0.1:{free_port()}",
         "--metrics-port": str(free_port()),
         "--health-port": str(free_port()),
+        # each pod has its own spool emptyDir (and with it its own replica identity)
+        "--spool-dir": tempfile.mkdtemp(prefix="nexus-spool-"),
     }
     args = []
     for arg in deployment["spec"]["template"]["spec"]["containers"][0]["args"]:
