@@ -50,6 +50,10 @@ FULL_BACKEND_STATUS: dict[str, Any] = {
         "lastError": "connection refused",
     },
     "routing": {"selectedTotal": 42, "lastSelectedTime": TIME, "inFlight": 3},
+    "replicas": [
+        {"replica": "nexus-operator-7d9f-abcde", "selected": 40, "lastSelectedTime": TIME}
+    ],
+    "retiredSelected": 2,
     "exclusions": [
         {
             "policy": "internal-restricted",
@@ -92,6 +96,29 @@ FULL_POLICY_STATUS: dict[str, Any] = {
         "lastRouted": {"time": TIME, "model": "gpt-4o", "backend": "openai", "reason": "smart"},
         "lastRejected": {"time": TIME, "model": "gpt-5", "reasons": ["model_not_found"]},
     },
+    "replicas": [
+        {
+            "replica": "nexus-operator-7d9f-abcde",
+            "period": "2026-03",
+            "spentUsd": 100.0,
+            "previousPeriod": "2026-02",
+            "previousSpentUsd": 120.0,
+            "routed": 600,
+            "rejected": 5,
+            "queued": 2,
+        },
+        {
+            "replica": "nexus-operator-7d9f-fghij",
+            "period": "2026-03",
+            "spentUsd": 61.25,
+            "previousPeriod": "2026-02",
+            "previousSpentUsd": 67.5,
+            "routed": 390,
+            "rejected": 2,
+            "queued": 0,
+        },
+    ],
+    "retired": {"routed": 10, "rejected": 0, "queued": 0},
 }
 
 

@@ -413,8 +413,8 @@ class BackendStatus(StatusModel):
         json_schema_extra=list_map("replica"),
         description="Per-replica selection counts that routing.selectedTotal sums.",
     )
-    retired_selected: int = Field(
-        0, ge=0, description="Selections of replicas gone for over a month, kept in the sum."
+    retired_selected: int | None = Field(
+        None, ge=0, description="Selections of replicas gone for over a month, kept in the sum."
     )
     exclusions: Annotated[list[BackendExclusion], Field(max_length=64)] = Field(
         default_factory=list,
