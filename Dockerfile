@@ -15,8 +15,12 @@ RUN python -m pip wheel --no-deps --wheel-dir /wheels .
 FROM ${PYTHON_IMAGE}
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1
+# xds-protos ships an older copy of opentelemetry/proto/*: reinstall opentelemetry-proto last
+# so the OTLP exporter gets its own files (Envoy's ext_proc stubs do not use them).
 RUN --mount=type=bind,from=build,source=/wheels,target=/wheels \
     python -m pip install "$(ls /wheels/*.whl)[tracing]" \
+ && python -m pip install --no-deps --force-reinstall "opentelemetry-proto==$(python -c \
+      'import importlib.metadata as m; print(m.version("opentelemetry-proto"))')" \
  && groupadd --system --gid 65532 nexus \
  && useradd --system --uid 65532 --gid nexus --no-create-home --home-dir /nonexistent \
       --shell /usr/sbin/nologin nexus

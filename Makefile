@@ -18,6 +18,10 @@ $(STAMP): pyproject.toml testkit/pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[dev]' -e ./testkit
+	@# xds-protos ships an older copy of opentelemetry/proto/*; whichever wheel pip installs last wins,
+	@# so put opentelemetry-proto's own files back (the OTLP exporter needs them; Envoy's stubs don't).
+	$(PY) -m pip install --quiet --no-deps --force-reinstall \
+	  "opentelemetry-proto==$$($(PY) -c 'import importlib.metadata as m; print(m.version("opentelemetry-proto"))')"
 	@touch $(STAMP)
 
 venv: $(STAMP) ## Create .venv and install the package with its dev dependencies
