@@ -3,8 +3,9 @@
 For each fleet size N (argv, default 1000 10000): a fresh local control plane, N Backends
 (model m<i mod N/10>, so ten per model, probed every PROBE_INTERVAL_S at one loopback stand-in),
 one catch-all RoutingPolicy, and the real `nexus-operator run` as a subprocess. Figures, with
-the suffix _1k / _10k (startup and RSS name the size as bench_operator does):
-- startup_<N>_backends_s: process start → gRPC health SERVING (registry rebuilt from the list);
+the suffix _1k / _10k (at 10,000, startup and RSS use the issue's names
+startup_10000_backends_s and rss_10000_backends_mb):
+- startup_s: process start → gRPC health SERVING (registry rebuilt from the list);
 - status_settle_s: SERVING → the API server sees no status PATCH for 5 s (first status round);
 - idle_cpu_pct: operator CPU (every process of it) over IDLE_SECONDS with no Route load and no
   change, after the first status round; 100 % = one core;
@@ -14,7 +15,7 @@ the suffix _1k / _10k (startup and RSS name the size as bench_operator does):
   decision), CHANGES samples taken during the load;
 - status_staleness_p99_s: set `draining: true` on CHANGES Backends → each one's status shows
   Ready=False Draining at the new generation (apply → status), during the load;
-- rss_<N>_backends_mb: RSS of the operator's processes after the load;
+- rss_mb: RSS of the operator's processes after the load;
 - sigterm_s: SIGTERM → every operator process gone.
 Prints the figures and merges them into benchmarks/results/operator.json.
 """
@@ -68,6 +69,12 @@ def free_port() -> int:
 
 def suffix(count: int) -> str:
     return f"{count // 1000}k" if count % 1000 == 0 else str(count)
+
+
+def named(count: int, issue_name: str, short_name: str) -> str:
+    """The issue's names for 10,000 (startup_10000_backends_s); at other sizes a suffixed one,
+    so bench_operator's startup_1000_backends_s (one model, other flags) is not overwritten."""
+    return issue_name.format(count) if count == 10000 else short_name.format(suffix(count))
 
 
 def models_of(count: int) -> int:
@@ -330,8 +337,9 @@ def measure(plane: LocalControlPlane, count: int) -> dict[str, float]:
     try:
         with grpc.insecure_channel(address) as channel:
             wait_serving(channel)
-            figures[f"startup_{count}_backends_s"] = round(time.perf_counter() - started, 3)
-            print(f"[{count}] SERVING after {figures[f'startup_{count}_backends_s']} s", flush=True)
+            startup_key = named(count, "startup_{}_backends_s", "startup_s_{}")
+            figures[startup_key] = round(time.perf_counter() - started, 3)
+            print(f"[{count}] SERVING after {figures[startup_key]} s", flush=True)
             stub = router_pb2_grpc.RouterStub(channel)
             wait_all_models(stub, count)
             print(f"[{count}] every model routes", flush=True)
@@ -365,7 +373,7 @@ def measure(plane: LocalControlPlane, count: int) -> dict[str, float]:
             )
             figures[f"convergence_p99_s_{tag}"] = round(percentile(converged, 99), 4)
             figures[f"status_staleness_p99_s_{tag}"] = round(percentile(stale, 99), 2)
-            figures[f"rss_{count}_backends_mb"] = round(rss_mb(process.pid), 1)
+            figures[named(count, "rss_{}_backends_mb", "rss_mb_{}")] = round(rss_mb(process.pid), 1)
     finally:
         if process.poll() is None:
             figures[f"sigterm_s_{tag}"] = round(sigterm(process), 2)

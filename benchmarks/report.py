@@ -187,12 +187,10 @@ def _fleet_rows(data: dict[str, float]) -> list[str]:
     for label, key, unit, goal in rows:
         cells = " | ".join(f"{data.get(key.format(t), float('nan')):g} {unit}" for t in sizes)
         lines.append(f"| {label} | {cells} | {goal} |")
-    startup = " | ".join(
-        f"{data.get(f'startup_{counts[t]}_backends_s', float('nan')):g} s" for t in sizes
-    )
-    rss = " | ".join(
-        f"{data.get(f'rss_{counts[t]}_backends_mb', float('nan')):g} MB" for t in sizes
-    )
+    startup_keys = {"1k": "startup_s_1k", "10k": "startup_10000_backends_s"}
+    rss_keys = {"1k": "rss_mb_1k", "10k": "rss_10000_backends_mb"}
+    startup = " | ".join(f"{data.get(startup_keys[t], float('nan')):g} s" for t in sizes)
+    rss = " | ".join(f"{data.get(rss_keys[t], float('nan')):g} MB" for t in sizes)
     lines += [f"| startup to SERVING | {startup} | |", f"| RSS (all processes) | {rss} | |", ""]
     return lines
 
