@@ -57,7 +57,7 @@ ROUTE_RPS = int(os.environ.get("NEXUS_BENCH_ROUTE_RPS", "250"))
 LOAD_SECONDS = int(os.environ.get("NEXUS_BENCH_LOAD_SECONDS", "40"))
 IDLE_SECONDS = float(os.environ.get("NEXUS_BENCH_IDLE_SECONDS", "20"))
 CHANGES = int(os.environ.get("NEXUS_BENCH_CHANGES", "20"))
-SETTLE_LIMIT_S = 600.0
+SETTLE_LIMIT_S = float(os.environ.get("NEXUS_BENCH_SETTLE_LIMIT", "600"))
 SIGTERM_LIMIT_S = 120.0
 
 
