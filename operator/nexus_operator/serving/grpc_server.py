@@ -16,11 +16,12 @@ import dataclasses
 import logging
 
 import grpc
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_health.v1 import health, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from prometheus_client import REGISTRY, CollectorRegistry
 
 from ..routing import RoutingEngine
+from .grpc_common import ReadinessHealth, bind, cancel_tasks
 from .limits import AdmissionGuard, ServerLimits
 from .metrics import RoutingMetrics
 from .proto import router_pb2 as pb
@@ -31,8 +32,6 @@ logger = logging.getLogger(__name__)
 
 SERVICE_NAME: str = pb.DESCRIPTOR.services_by_name["Router"].full_name
 HOUSEKEEPING_SECONDS = 0.5
-_SERVING = health_pb2.HealthCheckResponse.SERVING
-_NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 
 
 class GrpcServer:
@@ -71,13 +70,10 @@ class GrpcServer:
         self._reuse_port = reuse_port
         self._metrics_registry = metrics_registry
         self.metrics = metrics or RoutingMetrics(engine.registry)
-        self._health = health.aio.HealthServicer()
+        self._health = ReadinessHealth(engine, services=("", SERVICE_NAME))
         self._server: grpc.aio.Server | None = None
-        self._degraded = False
-        self._applied: int | None = None
         self._housekeeping_task: asyncio.Task[None] | None = None
         self._sweeper_task: asyncio.Task[None] | None = None
-        self._health_updates: set[asyncio.Task[None]] = set()
 
     async def start(self) -> int:
         """Bind, start serving and return the bound port (an address ending in :0 picks one)."""
@@ -92,12 +88,12 @@ class GrpcServer:
         service = RouterService(self._engine, metrics=self.metrics)
         self.guard = AdmissionGuard(self.limits, count_error=self.metrics.observe_error)
         server.add_generic_rpc_handlers((self.guard.handlers(SERVICE_NAME, service.methods()),))
-        health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
+        health_pb2_grpc.add_HealthServicer_to_server(self._health.servicer, server)
         reflection.enable_server_reflection(
             (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server
         )
-        port = self._bind(server)
-        await self._apply_health()
+        port = bind(server, self._address, tls=self._tls, endpoint="gRPC")
+        await self._health.apply()
         await server.start()
         self._server = server
         if self._metrics_registry is not None:
@@ -116,53 +112,26 @@ class GrpcServer:
 
     def set_serving(self, serving: bool) -> None:
         """Report the process healthy or degraded (NOT_SERVING) on grpc.health.v1."""
-        self._degraded = not serving
+        self._health.degraded = not serving
         if self._server is not None:
-            update = asyncio.get_running_loop().create_task(self._apply_health())
-            self._health_updates.add(update)  # the loop keeps only a weak reference
-            update.add_done_callback(self._health_updates.discard)
+            self._health.apply_soon()
 
     async def stop(self, grace: float) -> None:
         """Drain: report NOT_SERVING, refuse new RPCs, give in-flight ones `grace` seconds."""
         if self._server is None:
             return
-        for task in (self._housekeeping_task, self._sweeper_task):
-            if task is not None:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
-        await self._health.enter_graceful_shutdown()
+        await cancel_tasks(self._housekeeping_task, self._sweeper_task)
+        await self._health.servicer.enter_graceful_shutdown()
         await self._server.stop(grace)
         self._server = None
         if self._metrics_registry is not None:
             with contextlib.suppress(KeyError):
                 self._metrics_registry.unregister(self.metrics)
 
-    def _bind(self, server: grpc.aio.Server) -> int:
-        """grpcio reports a busy port and an unparseable address alike, as a RuntimeError;
-        re-raise it as an OSError that names the address."""
-        try:
-            if self._tls is None:
-                return int(server.add_insecure_port(self._address))
-            return int(server.add_secure_port(self._address, self._tls.server_credentials()))
-        except RuntimeError as exc:
-            raise OSError(
-                f"cannot bind the gRPC endpoint to {self._address!r} "
-                "(port in use, or not host:port)"
-            ) from exc
-
     async def _housekeeping(self) -> None:
         """Flip health once the registry is synced (the operator sets a flag, not an event) and
         refresh the metrics gauges, both on the loop that owns the registry."""
         while True:
-            await self._apply_health()
+            await self._health.apply()
             self.metrics.refresh_gauges_if_wanted()
             await asyncio.sleep(HOUSEKEEPING_SECONDS)
-
-    async def _apply_health(self) -> None:
-        status = _SERVING if self._engine.registry.synced and not self._degraded else _NOT_SERVING
-        if status == self._applied:
-            return
-        self._applied = status
-        for service in ("", SERVICE_NAME):
-            await self._health.set(service, status)

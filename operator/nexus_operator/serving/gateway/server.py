@@ -15,11 +15,12 @@ import logging
 
 import grpc
 from envoy.service.ext_proc.v3 import external_processor_pb2, external_processor_pb2_grpc
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_health.v1 import health, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from prometheus_client import REGISTRY, CollectorRegistry
 
 from ...routing import CredentialStore, RoutingEngine
+from ..grpc_common import SERVING, ReadinessHealth, bind, cancel_tasks
 from ..tls import TlsConfig
 from .endpoints import EndpointResolver
 from .metrics import GatewayMetrics
@@ -36,8 +37,6 @@ DEFAULT_PORT = 9002
 MiB = 1024 * 1024
 HOUSEKEEPING_SECONDS = 0.5
 WARM_EVERY = 10  # housekeeping rounds between endpoint-cache refreshes (5 s)
-_SERVING = health_pb2.HealthCheckResponse.SERVING
-_NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 
 
 class GatewayServer:
@@ -72,12 +71,9 @@ class GatewayServer:
             resolver=self.resolver,
             metrics=self.metrics,
         )
-        self._health = health.aio.HealthServicer()
+        self._health = ReadinessHealth(engine, services=("", READINESS, EXT_PROC_SERVICE))
         self._server: grpc.aio.Server | None = None
-        self._degraded = False
-        self._applied: int | None = None
         self._housekeeping_task: asyncio.Task[None] | None = None
-        self._health_updates: set[asyncio.Task[None]] = set()
         self.port: int | None = None
 
     async def start(self) -> int:
@@ -90,13 +86,13 @@ class GatewayServer:
             ],
         )
         external_processor_pb2_grpc.add_ExternalProcessorServicer_to_server(self.service, server)
-        health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
+        health_pb2_grpc.add_HealthServicer_to_server(self._health.servicer, server)
         reflection.enable_server_reflection(
             (EXT_PROC_SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME), server
         )
-        port = self._bind(server)
-        await self._health.set(LIVENESS, _SERVING)
-        await self._apply_health()
+        port = bind(server, self._address, tls=self._tls, endpoint="ext_proc")
+        await self._health.servicer.set(LIVENESS, SERVING)
+        await self._health.apply()
         await self.warm()
         await server.start()
         self._server = server
@@ -120,21 +116,16 @@ class GatewayServer:
 
     def set_serving(self, serving: bool) -> None:
         """Report the process ready or degraded (readiness NOT_SERVING)."""
-        self._degraded = not serving
+        self._health.degraded = not serving
         if self._server is not None:
-            update = asyncio.get_running_loop().create_task(self._apply_health())
-            self._health_updates.add(update)  # the loop keeps only a weak reference
-            update.add_done_callback(self._health_updates.discard)
+            self._health.apply_soon()
 
     async def stop(self, grace: float) -> None:
         """Drain: NOT_SERVING everywhere, refuse new streams, give open ones `grace` seconds."""
         if self._server is None:
             return
-        if self._housekeeping_task is not None:
-            self._housekeeping_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._housekeeping_task
-        await self._health.enter_graceful_shutdown()
+        await cancel_tasks(self._housekeeping_task)
+        await self._health.servicer.enter_graceful_shutdown()
         await self._server.stop(grace)
         self._server = None
         await self.resolver.close()
@@ -148,21 +139,10 @@ class GatewayServer:
         backends = self._engine.registry.snapshot.namespace(namespace).backends
         await self.resolver.warm(view.url for view in backends.values())
 
-    def _bind(self, server: grpc.aio.Server) -> int:
-        try:
-            if self._tls is None:
-                return int(server.add_insecure_port(self._address))
-            return int(server.add_secure_port(self._address, self._tls.server_credentials()))
-        except RuntimeError as exc:
-            raise OSError(
-                f"cannot bind the ext_proc endpoint to {self._address!r} "
-                "(port in use, or not host:port)"
-            ) from exc
-
     async def _housekeeping(self) -> None:
         rounds = 0
         while True:
-            await self._apply_health()
+            await self._health.apply()
             rounds += 1
             if rounds % WARM_EVERY == 0:
                 try:
@@ -170,12 +150,3 @@ class GatewayServer:
                 except Exception:
                     logger.exception("refreshing backend endpoints failed")
             await asyncio.sleep(HOUSEKEEPING_SECONDS)
-
-    async def _apply_health(self) -> None:
-        ready = self._engine.registry.synced and not self._degraded
-        status = _SERVING if ready else _NOT_SERVING
-        if status == self._applied:
-            return
-        self._applied = status
-        for service in ("", READINESS, EXT_PROC_SERVICE):
-            await self._health.set(service, status)
