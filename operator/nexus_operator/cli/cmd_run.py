@@ -33,7 +33,6 @@ from .serving_options import (
     gateway_settings,
     non_negative_int,
     positive_float,
-    server_limits,
     start_gateway,
     start_metrics,
     start_serving,
@@ -231,18 +230,10 @@ async def _start_plane(
 ) -> None:
     """Serving workers on the gRPC port; /metrics (decisions summed over workers) here."""
     metrics = RoutingMetrics(controller.registry)
-    gateway = gateway_settings(args) if gateway_enabled(args) else None
     plane = ServingPlane(
         controller.engine,
         workers=args.workers,
-        factory=RouterServers(
-            grpc_address=args.grpc_address,
-            tls=tls_config(args),
-            limits=server_limits(args),
-            reuse_port=args.workers > 1,
-            gateway=gateway,
-            extproc_address=args.extproc_address if gateway is not None else None,
-        ),
+        factory=RouterServers.from_args(args),
         metrics=metrics,
         log_level=args.log_level,
         on_failure=_stop_operator,

@@ -30,14 +30,10 @@ from .serving_options import (
     add_gateway_arguments,
     add_log_level_argument,
     add_serving_arguments,
-    gateway_enabled,
-    gateway_settings,
     non_negative_int,
-    server_limits,
     start_gateway,
     start_metrics,
     start_serving,
-    tls_config,
 )
 
 logger = logging.getLogger(__name__)
@@ -135,18 +131,10 @@ async def _serve_from_workers(
     """The same serving plane as `run --workers`: this process watches the folder and probes."""
     registry = engine.registry
     metrics = RoutingMetrics(registry)
-    gateway = gateway_settings(args) if gateway_enabled(args) else None
     plane = ServingPlane(
         engine,
         workers=args.workers,
-        factory=RouterServers(
-            grpc_address=args.grpc_address,
-            tls=tls_config(args),
-            limits=server_limits(args),
-            reuse_port=args.workers > 1,
-            gateway=gateway,
-            extproc_address=args.extproc_address if gateway is not None else None,
-        ),
+        factory=RouterServers.from_args(args),
         metrics=metrics,
         log_level=args.log_level,
     )

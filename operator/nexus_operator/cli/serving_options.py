@@ -290,6 +290,19 @@ class RouterServers:
     gateway: GatewaySettings | None = None
     extproc_address: str | None = None
 
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> RouterServers:
+        """The servers `run --workers` and `serve --workers` configure with their flags."""
+        gateway = gateway_settings(args) if gateway_enabled(args) else None
+        return cls(
+            grpc_address=args.grpc_address,
+            tls=tls_config(args),
+            limits=server_limits(args),
+            reuse_port=args.workers > 1,
+            gateway=gateway,
+            extproc_address=args.extproc_address if gateway is not None else None,
+        )
+
     def __call__(
         self, engine: RoutingEngine, metrics: RoutingMetrics, *, ports: Sequence[int] | None
     ) -> list[PlaneServer]:
