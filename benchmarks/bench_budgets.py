@@ -17,7 +17,6 @@ Prints the figures and merges them into benchmarks/results/operator.json.
 from __future__ import annotations
 
 import functools
-import json
 import statistics
 import sys
 import tempfile
@@ -30,6 +29,7 @@ from urllib.parse import urlsplit
 
 from kubernetes import client
 
+from benchkit import merge_results
 from nexus_operator.api import GROUP, VERSION
 from nexus_operator.serving.proto import router_pb2
 from nexus_testkit.faultproxy import FaultProxy
@@ -243,10 +243,7 @@ def main() -> int:
             figures = measure(plane, Path(workdir))
         finally:
             plane.stop()
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    merged = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
-    merged.update(figures)
-    RESULTS.write_text(json.dumps(merged, indent=2) + "\n")
+    merge_results(RESULTS, figures)
     for key, value in figures.items():
         print(f"{key}: {value}")
     return 0

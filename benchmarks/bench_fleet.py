@@ -25,26 +25,24 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
-import ssl
 import statistics
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import grpc
 import psutil  # type: ignore[import-untyped]
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 from kubernetes import client
 
+from benchkit import cpu_seconds, merge_results, processes, status_patches, wait_serving
 from nexus_operator.api import GROUP, VERSION
 from nexus_operator.serving.proto import router_pb2, router_pb2_grpc
+from nexus_testkit.gateway import free_port
 from nexus_testkit.localcluster import Cluster, LocalControlPlane, find_bin_dir
 from nexus_testkit.localcluster.standins import StandIns
 
@@ -59,12 +57,6 @@ IDLE_SECONDS = float(os.environ.get("NEXUS_BENCH_IDLE_SECONDS", "20"))
 CHANGES = int(os.environ.get("NEXUS_BENCH_CHANGES", "20"))
 SETTLE_LIMIT_S = float(os.environ.get("NEXUS_BENCH_SETTLE_LIMIT", "600"))
 SIGTERM_LIMIT_S = 120.0
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def suffix(count: int) -> str:
@@ -128,38 +120,8 @@ def launch(kubeconfig: Path, grpc_port: int) -> subprocess.Popen[bytes]:
     return subprocess.Popen(argv)
 
 
-def processes(pid: int) -> list[psutil.Process]:
-    root = psutil.Process(pid)
-    return [root, *root.children(recursive=True)]
-
-
-def cpu_seconds(pid: int) -> float:
-    total = 0.0
-    for proc in processes(pid):
-        try:
-            times = proc.cpu_times()
-            total += times.user + times.system
-        except psutil.NoSuchProcess:
-            pass
-    return total
-
-
 def rss_mb(pid: int) -> float:
     return float(sum(p.memory_info().rss for p in processes(pid))) / 2**20
-
-
-def wait_serving(channel: grpc.Channel) -> None:
-    stub = health_pb2_grpc.HealthStub(channel)
-    deadline = time.monotonic() + SETTLE_LIMIT_S
-    while time.monotonic() < deadline:
-        try:
-            reply = stub.Check(health_pb2.HealthCheckRequest(), timeout=1)
-            if reply.status == health_pb2.HealthCheckResponse.SERVING:
-                return
-        except grpc.RpcError:
-            pass
-        time.sleep(0.02)
-    raise TimeoutError("the operator never became SERVING")
 
 
 def route(stub: router_pb2_grpc.RouterStub, model: str) -> bool:
@@ -175,21 +137,6 @@ def wait_all_models(stub: router_pb2_grpc.RouterStub, count: int) -> None:
             if time.monotonic() > deadline:
                 raise TimeoutError(f"model m{index} never routed")
             time.sleep(0.05)
-
-
-def status_patches(plane: LocalControlPlane) -> float:
-    request = urllib.request.Request(f"{plane.server}/metrics")
-    request.add_header("Authorization", f"Bearer {plane.admin_token}")
-    context = ssl.create_default_context(cafile=str(plane.pki.ca_cert))
-    with urllib.request.urlopen(request, context=context) as response:
-        text = response.read().decode()
-    total = 0.0
-    for line in text.splitlines():
-        if line.startswith("apiserver_request_total{") and 'verb="PATCH"' in line:
-            ours = 'resource="backends"' in line or 'resource="routingpolicies"' in line
-            if ours and 'subresource="status"' in line:
-                total += float(line.rsplit(" ", 1)[1])
-    return total
 
 
 def settle(plane: LocalControlPlane) -> float:
@@ -336,7 +283,7 @@ def measure(plane: LocalControlPlane, count: int) -> dict[str, float]:
     figures: dict[str, float] = {}
     try:
         with grpc.insecure_channel(address) as channel:
-            wait_serving(channel)
+            wait_serving(channel, limit_s=SETTLE_LIMIT_S)
             startup_key = named(count, "startup_{}_backends_s", "startup_s_{}")
             figures[startup_key] = round(time.perf_counter() - started, 3)
             print(f"[{count}] SERVING after {figures[startup_key]} s", flush=True)
@@ -394,10 +341,7 @@ def main() -> int:
                 plane.stop()
         for key, value in figures.items():
             print(f"{key}: {value}", flush=True)
-    merged = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
-    merged.update(figures)
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(merged, indent=2) + "\n")
+    merge_results(RESULTS, figures)
     return 0
 
 

@@ -34,9 +34,9 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-import psutil  # type: ignore[import-untyped]
 import yaml
 
+from benchkit import cpu_seconds
 from nexus_operator.cli.cmd_envoy_config import EnvoyOptions, render_bootstrap
 from nexus_testkit.envoy import Envoy
 from nexus_testkit.gateway import Picker, free_port
@@ -109,19 +109,6 @@ def attack(vegeta: Path, url: str, *, workdir: Path, rate: int, duration: str) -
     )
     result: dict[str, Any] = json.loads(report.stdout)
     return result
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU of a process and all its descendants (the serving workers)."""
-    root = psutil.Process(pid)
-    total = 0.0
-    for each in [root, *root.children(recursive=True)]:
-        try:
-            times = each.cpu_times()
-        except psutil.NoSuchProcess:
-            continue
-        total += times.user + times.system
-    return total
 
 
 def measure(

@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -26,12 +25,13 @@ from pathlib import Path
 from typing import Any
 
 import grpc
-import psutil  # type: ignore[import-untyped]
 import yaml
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from kubernetes import client
 
+from benchkit import cpu_seconds
 from nexus_operator.api import GROUP, VERSION
+from nexus_testkit.gateway import free_port
 from nexus_testkit.localcluster import Cluster, LocalControlPlane, find_bin_dir
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -134,16 +134,6 @@ def _spawn(args: list[str]) -> tuple[subprocess.Popen[str], str]:
     return process, f"127.0.0.1:{port}"
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU of a process and its children (the serving workers)."""
-    process = psutil.Process(pid)
-    total = 0.0
-    for each in [process, *process.children(recursive=True)]:
-        times = each.cpu_times()
-        total += times.user + times.system
-    return total
-
-
 def measure(ghz_bin: Path, process: subprocess.Popen[str], address: str) -> dict[str, float]:
     """The two ghz runs: unthrottled throughput (and CPU per call), then latency at 1,000/s."""
     try:
@@ -220,12 +210,6 @@ def percentile_ms(report: dict[str, Any], percentage: int) -> float:
         if entry["percentage"] == percentage:
             return float(entry["latency"]) / 1e6
     raise KeyError(percentage)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def churn_backend(name: str, priority: int) -> dict[str, Any]:

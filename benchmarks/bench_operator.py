@@ -13,28 +13,25 @@ Prints the figures and writes benchmarks/results/operator.json.
 
 from __future__ import annotations
 
-import json
 import os
 import signal
-import socket
-import ssl
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import grpc
 import psutil  # type: ignore[import-untyped]
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 from kubernetes import client
 
+from benchkit import merge_results, status_patches, wait_serving
 from nexus_operator.api import GROUP, VERSION
 from nexus_operator.serving.proto import router_pb2, router_pb2_grpc
+from nexus_testkit.gateway import free_port
 from nexus_testkit.localcluster import Cluster, LocalControlPlane, find_bin_dir
 from nexus_testkit.localcluster.standins import StandIns
 
@@ -45,12 +42,6 @@ BACKENDS = 1000
 CHANGES = 50
 LOAD_SECONDS = float(os.environ.get("NEXUS_BENCH_LOAD_SECONDS", "10"))
 SETTLE_SECONDS = 12.0  # one probe interval for every Backend before RSS is read
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def backend(name: str, url: str, model: str, *, probed: bool) -> dict[str, Any]:
@@ -104,18 +95,6 @@ def launch(kubeconfig: Path, grpc_port: int) -> subprocess.Popen[bytes]:
     return subprocess.Popen(argv)
 
 
-def wait_serving(channel: grpc.Channel) -> None:
-    stub = health_pb2_grpc.HealthStub(channel)
-    while True:
-        try:
-            reply = stub.Check(health_pb2.HealthCheckRequest(), timeout=1)
-            if reply.status == health_pb2.HealthCheckResponse.SERVING:
-                return
-        except grpc.RpcError:
-            pass
-        time.sleep(0.02)
-
-
 def routed(stub: router_pb2_grpc.RouterStub, model: str) -> bool:
     request = router_pb2.RouteRequest(model=model, namespace=NAMESPACE, estimated_tokens=10)
     return bool(stub.Route(request, timeout=5).outcome == router_pb2.OUTCOME_ROUTED)
@@ -133,22 +112,6 @@ def convergence(objects: client.CustomObjectsApi, stub: router_pb2_grpc.RouterSt
             time.sleep(0.005)
         samples.append(time.perf_counter() - started)
     return samples
-
-
-def status_patches(plane: LocalControlPlane) -> float:
-    """PATCH requests on our kinds' /status subresource, from the API server's own counters."""
-    request = urllib.request.Request(f"{plane.server}/metrics")
-    request.add_header("Authorization", f"Bearer {plane.admin_token}")
-    context = ssl.create_default_context(cafile=str(plane.pki.ca_cert))
-    with urllib.request.urlopen(request, context=context) as response:
-        text = response.read().decode()
-    total = 0.0
-    for line in text.splitlines():
-        if line.startswith("apiserver_request_total{") and 'verb="PATCH"' in line:
-            ours = 'resource="backends"' in line or 'resource="routingpolicies"' in line
-            if ours and 'subresource="status"' in line:
-                total += float(line.rsplit(" ", 1)[1])
-    return total
 
 
 def load(stub: router_pb2_grpc.RouterStub) -> int:
@@ -208,10 +171,7 @@ def main() -> int:
             figures = measure(plane)
         finally:
             plane.stop()
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    merged = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
-    merged.update(figures)  # bench_fleet.py's figures live in the same file
-    RESULTS.write_text(json.dumps(merged, indent=2) + "\n")
+    merge_results(RESULTS, figures)  # bench_fleet.py's figures live in the same file
     for key, value in figures.items():
         print(f"{key}: {value}")
     return 0

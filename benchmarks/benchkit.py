@@ -1,0 +1,75 @@
+"""Helpers the benchmarks share: CPU of a process tree, the API server's status-PATCH count,
+waiting for gRPC health, and merging figures into a results file."""
+
+from __future__ import annotations
+
+import json
+import math
+import ssl
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import grpc
+import psutil  # type: ignore[import-untyped]
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from nexus_testkit.localcluster import LocalControlPlane
+
+
+def processes(pid: int) -> list[psutil.Process]:
+    """The process and all its descendants (the serving workers)."""
+    root = psutil.Process(pid)
+    return [root, *root.children(recursive=True)]
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU of a process and its descendants (one that just exited is skipped)."""
+    total = 0.0
+    for proc in processes(pid):
+        try:
+            times = proc.cpu_times()
+        except psutil.NoSuchProcess:
+            continue
+        total += times.user + times.system
+    return total
+
+
+def status_patches(plane: LocalControlPlane) -> float:
+    """PATCH requests on our kinds' /status subresource, from the API server's own counters."""
+    request = urllib.request.Request(f"{plane.server}/metrics")
+    request.add_header("Authorization", f"Bearer {plane.admin_token}")
+    context = ssl.create_default_context(cafile=str(plane.pki.ca_cert))
+    with urllib.request.urlopen(request, context=context) as response:
+        text = response.read().decode()
+    total = 0.0
+    for line in text.splitlines():
+        if line.startswith("apiserver_request_total{") and 'verb="PATCH"' in line:
+            ours = 'resource="backends"' in line or 'resource="routingpolicies"' in line
+            if ours and 'subresource="status"' in line:
+                total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+def wait_serving(channel: grpc.Channel, *, limit_s: float = math.inf) -> None:
+    """Until grpc.health.v1 reports "" SERVING; TimeoutError after `limit_s` seconds."""
+    stub = health_pb2_grpc.HealthStub(channel)
+    deadline = time.monotonic() + limit_s
+    while time.monotonic() < deadline:
+        try:
+            reply = stub.Check(health_pb2.HealthCheckRequest(), timeout=1)
+            if reply.status == health_pb2.HealthCheckResponse.SERVING:
+                return
+        except grpc.RpcError:
+            pass
+        time.sleep(0.02)
+    raise TimeoutError("the operator never became SERVING")
+
+
+def merge_results(path: Path, figures: dict[str, Any]) -> None:
+    """Write `figures` into the JSON results file, keeping the other benchmarks' keys in it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    merged = json.loads(path.read_text()) if path.exists() else {}
+    merged.update(figures)
+    path.write_text(json.dumps(merged, indent=2) + "\n")
