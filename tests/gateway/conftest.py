@@ -35,29 +35,24 @@ def backend(
     namespace: str | None = None,
     **spec: Any,
 ) -> dict[str, Any]:
-    metadata: dict[str, Any] = {"name": name}
-    if namespace is not None:
-        metadata["namespace"] = namespace
-    return {
-        "apiVersion": API_VERSION,
-        "kind": "Backend",
-        "metadata": metadata,
-        "spec": {"type": kind, "url": server.url, "models": list(models), **spec},
-    }
+    spec = {"type": kind, "url": server.url, "models": list(models), **spec}
+    return _manifest("Backend", name, namespace=namespace, spec=spec)
 
 
 def policy(
     name: str, patterns: Sequence[str], *, namespace: str | None = None, **spec: Any
 ) -> dict[str, Any]:
+    spec = {"modelPatterns": list(patterns), **spec}
+    return _manifest("RoutingPolicy", name, namespace=namespace, spec=spec)
+
+
+def _manifest(
+    kind: str, name: str, *, namespace: str | None, spec: dict[str, Any]
+) -> dict[str, Any]:
     metadata: dict[str, Any] = {"name": name}
     if namespace is not None:
         metadata["namespace"] = namespace
-    return {
-        "apiVersion": API_VERSION,
-        "kind": "RoutingPolicy",
-        "metadata": metadata,
-        "spec": {"modelPatterns": list(patterns), **spec},
-    }
+    return {"apiVersion": API_VERSION, "kind": kind, "metadata": metadata, "spec": spec}
 
 
 @dataclass
