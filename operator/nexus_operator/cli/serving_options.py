@@ -190,23 +190,21 @@ def add_log_level_argument(parser: argparse.ArgumentParser) -> None:
 
 def positive_int(text: str) -> int:
     """argparse type: an integer >= 1 (a cap of 0 would refuse every RPC)."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, not {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, not {value}")
-    return value
+    return _int_at_least(text, 1, wanted="a positive integer")
 
 
 def non_negative_int(text: str) -> int:
     """argparse type: an integer >= 0."""
+    return _int_at_least(text, 0, wanted="an integer >= 0")
+
+
+def _int_at_least(text: str, minimum: int, *, wanted: str) -> int:
     try:
         value = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"must be an integer >= 0, not {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be an integer >= 0, not {value}")
+        raise argparse.ArgumentTypeError(f"must be {wanted}, not {text!r}") from None
+    if value < minimum:
+        raise argparse.ArgumentTypeError(f"must be {wanted}, not {value}")
     return value
 
 
