@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from urllib.parse import urlsplit
 
 import pytest
 
 from nexus_crds import install_crds
+from nexus_testkit.faultproxy import FaultProxy
 from nexus_testkit.localcluster import Cluster
 from nexus_testkit.localcluster.standins import StandIns
 
@@ -22,3 +24,13 @@ def standins() -> Iterator[StandIns]:
     servers = StandIns()
     yield servers
     servers.close()
+
+
+@pytest.fixture
+def proxy(cluster: Cluster) -> Iterator[FaultProxy]:
+    """A fault-injecting TCP proxy in front of the API server (the ledger tests point the
+    operator through it)."""
+    server = urlsplit(cluster.server)
+    faults = FaultProxy(server.hostname or "127.0.0.1", server.port or 443).start()
+    yield faults
+    faults.stop()

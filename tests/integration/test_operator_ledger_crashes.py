@@ -9,12 +9,11 @@ the test itself keeps a direct connection to read status.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from pathlib import Path
-from urllib.parse import urlsplit
 
 import pytest
-from operator_support import Objects, backend_spec, wait_for
+from ledger_support import POLICY, create_budgeted, spent_usd
+from operator_support import Objects, wait_for
 
 from nexus_testkit.faultproxy import FaultProxy
 from nexus_testkit.localcluster import Cluster
@@ -23,33 +22,10 @@ from nexus_testkit.operator_process import OperatorProcess, UsageDriver
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("nexus_crds")]
 
 COST = 0.125
-POLICY = "budgeted"
 FLAGS = ("--flush-interval", "0.5")
 # The documented bound is one spool interval (0.1 s) plus one fsync; the window counted as at
 # risk is wider so a loaded CI machine cannot make the check flaky.
 AT_RISK_WINDOW_S = 0.5
-
-
-@pytest.fixture
-def proxy(cluster: Cluster) -> Iterator[FaultProxy]:
-    server = urlsplit(cluster.server)
-    faults = FaultProxy(server.hostname or "127.0.0.1", server.port or 443).start()
-    yield faults
-    faults.stop()
-
-
-def _setup(objects: Objects) -> None:
-    objects.create(
-        "backends", "local", backend_spec("http://127.0.0.1:9", healthCheck={"enabled": False})
-    )
-    objects.create(
-        "routingpolicies", POLICY, {"modelPatterns": ["*"], "budget": {"monthlyLimitUsd": 1e6}}
-    )
-
-
-def _spent(objects: Objects) -> float:
-    budget = objects.status("routingpolicies", POLICY).get("budget") or {}
-    return float(budget.get("spentUsd") or 0.0)
 
 
 def _replica(kubeconfig: Path, namespace: str, tmp_path: Path, index: int) -> OperatorProcess:
@@ -68,12 +44,12 @@ def test_sigkill_during_an_api_outage_loses_at_most_the_last_spool_interval(
     kubeconfig = proxy.kubeconfig(cluster.kubeconfig, tmp_path / "via-proxy.kubeconfig")
     with cluster.api_client() as api:
         objects = Objects(api, namespace)
-        _setup(objects)
+        create_budgeted(objects, monthly_limit_usd=1e6)
         replica = _replica(kubeconfig, namespace, tmp_path, 0).start()
         driver = UsageDriver(replica, policy=POLICY, cost=COST, rate=50)
         try:
             driver.start()
-            wait_for(lambda: _spent(objects) > 0)
+            wait_for(lambda: spent_usd(objects) > 0)
             proxy.set(outage=True)
             time.sleep(3.0)  # usage keeps flowing and being acknowledged during the outage
             killed_at = time.monotonic()
@@ -81,12 +57,12 @@ def test_sigkill_during_an_api_outage_loses_at_most_the_last_spool_interval(
             driver.stop()
             at_risk = COST * sum(t > killed_at - AT_RISK_WINDOW_S for t in driver.ack_times)
             acknowledged = driver.acknowledged_usd
-            assert acknowledged - _spent(objects) > at_risk  # the outage held spend back
+            assert acknowledged - spent_usd(objects) > at_risk  # the outage held spend back
             replica.start(wait=False)  # restarts while the API server is still unreachable
             proxy.clear()
             replica.wait_serving()
-            wait_for(lambda: acknowledged - _spent(objects) <= at_risk, timeout=60)
-            assert _spent(objects) <= acknowledged + COST  # one report may be applied unacked
+            wait_for(lambda: acknowledged - spent_usd(objects) <= at_risk, timeout=60)
+            assert spent_usd(objects) <= acknowledged + COST  # one report may be applied unacked
         finally:
             driver.stop()
             replica.terminate()
@@ -99,14 +75,14 @@ def test_replicas_with_one_killed_and_restarted_persist_exactly_what_they_acknow
     kubeconfig = proxy.kubeconfig(cluster.kubeconfig, tmp_path / "via-proxy.kubeconfig")
     with cluster.api_client() as api:
         objects = Objects(api, namespace)
-        _setup(objects)
+        create_budgeted(objects, monthly_limit_usd=1e6)
         fleet = [_replica(kubeconfig, namespace, tmp_path, i) for i in range(replicas)]
         drivers: list[UsageDriver] = []
         try:
             for replica in fleet:
                 replica.start()
             drivers += [UsageDriver(r, policy=POLICY, cost=COST, rate=30).start() for r in fleet]
-            wait_for(lambda: _spent(objects) > 0)
+            wait_for(lambda: spent_usd(objects) > 0)
             victim, victim_driver = fleet[0], drivers[0]
             victim_driver.stop()  # between two of its reports: past the spool interval
             time.sleep(0.3)
@@ -117,7 +93,7 @@ def test_replicas_with_one_killed_and_restarted_persist_exactly_what_they_acknow
             for driver in drivers:
                 driver.stop()
             acknowledged = sum(d.acknowledged_usd for d in drivers)
-            wait_for(lambda: _spent(objects) == acknowledged, timeout=60)
+            wait_for(lambda: spent_usd(objects) == acknowledged, timeout=60)
             status = objects.status("routingpolicies", POLICY)
             assert sorted(e["replica"] for e in status["replicas"]) == [
                 f"replica-{i}" for i in range(replicas)

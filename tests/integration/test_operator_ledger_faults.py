@@ -9,17 +9,16 @@ and the decision counters persisted in status equal what the operator acknowledg
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import pytest
 from kubernetes import client
+from ledger_support import POLICY, create_budgeted, spent_usd
 from operator_support import (
     Objects,
     OperatorThread,
-    backend_spec,
     operator_config,
     running_operator,
     wait_for,
@@ -34,15 +33,6 @@ from nexus_testkit.localcluster import Cluster
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("nexus_crds")]
 
 COST = 0.125  # a binary fraction: sums are exact, so "to the cent" is checked as ==
-POLICY = "budgeted"
-
-
-@pytest.fixture
-def proxy(cluster: Cluster) -> Iterator[FaultProxy]:
-    server = urlsplit(cluster.server)
-    faults = FaultProxy(server.hostname or "127.0.0.1", server.port or 443).start()
-    yield faults
-    faults.stop()
 
 
 def _usage(namespace: str) -> UsageReport:
@@ -88,20 +78,8 @@ class Tally:
 
 
 def _persisted(objects: Objects) -> tuple[float, int]:
-    status = objects.status("routingpolicies", POLICY)
-    return (
-        float((status.get("budget") or {}).get("spentUsd") or 0.0),
-        int((status.get("decisions") or {}).get("routed") or 0),
-    )
-
-
-def _setup(objects: Objects) -> None:
-    objects.create(
-        "backends", "local", backend_spec("http://127.0.0.1:9", healthCheck={"enabled": False})
-    )
-    objects.create(
-        "routingpolicies", POLICY, {"modelPatterns": ["*"], "budget": {"monthlyLimitUsd": 10000}}
-    )
+    decisions = objects.status("routingpolicies", POLICY).get("decisions") or {}
+    return (spent_usd(objects), int(decisions.get("routed") or 0))
 
 
 def _start(
@@ -121,7 +99,7 @@ def test_answers_delayed_past_the_client_timeout_are_counted_once(
 ) -> None:
     with cluster.api_client() as api, _start(cluster, proxy, namespace, tmp_path)() as operator:
         objects = Objects(api, namespace)
-        _setup(objects)
+        create_budgeted(objects, monthly_limit_usd=10000)
         wait_for(lambda: _ready(operator, namespace))
         tally = Tally()
         proxy.set(delay_answers_s=1.0)  # twice the client timeout: writes land, answers do not
@@ -139,7 +117,7 @@ def test_dropped_answers_torn_writes_andConflictStorms_are_counted_once(
 ) -> None:
     with cluster.api_client() as api, _start(cluster, proxy, namespace, tmp_path)() as operator:
         objects = Objects(api, namespace)
-        _setup(objects)
+        create_budgeted(objects, monthly_limit_usd=10000)
         wait_for(lambda: _ready(operator, namespace))
         tally = Tally()
         proxy.set(drop_answers=0.3)
