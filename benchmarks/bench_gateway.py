@@ -30,6 +30,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -41,7 +43,7 @@ from nexus_operator.cli.cmd_envoy_config import EnvoyOptions, render_bootstrap
 from nexus_testkit.envoy import Envoy
 from nexus_testkit.gateway import Picker, free_port
 from nexus_testkit.localcluster import find_bin_dir
-from nexus_testkit.localcluster.standins import StandIns
+from nexus_testkit.localcluster.standins import InferenceStandIn, StandIns
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results" / "gateway.json"
@@ -236,20 +238,9 @@ def profile(vegeta: Path, work: Path, standin_url: str) -> None:
     print(report.read_text())
 
 
-def main() -> int:
-    vegeta = find_bin_dir() / "vegeta"
-    if os.environ.get("NEXUS_BENCH_PROFILE") == "1":
-        stand_ins = StandIns()
-        try:
-            with tempfile.TemporaryDirectory(prefix="bench-gateway-") as tmp:
-                work = Path(tmp)
-                standin = stand_ins.start("openai", (MODEL,), name="bench-standin")
-                (work / "manifests").mkdir()
-                manifests(work / "manifests", standin.url)
-                profile(vegeta, work, standin.url)
-        finally:
-            stand_ins.close()
-        return 0
+@contextmanager
+def workspace() -> Iterator[tuple[Path, InferenceStandIn]]:
+    """A scratch folder holding manifests/ for one stand-in, and that stand-in."""
     stand_ins = StandIns()
     try:
         with tempfile.TemporaryDirectory(prefix="bench-gateway-") as tmp:
@@ -257,25 +248,35 @@ def main() -> int:
             standin = stand_ins.start("openai", (MODEL,), name="bench-standin")
             (work / "manifests").mkdir()
             manifests(work / "manifests", standin.url)
-            base = EnvoyOptions(
-                listener_address="127.0.0.1", listener_port=0, access_log=False, body_mode=BODY_MODE
-            )
-            direct_options = replace(base, direct_endpoint=standin.endpoint)
-            with Envoy(
-                render_bootstrap(direct_options), work / "envoy-direct", concurrency=ENVOY_THREADS
-            ) as envoy:
-                direct = measure(vegeta, envoy, workdir=work, label="direct")
-            noop = measure_noop(vegeta, base, work=work, endpoint=standin.endpoint)
-            via_picker = measure_picker(vegeta, base, work=work, workers=0, label="picker")
-            via_workers = measure_picker(
-                vegeta,
-                base,
-                work=work,
-                workers=PICKER_WORKERS,
-                label=f"picker, {PICKER_WORKERS} workers",
-            )
+            yield work, standin
     finally:
         stand_ins.close()
+
+
+def main() -> int:
+    vegeta = find_bin_dir() / "vegeta"
+    if os.environ.get("NEXUS_BENCH_PROFILE") == "1":
+        with workspace() as (work, standin):
+            profile(vegeta, work, standin.url)
+        return 0
+    with workspace() as (work, standin):
+        base = EnvoyOptions(
+            listener_address="127.0.0.1", listener_port=0, access_log=False, body_mode=BODY_MODE
+        )
+        direct_options = replace(base, direct_endpoint=standin.endpoint)
+        with Envoy(
+            render_bootstrap(direct_options), work / "envoy-direct", concurrency=ENVOY_THREADS
+        ) as envoy:
+            direct = measure(vegeta, envoy, workdir=work, label="direct")
+        noop = measure_noop(vegeta, base, work=work, endpoint=standin.endpoint)
+        via_picker = measure_picker(vegeta, base, work=work, workers=0, label="picker")
+        via_workers = measure_picker(
+            vegeta,
+            base,
+            work=work,
+            workers=PICKER_WORKERS,
+            label=f"picker, {PICKER_WORKERS} workers",
+        )
     result: dict[str, object] = {
         "direct_p50_ms": round(direct["p50_ms"], 3),
         "direct_p99_ms": round(direct["p99_ms"], 3),
