@@ -1,6 +1,6 @@
 """What the Router endpoint (GrpcServer) and the ext_proc picker (GatewayServer) share:
 binding a port, gRPC health that follows the registry's sync and the process's degraded flag,
-and cancelling their background tasks on stop."""
+and the drain on stop."""
 
 from __future__ import annotations
 
@@ -52,17 +52,28 @@ class ReadinessHealth:
         for service in self._services:
             await self.servicer.set(service, status)
 
-    def apply_soon(self) -> None:
-        """apply() in a task of the running loop (for synchronous callers)."""
-        update = asyncio.get_running_loop().create_task(self.apply())
-        self._updates.add(update)  # the loop keeps only a weak reference
-        update.add_done_callback(self._updates.discard)
+    def set_serving(self, serving: bool, *, started: bool) -> None:
+        """Mark the process ready or degraded; a `started` server reports it soon after (a task
+        of the running loop, as the caller is synchronous)."""
+        self.degraded = not serving
+        if started:
+            update = asyncio.get_running_loop().create_task(self.apply())
+            self._updates.add(update)  # the loop keeps only a weak reference
+            update.add_done_callback(self._updates.discard)
 
-
-async def cancel_tasks(*tasks: asyncio.Task[None] | None) -> None:
-    """Cancel each task that was started and wait for it to finish."""
-    for task in tasks:
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+    async def drain(
+        self,
+        server: grpc.aio.Server,
+        *,
+        grace: float,
+        tasks: tuple[asyncio.Task[None] | None, ...],
+    ) -> None:
+        """Cancel the server's background `tasks`, report NOT_SERVING everywhere, refuse new
+        calls and give open ones `grace` seconds."""
+        for task in tasks:
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        await self.servicer.enter_graceful_shutdown()
+        await server.stop(grace)

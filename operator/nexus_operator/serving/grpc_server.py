@@ -21,7 +21,7 @@ from grpc_reflection.v1alpha import reflection
 from prometheus_client import REGISTRY, CollectorRegistry
 
 from ..routing import RoutingEngine
-from .grpc_common import ReadinessHealth, bind, cancel_tasks
+from .grpc_common import ReadinessHealth, bind
 from .limits import AdmissionGuard, ServerLimits
 from .metrics import RoutingMetrics
 from .proto import router_pb2 as pb
@@ -112,17 +112,14 @@ class GrpcServer:
 
     def set_serving(self, serving: bool) -> None:
         """Report the process healthy or degraded (NOT_SERVING) on grpc.health.v1."""
-        self._health.degraded = not serving
-        if self._server is not None:
-            self._health.apply_soon()
+        self._health.set_serving(serving, started=self._server is not None)
 
     async def stop(self, grace: float) -> None:
         """Drain: report NOT_SERVING, refuse new RPCs, give in-flight ones `grace` seconds."""
         if self._server is None:
             return
-        await cancel_tasks(self._housekeeping_task, self._sweeper_task)
-        await self._health.servicer.enter_graceful_shutdown()
-        await self._server.stop(grace)
+        tasks = (self._housekeeping_task, self._sweeper_task)
+        await self._health.drain(self._server, grace=grace, tasks=tasks)
         self._server = None
         if self._metrics_registry is not None:
             with contextlib.suppress(KeyError):

@@ -20,7 +20,7 @@ from grpc_reflection.v1alpha import reflection
 from prometheus_client import REGISTRY, CollectorRegistry
 
 from ...routing import CredentialStore, RoutingEngine
-from ..grpc_common import SERVING, ReadinessHealth, bind, cancel_tasks
+from ..grpc_common import SERVING, ReadinessHealth, bind
 from ..tls import TlsConfig
 from .endpoints import EndpointResolver
 from .metrics import GatewayMetrics
@@ -116,17 +116,13 @@ class GatewayServer:
 
     def set_serving(self, serving: bool) -> None:
         """Report the process ready or degraded (readiness NOT_SERVING)."""
-        self._health.degraded = not serving
-        if self._server is not None:
-            self._health.apply_soon()
+        self._health.set_serving(serving, started=self._server is not None)
 
     async def stop(self, grace: float) -> None:
         """Drain: NOT_SERVING everywhere, refuse new streams, give open ones `grace` seconds."""
         if self._server is None:
             return
-        await cancel_tasks(self._housekeeping_task)
-        await self._health.servicer.enter_graceful_shutdown()
-        await self._server.stop(grace)
+        await self._health.drain(self._server, grace=grace, tasks=(self._housekeeping_task,))
         self._server = None
         await self.resolver.close()
         with contextlib.suppress(KeyError):
