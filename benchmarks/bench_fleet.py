@@ -39,7 +39,7 @@ import grpc
 import psutil  # type: ignore[import-untyped]
 from kubernetes import client
 
-from benchkit import cpu_seconds, merge_results, processes, status_patches, wait_serving
+from benchkit import cpu_seconds, launch, merge_results, processes, status_patches, wait_serving
 from nexus_operator.api import GROUP, VERSION
 from nexus_operator.serving.proto import router_pb2, router_pb2_grpc
 from nexus_testkit.gateway import free_port
@@ -109,15 +109,6 @@ def populate(cluster: Cluster, *, count: int, url: str) -> client.CustomObjectsA
 
 def create(objects: client.CustomObjectsApi, plural: str, body: dict[str, Any]) -> None:
     objects.create_namespaced_custom_object(GROUP, VERSION, NAMESPACE, plural, body)
-
-
-def launch(kubeconfig: Path, grpc_port: int) -> subprocess.Popen[bytes]:
-    argv = [sys.executable, "-m", "nexus_operator.cli.operator_main", "run"]
-    argv += ["--kubeconfig", str(kubeconfig), "--grpc-address", f"127.0.0.1:{grpc_port}"]
-    argv += ["--metrics-port", "-1", "--extproc-address", "off"]
-    argv += ["--health-port", str(free_port()), "--namespace", NAMESPACE]
-    argv += ["--lease-namespace", NAMESPACE, "--log-level", "WARNING"]
-    return subprocess.Popen(argv)
 
 
 def rss_mb(pid: int) -> float:
@@ -278,7 +269,7 @@ def measure(plane: LocalControlPlane, count: int) -> dict[str, float]:
     grpc_port = free_port()
     address = f"127.0.0.1:{grpc_port}"
     started = time.perf_counter()
-    process = launch(plane.kubeconfig, grpc_port)
+    process = launch(plane.kubeconfig, grpc_port, namespace=NAMESPACE)
     tag = suffix(count)
     figures: dict[str, float] = {}
     try:

@@ -26,10 +26,9 @@ from typing import Any
 
 import grpc
 import yaml
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 from kubernetes import client
 
-from benchkit import cpu_seconds
+from benchkit import cpu_seconds, wait_serving
 from nexus_operator.api import GROUP, VERSION
 from nexus_testkit.gateway import free_port
 from nexus_testkit.localcluster import Cluster, LocalControlPlane, find_bin_dir
@@ -279,7 +278,8 @@ def measure_churn(ghz_bin: Path) -> dict[str, Any]:
             argv += ["--workers", "1", "--max-concurrent-rpcs", "10000"]
             operator = subprocess.Popen(argv)
             try:
-                wait_serving(address)
+                with grpc.insecure_channel(address) as channel:
+                    wait_serving(channel, limit_s=120.0)
                 stop = threading.Event()
                 with ThreadPoolExecutor(1) as pool:
                     cycles = pool.submit(churn, objects, stop)
@@ -306,20 +306,6 @@ def measure_churn(ghz_bin: Path) -> dict[str, Any]:
         "churn_calls": sum(codes.values()),
         "churn_cycles": done,
     }
-
-
-def wait_serving(address: str) -> None:
-    with grpc.insecure_channel(address) as channel:
-        stub = health_pb2_grpc.HealthStub(channel)
-        for _ in range(1200):
-            try:
-                reply = stub.Check(health_pb2.HealthCheckRequest(), timeout=1)
-                if reply.status == health_pb2.HealthCheckResponse.SERVING:
-                    return
-            except grpc.RpcError:
-                pass
-            time.sleep(0.1)
-    raise RuntimeError(f"{address} never became SERVING")
 
 
 def main() -> int:

@@ -16,7 +16,6 @@ from __future__ import annotations
 import os
 import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -28,7 +27,7 @@ import grpc
 import psutil  # type: ignore[import-untyped]
 from kubernetes import client
 
-from benchkit import merge_results, status_patches, wait_serving
+from benchkit import launch, merge_results, status_patches, wait_serving
 from nexus_operator.api import GROUP, VERSION
 from nexus_operator.serving.proto import router_pb2, router_pb2_grpc
 from nexus_testkit.gateway import free_port
@@ -78,23 +77,6 @@ def populate(cluster: Cluster, url: str) -> client.CustomObjectsApi:
     return objects
 
 
-def launch(kubeconfig: Path, grpc_port: int) -> subprocess.Popen[bytes]:
-    argv = [sys.executable, "-m", "nexus_operator.cli.operator_main", "run"]
-    argv += ["--kubeconfig", str(kubeconfig), "--grpc-address", f"127.0.0.1:{grpc_port}"]
-    argv += [
-        "--metrics-port",
-        "-1",
-        "--extproc-address",
-        "off",
-        "--health-port",
-        str(free_port()),
-        "--namespace",
-        NAMESPACE,
-    ]
-    argv += ["--lease-namespace", NAMESPACE, "--log-level", "WARNING"]
-    return subprocess.Popen(argv)
-
-
 def routed(stub: router_pb2_grpc.RouterStub, model: str) -> bool:
     request = router_pb2.RouteRequest(model=model, namespace=NAMESPACE, estimated_tokens=10)
     return bool(stub.Route(request, timeout=5).outcome == router_pb2.OUTCOME_ROUTED)
@@ -136,7 +118,7 @@ def measure(plane: LocalControlPlane) -> dict[str, float]:
     objects = populate(cluster, StandIns().start("ollama", ("llama3:8b",)).url)
     grpc_port = free_port()
     started = time.perf_counter()
-    process = launch(plane.kubeconfig, grpc_port)
+    process = launch(plane.kubeconfig, grpc_port, namespace=NAMESPACE)
     try:
         with grpc.insecure_channel(f"127.0.0.1:{grpc_port}") as channel:
             wait_serving(channel)

@@ -1,11 +1,13 @@
 """Helpers the benchmarks share: CPU of a process tree, the API server's status-PATCH count,
-waiting for gRPC health, and merging figures into a results file."""
+launching the operator, waiting for gRPC health, and merging figures into a results file."""
 
 from __future__ import annotations
 
 import json
 import math
 import ssl
+import subprocess
+import sys
 import time
 import urllib.request
 from pathlib import Path
@@ -15,6 +17,7 @@ import grpc
 import psutil  # type: ignore[import-untyped]
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from nexus_testkit.gateway import free_port
 from nexus_testkit.localcluster import LocalControlPlane
 
 
@@ -50,6 +53,16 @@ def status_patches(plane: LocalControlPlane) -> float:
             if ours and 'subresource="status"' in line:
                 total += float(line.rsplit(" ", 1)[1])
     return total
+
+
+def launch(kubeconfig: Path, grpc_port: int, *, namespace: str) -> subprocess.Popen[bytes]:
+    """`nexus-operator run` watching `namespace`: gRPC on `grpc_port`, no metrics, no ext_proc."""
+    argv = [sys.executable, "-m", "nexus_operator.cli.operator_main", "run"]
+    argv += ["--kubeconfig", str(kubeconfig), "--grpc-address", f"127.0.0.1:{grpc_port}"]
+    argv += ["--metrics-port", "-1", "--extproc-address", "off"]
+    argv += ["--health-port", str(free_port()), "--namespace", namespace]
+    argv += ["--lease-namespace", namespace, "--log-level", "WARNING"]
+    return subprocess.Popen(argv)
 
 
 def wait_serving(channel: grpc.Channel, *, limit_s: float = math.inf) -> None:
