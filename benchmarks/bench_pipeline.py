@@ -9,7 +9,11 @@ The async figures time `route_async()` (the servicer's door to the same decide l
 The naive figures run the same reconcilers without the per-snapshot plan (static exclusions,
 priority order, bounds), as a library caller building a RoutingIntent by hand would.
 
-Writes benchmarks/results/pipeline.json (and pipeline_async.json, pipeline_naive.json):
+The rich figures (`--rich` runs only them) add a Restricted, minTier 3 policy with required
+capabilities at 50 and 500 backends: most backends are excluded by spec, once per plan.
+
+Writes benchmarks/results/pipeline.json (and pipeline_async.json, pipeline_naive.json,
+pipeline_rich.json):
 [{"backends", "p50_us", "p99_us", "decisions_per_s"}, ...]
 """
 
@@ -57,14 +61,25 @@ def make_backend(index: int, rng: random.Random) -> api.Backend:
     return api.Backend.model_validate({"metadata": meta, "spec": spec})
 
 
-def make_registry(size: int) -> Registry:
+RICH_SPEC: dict[str, object] = {
+    "privacy": "restricted",
+    "minTier": 3,
+    "requiredCapabilities": {"minContextLength": 4096},
+}
+"""The feature-rich policy: static filters (privacy, tier, capabilities) exclude most backends
+at plan time, so a decision must not pay per excluded backend."""
+
+
+def make_registry(size: int, *, rich: bool = False) -> Registry:
     rng = random.Random(size)
     backends = [make_backend(i, rng) for i in range(size)]
+    spec: dict[str, object] = {
+        "modelPatterns": ["llama*"],
+        "budget": {"monthlyLimitUsd": 1_000_000},
+        **(RICH_SPEC if rich else {}),
+    }
     policy = api.RoutingPolicy.model_validate(
-        {
-            "metadata": {"name": "chat", "namespace": "bench"},
-            "spec": {"modelPatterns": ["llama*"], "budget": {"monthlyLimitUsd": 1_000_000}},
-        }
+        {"metadata": {"name": "chat", "namespace": "bench"}, "spec": spec}
     )
     registry = Registry()
     registry.replace_all(backends, [policy])
@@ -140,13 +155,19 @@ def naive_decider(registry: Registry) -> Decider:
     return decide, lambda i, decision: None
 
 
-def run(kind: str, factory: Callable[[Registry], Decider]) -> list[dict[str, float]]:
+def run(
+    kind: str,
+    factory: Callable[[Registry], Decider],
+    *,
+    sizes: tuple[int, ...] = SIZES,
+    rich: bool = False,
+) -> list[dict[str, float]]:
     rows = []
-    for size in SIZES:
+    for size in sizes:
         iterations = 20_000 if size <= 50 else (5_000 if size <= 500 else 1_000)
         if kind == "naive" and size >= 5000:
             iterations = 200
-        row = {"backends": size, **measure(factory(make_registry(size)), iterations)}
+        row = {"backends": size, **measure(factory(make_registry(size, rich=rich)), iterations)}
         rows.append(row)
         print(
             f"{kind:6} {size:>5} backends: p50 {row['p50_us']:>8.1f} µs  p99 {row['p99_us']:>8.1f} µs  "
@@ -158,12 +179,21 @@ def run(kind: str, factory: Callable[[Registry], Decider]) -> list[dict[str, flo
 
 def main() -> int:
     RESULTS.mkdir(parents=True, exist_ok=True)
+    if sys.argv[1:] == ["--rich"]:
+        return rich_only()
     rows = run("engine", engine_decider)
     (RESULTS / "pipeline.json").write_text(json.dumps(rows, indent=2) + "\n")
     awaited = run("async", functools.partial(engine_decider, awaited=True))
     (RESULTS / "pipeline_async.json").write_text(json.dumps(awaited, indent=2) + "\n")
     naive = run("naive", naive_decider)
     (RESULTS / "pipeline_naive.json").write_text(json.dumps(naive, indent=2) + "\n")
+    return rich_only()
+
+
+def rich_only() -> int:
+    """The feature-rich policy at 50 and 500 backends (`--rich` runs only this)."""
+    rich = run("rich", engine_decider, sizes=(50, 500), rich=True)
+    (RESULTS / "pipeline_rich.json").write_text(json.dumps(rich, indent=2) + "\n")
     return 0
 
 

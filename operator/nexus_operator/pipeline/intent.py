@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 from nexus_operator.api import Backend, BudgetState
 
 from . import reasons, stages
-from .plan import CandidatePlan, StaticFilter
+from .plan import CandidatePlan, StaticFilter, StaticStage
 from .requirements import RequestRequirements
 from .verdict import Exclusion, RoutingDecision, TraceEntry
 from .views import BackendView, Candidate
@@ -108,9 +108,11 @@ class RoutingIntent:
 
     __slots__ = (
         "_excluded",
+        "_from_plan",
         "_held",
         "_messages",
         "_stage",
+        "_static",
         "annotations",
         "candidate_backends",
         "decision",
@@ -142,6 +144,8 @@ class RoutingIntent:
         self._held: list[tuple[str, Candidate]] | None = None
         self._messages: list[str] | None = None
         self._stage = ""
+        self._static: StaticStage | None = None
+        self._from_plan = False
 
     def trace(self, message: str) -> None:
         """Add a message to the current reconciler's trace entry (or a standalone entry)."""
@@ -243,9 +247,51 @@ class RoutingIntent:
         if plan is not None:
             static = plan.static.get(stage.name)
             if static is not None:
-                return self.exclude_many(static.exclusions) if static.exclusions else 0
+                return self._apply_block(plan, static)
         found = (stage.static_exclusion(c) for c in self.candidate_backends)
         return self.exclude_many(e for e in found if e is not None)
+
+    def start_from_plan(self, plan: CandidatePlan) -> None:
+        """Make `plan`'s candidates this intent's, so its static blocks can be taken whole."""
+        self.plan = plan
+        self.candidate_backends = list(plan.candidates)
+        self._from_plan = True
+
+    def _apply_block(self, plan: CandidatePlan, static: StaticStage) -> int:
+        """A plan's static block. When this intent is exactly where the static-only run was
+        before the stage (the same backends excluded, the plan's other candidates left), the
+        block is taken whole: its survivors become the candidates and its exclusions are
+        appended in one step, with no per-exclusion check. Otherwise one by one."""
+        excluded = self._excluded
+        exclusions = self.annotations.exclusions
+        if not (
+            self._from_plan
+            and plan is self.plan
+            and len(self.candidate_backends) == len(plan.candidates) - len(static.before)
+            and excluded == static.before
+        ):
+            self._static = None
+            return self.exclude_many(static.exclusions) if static.exclusions else 0
+        previous = self._static.applied if self._static is not None else ()
+        prefix = len(static.applied) - len(static.exclusions)
+        exact = len(previous) == prefix == len(exclusions)
+        self._static = static if exact else None
+        if static.exclusions:
+            excluded |= static.names
+            exclusions.extend(static.exclusions)
+            self.candidate_backends = list(static.survivors)
+        return len(static.exclusions)
+
+    @property
+    def static_prefix(self) -> StaticStage | None:
+        """The last plan block taken whole while every exclusion before it came from earlier
+        blocks: `annotations.exclusions` then starts with its `applied` (`counts` counts them),
+        unless a plug-in edited the list by hand (check the last one's identity)."""
+        static = self._static
+        if static is None or not static.applied:
+            return static
+        exclusions, n = self.annotations.exclusions, len(static.applied)
+        return static if len(exclusions) >= n and exclusions[n - 1] is static.applied[-1] else None
 
     def alive(self, candidates: Iterable[Candidate]) -> list[Candidate]:
         """Those of `candidates` not excluded yet."""

@@ -9,8 +9,9 @@ cannot exclude anything.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Protocol, runtime_checkable
 
 from .verdict import Exclusion
@@ -29,7 +30,20 @@ class StaticFilter(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class StaticStage:
+    """One stage's spec-only exclusions, and the state a decision is in once it applied them
+    after every earlier stage's: built once per plan and shared (never copied) by decisions.
+
+    `before` names what the earlier stages excluded and `survivors` are the candidates left
+    after this one, in name order; `applied` is every static exclusion so far, in order, and
+    `counts` the same counted by (reconciler, reason code), so a decision that took the static
+    path is counted in metrics at a cost of its reason codes, not of its exclusions."""
+
     exclusions: tuple[Exclusion, ...]
+    before: frozenset[str] = frozenset()
+    names: frozenset[str] = frozenset()
+    survivors: tuple[Candidate, ...] = ()
+    applied: tuple[Exclusion, ...] = ()
+    counts: Mapping[tuple[str, str], int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,16 +139,29 @@ def _static_stages(
     candidates: Sequence[Candidate], filters: Sequence[StaticFilter]
 ) -> dict[str, StaticStage]:
     """Run the spec-only checks in pipeline order; the first stage that excludes a backend owns it."""
-    taken: set[BackendKey] = set()
+    taken: set[str] = set()
+    applied: list[Exclusion] = []
+    counts: dict[tuple[str, str], int] = {}
     stages: dict[str, StaticStage] = {}
     for stage in filters:
+        before = frozenset(taken)
         found: list[Exclusion] = []
         for candidate in candidates:
-            if candidate.backend.key in taken:
+            if candidate.backend.name in taken:
                 continue
             exclusion = stage.static_exclusion(candidate)
             if exclusion is not None:
-                taken.add(candidate.backend.key)
+                taken.add(candidate.backend.name)
                 found.append(exclusion)
-        stages[stage.name] = StaticStage(exclusions=tuple(found))
+                key = (exclusion.reconciler, exclusion.reason_code)
+                counts[key] = counts.get(key, 0) + 1
+        applied.extend(found)
+        stages[stage.name] = StaticStage(
+            exclusions=tuple(found),
+            before=before,
+            names=frozenset(e.backend for e in found),
+            survivors=tuple(c for c in candidates if c.backend.name not in taken),
+            applied=tuple(applied),
+            counts=MappingProxyType(dict(counts)),
+        )
     return stages

@@ -54,6 +54,19 @@ class Decision:
     trace: list[TraceEntry] = field(default_factory=list)
     exclusions: list[Exclusion] = field(default_factory=list)
     request_id: str | None = None
+    exclusion_counts: dict[tuple[str, str], int] | None = None
+    """`exclusions` counted by (reconciler, reason code), as the engine fills it at a cost of
+    the reason codes (plan blocks come counted); None when the decision was built without."""
+
+    def count_exclusions(self) -> dict[tuple[str, str], int]:
+        """`exclusion_counts`, or `exclusions` counted one by one when it is not set."""
+        if self.exclusion_counts is not None:
+            return self.exclusion_counts
+        counts: dict[tuple[str, str], int] = {}
+        for exclusion in self.exclusions:
+            key = (exclusion.reconciler, exclusion.reason_code)
+            counts[key] = counts.get(key, 0) + 1
+        return counts
 
 
 @dataclass(frozen=True, slots=True)

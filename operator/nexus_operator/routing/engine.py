@@ -118,6 +118,30 @@ class EngineCounters:
 class _History(NamedTuple):
     trace: list[TraceEntry]
     exclusions: list[Exclusion]
+    exclusion_counts: dict[tuple[str, str], int]
+
+    @classmethod
+    def of(cls, attempts: list[Attempt]) -> _History:
+        """Every attempt's trace and exclusions, and the exclusions counted by (reconciler,
+        reason code): a plan's static block is counted by its precomputed counts, so only the
+        exclusions the request itself caused are counted one by one."""
+        trace: list[TraceEntry] = []
+        exclusions: list[Exclusion] = []
+        counts: dict[tuple[str, str], int] = {}
+        for attempt in attempts:
+            trace.extend(attempt.trace)
+            own = attempt.exclusions
+            exclusions.extend(own)
+            static = attempt.intent.static_prefix if attempt.intent is not None else None
+            start = 0
+            if static is not None:
+                start = len(static.applied)
+                for key, count in static.counts.items():
+                    counts[key] = counts.get(key, 0) + count
+            for exclusion in own[start:] if start else own:
+                key = (exclusion.reconciler, exclusion.reason_code)
+                counts[key] = counts.get(key, 0) + 1
+        return cls(trace, exclusions, counts)
 
 
 class _Context(NamedTuple):
@@ -315,10 +339,7 @@ class RoutingEngine:
     def _finish(
         self, ctx: _Context, req: RequestRequirements, *, attempts: list[Attempt]
     ) -> Decision:
-        history = _History(
-            [entry for a in attempts for entry in a.trace],
-            [e for a in attempts for e in a.exclusions],
-        )
+        history = _History.of(attempts)
         primary = attempts[0]
         for attempt in attempts:
             result = attempt.result
@@ -358,6 +379,7 @@ class RoutingEngine:
             fallback_used=fallback,
             trace=history.trace,
             exclusions=history.exclusions,
+            exclusion_counts=history.exclusion_counts,
             request_id=req.request_id,
         )
         if not ctx.dry_run:
@@ -431,6 +453,7 @@ class RoutingEngine:
             estimated_wait_ms=result.estimated_wait_ms,
             trace=history.trace,
             exclusions=history.exclusions,
+            exclusion_counts=history.exclusion_counts,
             request_id=req.request_id,
         )
 
@@ -472,6 +495,7 @@ class RoutingEngine:
             available_models=primary.available_models,
             trace=history.trace,
             exclusions=history.exclusions,
+            exclusion_counts=history.exclusion_counts,
             request_id=req.request_id,
         )
 

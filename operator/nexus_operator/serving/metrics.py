@@ -195,9 +195,8 @@ class RoutingMetrics:
                 histogram = reconcilers[entry.reconciler] = _Histogram(RECONCILER_BUCKETS)
             histogram.observe(entry.elapsed_us / 1e6)
         exclusions = self._exclusions
-        for exclusion in decision.exclusions:
-            key = (exclusion.reconciler, exclusion.reason_code)
-            exclusions[key] = exclusions.get(key, 0) + 1
+        for key, count in decision.count_exclusions().items():
+            exclusions[key] = exclusions.get(key, 0) + count
 
     def _known(self, namespace: str, model: str) -> str:
         """`model` when a Backend in the namespace lists it, else "" (bounded labels)."""

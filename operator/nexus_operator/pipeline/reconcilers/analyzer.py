@@ -33,7 +33,7 @@ class RequestAnalyzer:
             return
         plan = intent.plan
         if plan is not None:
-            intent.candidate_backends = list(plan.candidates)
+            intent.start_from_plan(plan)
         else:
             model = intent.model
             intent.candidate_backends = [
