@@ -7,8 +7,9 @@ from collections import Counter
 import pytest
 from routing_factories import backend, engine, model, policy
 
-from nexus_operator.pipeline import reasons
+from nexus_operator.pipeline import Exclusion, reasons
 from nexus_operator.routing import Decision, Outcome, RequestRequirements, RoutingEngine
+from nexus_operator.serving import responses
 
 SMALL = [model("llama3:8b", contextLength=2048)]
 
@@ -76,3 +77,35 @@ def test_exclusion_counts_stay_exact_when_capacity_holds_the_last_backend() -> N
     assert queued.outcome is Outcome.QUEUED
     assert queued.exclusion_counts == tally(queued)
     assert queued.count_exclusions()[("LifecycleReconciler", reasons.OUTSIDE_SUBSET_HINT)] == 4
+
+
+def rendered_one_by_one(exclusions: list[Exclusion]) -> list[bytes]:
+    return [r.SerializeToString() for r in responses.rejections(exclusions)]
+
+
+@pytest.mark.parametrize(
+    "req",
+    [
+        RequestRequirements(model="llama3:8b"),
+        RequestRequirements(model="llama3:8b", needs_vision=True),
+        RequestRequirements(model="llama3:8b", only_backends=frozenset({"e-good"})),
+    ],
+    ids=["routed", "rejected", "subset"],
+)
+def test_responses_list_every_exclusion_in_order_when_the_plan_block_is_prerendered(
+    req: RequestRequirements,
+) -> None:
+    eng = fleet()
+    for _ in range(2):  # the second decision renders the plan's block from the cache
+        decision = eng.explain(req)
+        assert decision.shared_exclusions
+        explained = responses.explanation(decision)
+        assert [e.SerializeToString() for e in explained.exclusions] == rendered_one_by_one(
+            decision.exclusions
+        )
+        routed = responses.route_response(decision)
+        assert [r.SerializeToString() for r in routed.rejections] == rendered_one_by_one(
+            decision.rejections
+        )
+        assert explained.decision == routed
+        assert list(explained.trace) == [responses._trace_entry(t) for t in decision.trace]

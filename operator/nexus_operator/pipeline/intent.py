@@ -270,12 +270,11 @@ class RoutingIntent:
             and len(self.candidate_backends) == len(plan.candidates) - len(static.before)
             and excluded == static.before
         ):
-            self._static = None
             return self.exclude_many(static.exclusions) if static.exclusions else 0
         previous = self._static.applied if self._static is not None else ()
         prefix = len(static.applied) - len(static.exclusions)
-        exact = len(previous) == prefix == len(exclusions)
-        self._static = static if exact else None
+        if len(previous) == prefix == len(exclusions):
+            self._static = static  # the exclusions so far are exactly the earlier blocks
         if static.exclusions:
             excluded |= static.names
             exclusions.extend(static.exclusions)

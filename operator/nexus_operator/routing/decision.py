@@ -57,6 +57,9 @@ class Decision:
     exclusion_counts: dict[tuple[str, str], int] | None = None
     """`exclusions` counted by (reconciler, reason code), as the engine fills it at a cost of
     the reason codes (plan blocks come counted); None when the decision was built without."""
+    shared_exclusions: tuple[Exclusion, ...] = ()
+    """The plan-owned block `exclusions` starts with (the primary attempt's static
+    exclusions), the same tuple for every decision of that plan: responses render it once."""
 
     def count_exclusions(self) -> dict[tuple[str, str], int]:
         """`exclusion_counts`, or `exclusions` counted one by one when it is not set."""

@@ -119,6 +119,7 @@ class _History(NamedTuple):
     trace: list[TraceEntry]
     exclusions: list[Exclusion]
     exclusion_counts: dict[tuple[str, str], int]
+    shared: tuple[Exclusion, ...]
 
     @classmethod
     def of(cls, attempts: list[Attempt]) -> _History:
@@ -128,20 +129,23 @@ class _History(NamedTuple):
         trace: list[TraceEntry] = []
         exclusions: list[Exclusion] = []
         counts: dict[tuple[str, str], int] = {}
+        shared: tuple[Exclusion, ...] = ()
         for attempt in attempts:
             trace.extend(attempt.trace)
             own = attempt.exclusions
-            exclusions.extend(own)
             static = attempt.intent.static_prefix if attempt.intent is not None else None
             start = 0
             if static is not None:
                 start = len(static.applied)
+                if not exclusions:
+                    shared = static.applied
                 for key, count in static.counts.items():
                     counts[key] = counts.get(key, 0) + count
             for exclusion in own[start:] if start else own:
                 key = (exclusion.reconciler, exclusion.reason_code)
                 counts[key] = counts.get(key, 0) + 1
-        return cls(trace, exclusions, counts)
+            exclusions.extend(own)
+        return cls(trace, exclusions, counts, shared)
 
 
 class _Context(NamedTuple):
@@ -380,6 +384,7 @@ class RoutingEngine:
             trace=history.trace,
             exclusions=history.exclusions,
             exclusion_counts=history.exclusion_counts,
+            shared_exclusions=history.shared,
             request_id=req.request_id,
         )
         if not ctx.dry_run:
@@ -454,6 +459,7 @@ class RoutingEngine:
             trace=history.trace,
             exclusions=history.exclusions,
             exclusion_counts=history.exclusion_counts,
+            shared_exclusions=history.shared,
             request_id=req.request_id,
         )
 
@@ -496,6 +502,7 @@ class RoutingEngine:
             trace=history.trace,
             exclusions=history.exclusions,
             exclusion_counts=history.exclusion_counts,
+            shared_exclusions=history.shared,
             request_id=req.request_id,
         )
 

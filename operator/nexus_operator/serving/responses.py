@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 from ..api import BudgetState
 from ..routing import Decision, Exclusion, Outcome, TraceEntry
@@ -23,6 +23,17 @@ BUDGET_STATES = {
 
 def route_response(decision: Decision) -> pb.RouteResponse:
     """The RouteResponse for a decision; optional fields are set only when the decision has them."""
+    shared = decision.shared_exclusions
+    own: Sequence[Exclusion] = decision.rejections
+    if not (shared and _starts_with(own, shared)):
+        return _route_response(decision, own)
+    response = pb.RouteResponse()
+    response.MergeFromString(_SHARED.encoded(shared, field=_REJECTIONS))
+    response.MergeFrom(_route_response(decision, own[len(shared) :]))
+    return response
+
+
+def _route_response(decision: Decision, rejected: Sequence[Exclusion]) -> pb.RouteResponse:
     response = pb.RouteResponse(
         outcome=_OUTCOMES[decision.outcome],
         model=decision.model,
@@ -30,7 +41,7 @@ def route_response(decision: Decision) -> pb.RouteResponse:
         cost_estimate=decision.cost_estimate,
         budget_state=BUDGET_STATES[decision.budget_state],
         fallback_used=decision.fallback_used,
-        rejections=rejections(decision.rejections),
+        rejections=rejections(rejected),
         available_models=decision.available_models,
         policy=decision.policy or "",
         request_id=decision.request_id or "",
@@ -51,12 +62,62 @@ def route_response(decision: Decision) -> pb.RouteResponse:
 
 
 def explanation(decision: Decision) -> pb.Explanation:
-    """The Explanation for a decision: the decision itself, its trace and every exclusion."""
-    return pb.Explanation(
-        decision=route_response(decision),
-        trace=[_trace_entry(entry) for entry in decision.trace],
-        exclusions=rejections(decision.exclusions),
+    """The Explanation for a decision: the decision itself, its trace and every exclusion. The
+    plan's shared block is rendered once per plan and copied in as bytes."""
+    result = pb.Explanation()
+    shared = decision.shared_exclusions
+    own: Sequence[Exclusion] = decision.exclusions
+    if shared and _starts_with(own, shared):
+        result.MergeFromString(_SHARED.encoded(shared, field=_EXCLUSIONS))
+        own = own[len(shared) :]
+    result.MergeFrom(
+        pb.Explanation(
+            decision=route_response(decision),
+            trace=[_trace_entry(entry) for entry in decision.trace],
+            exclusions=rejections(own),
+        )
     )
+    return result
+
+
+_REJECTIONS = "RouteResponse.rejections"
+_EXCLUSIONS = "Explanation.exclusions"
+
+
+def _starts_with(items: Sequence[Exclusion], block: tuple[Exclusion, ...]) -> bool:
+    """Whether `items` begins with the plan block (checked at its ends: a decision's list
+    starts with the block whole or not at all)."""
+    n = len(block)
+    return len(items) >= n and items[0] is block[0] and items[n - 1] is block[-1]
+
+
+class _SharedBlocks:
+    """Wire bytes of plan blocks as a RouteResponse's rejections or an Explanation's
+    exclusions, so a block is rendered once per plan rather than once per decision. Keyed by
+    the block's identity; holding the block keeps that identity from being reused. Bounded:
+    the oldest entries go first (plans are dropped when their snapshot changes)."""
+
+    LIMIT = 256
+
+    def __init__(self) -> None:
+        self._bytes: dict[tuple[int, str], tuple[tuple[Exclusion, ...], bytes]] = {}
+
+    def encoded(self, block: tuple[Exclusion, ...], *, field: str) -> bytes:
+        key = (id(block), field)
+        found = self._bytes.get(key)
+        if found is not None and found[0] is block:
+            return found[1]
+        if field == _REJECTIONS:
+            data = pb.RouteResponse(rejections=rejections(block)).SerializeToString()
+        else:
+            data = pb.Explanation(exclusions=rejections(block)).SerializeToString()
+        if len(self._bytes) >= self.LIMIT:
+            self._bytes.pop(next(iter(self._bytes), key), None)
+        self._bytes[key] = (block, data)
+        return data
+
+
+_SHARED = _SharedBlocks()
 
 
 def rejections(exclusions: Iterable[Exclusion]) -> list[pb.Rejection]:
