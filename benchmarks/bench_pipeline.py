@@ -10,7 +10,7 @@ The naive figures run the same reconcilers without the per-snapshot plan (static
 priority order, bounds), as a library caller building a RoutingIntent by hand would.
 
 The rich figures (`--rich` runs only them) add a Restricted, minTier 3 policy with required
-capabilities at 50 and 500 backends: most backends are excluded by spec, once per plan.
+capabilities at 50 and 500 backends: about half are excluded by spec, once per plan.
 
 Writes benchmarks/results/pipeline.json (and pipeline_async.json, pipeline_naive.json,
 pipeline_rich.json):
@@ -66,8 +66,8 @@ RICH_SPEC: dict[str, object] = {
     "minTier": 3,
     "requiredCapabilities": {"minContextLength": 4096},
 }
-"""The feature-rich policy: static filters (privacy, tier, capabilities) exclude most backends
-at plan time, so a decision must not pay per excluded backend."""
+"""The feature-rich policy: static filters (privacy, tier, capabilities) exclude about half the
+backends at plan time, so a decision must not pay per excluded backend."""
 
 
 def make_registry(size: int, *, rich: bool = False) -> Registry:
