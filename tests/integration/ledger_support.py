@@ -8,15 +8,20 @@ from operator_support import Objects, backend_spec
 POLICY = "budgeted"
 
 
-def create_budgeted(objects: Objects, *, monthly_limit_usd: float) -> None:
+def create_budgeted(
+    objects: Objects, *, monthly_limit_usd: float, hard_limit_action: str | None = None
+) -> None:
     """Backend "local" (never probed) and RoutingPolicy POLICY for every model, with a budget."""
+    budget: dict[str, object] = {"monthlyLimitUsd": monthly_limit_usd}
+    if hard_limit_action is not None:
+        budget["hardLimitAction"] = hard_limit_action
     objects.create(
         "backends", "local", backend_spec("http://127.0.0.1:9", healthCheck={"enabled": False})
     )
     objects.create(
         "routingpolicies",
         POLICY,
-        {"modelPatterns": ["*"], "budget": {"monthlyLimitUsd": monthly_limit_usd}},
+        {"modelPatterns": ["*"], "budget": budget},
     )
 
 

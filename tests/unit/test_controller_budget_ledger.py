@@ -16,6 +16,7 @@ from nexus_operator.operator.budget_ledger import (
     policy_desired,
 )
 from nexus_operator.operator.diffing import merge_diff
+from nexus_operator.operator.status_writer import closing_in
 from nexus_operator.pipeline.runtime import PolicyRuntime, RoutedRecord
 
 MARCH = datetime(2026, 3, 14, 12, 0, tzinfo=UTC)
@@ -181,3 +182,25 @@ def test_status_budget_state_agrees_with_decisions_exactly_at_the_limit() -> Non
     budget = api.Budget(monthly_limit_usd=1.0, soft_limit_percent=90)
     assert budget_state(spent, budget) is api.BudgetState.HARD_LIMIT
     assert budget_state(sum([0.1] * 9), budget) is api.BudgetState.SOFT_LIMIT
+
+
+# LIMIT: near-limit threshold at 90 % of the $75 soft limit = $67.50.
+@pytest.mark.parametrize(
+    ("spent", "unpersisted", "closing"),
+    [
+        (20.0, 4.75, True),  # a tenth of the $47.50 headroom
+        (20.0, 4.5, False),
+        (60.0, 0.75, True),  # the headroom shrinks, and with it what a replica may hold back
+        (60.0, 0.5, False),
+        (20.0, 0.0, False),  # nothing to write
+    ],
+)
+def test_unpersisted_spend_is_flushed_early_once_it_is_a_tenth_of_the_headroom(
+    spent: float, unpersisted: float, closing: bool
+) -> None:
+    assert closing_in(spent, unpersisted, LIMIT) is closing
+
+
+def test_policy_without_a_limit_is_never_closing_in() -> None:
+    assert not closing_in(1e6, 1e6, None)
+    assert not closing_in(1e6, 1e6, api.Budget())

@@ -14,7 +14,8 @@ cause no further writes. Health latency and probe time alone are refreshed at mo
 Writes go through a client-side token bucket (`status_qps`/`status_burst`), highest priority
 first within a round: conditions, health, exclusions and budget-state changes; then spend; then
 counters. A policy near its soft or hard limit (or changing state) is flushed every
-`near_limit_interval` instead of every flush interval, so other replicas see its spend sooner.
+`near_limit_interval` instead of every flush interval, so other replicas see its spend sooner;
+so is one whose own unpersisted spend reaches a tenth of the headroom left before that point.
 `staleness_s()` is the age of the oldest change not yet written. The final flush on shutdown
 writes spend first, then conditions, then counters, and stops at its deadline.
 """
@@ -93,8 +94,30 @@ def priority_of(patch: Mapping[str, Any]) -> int:
     return COUNTERS
 
 
+# Own spend not persisted yet is written at the next near-limit tick once it reaches this share
+# of what is left before the near-limit threshold (see closing_in).
+HEADROOM_SHARE = 0.1
+
+
 def near_limit(spent_usd: float, budget: api.Budget | None) -> bool:
     return budget is not None and budget.nearing(spent_usd, fraction=NEAR_LIMIT_FRACTION)
+
+
+def closing_in(spent_usd: float, unpersisted_usd: float, budget: api.Budget | None) -> bool:
+    """This replica's spend not persisted yet has reached HEADROOM_SHARE of the headroom left
+    before the near-limit threshold (as this replica sees the policy's spend).
+
+    Without it, replicas far from the threshold each see only their own spend plus the others'
+    last full flush, so together they could pass the threshold — and the hard limit — unseen
+    for up to one flush interval. With it, no replica holds back more than that share of the
+    headroom (plus one near-limit tick's spend), so the fleet's views reach the near-limit
+    regime before the policy's spend reaches its limits. Far from the threshold the headroom
+    is large and this rarely fires; close to it the policy is soon near the limit anyway.
+    """
+    if budget is None or budget.monthly_limit_usd is None or unpersisted_usd <= 0:
+        return False
+    threshold = NEAR_LIMIT_FRACTION * budget.monthly_limit_usd * budget.soft_limit_percent / 100
+    return unpersisted_usd >= HEADROOM_SHARE * max(0.0, threshold - spent_usd)
 
 
 class StatusWriter:
@@ -192,17 +215,24 @@ class StatusWriter:
             await self._flush_never_valid(now)
 
     async def flush_near_limit(self) -> None:
-        """Write at once the policies near a limit whose own spend is not persisted yet."""
+        """Write at once the policies whose own spend is not persisted yet and that are near a
+        limit, or closing in on it (closing_in)."""
         now = self._clock()
         for policy in list(self._registry.snapshot.policies.values()):
-            namespace, name = policy.metadata.namespace, policy.metadata.name
-            cell = self._registry.runtime.policy(namespace, name)
-            if not near_limit(cell.spent_at(now), policy.spec.budget):
+            budget = policy.spec.budget
+            if budget is None or budget.monthly_limit_usd is None:
                 continue
+            namespace, name = policy.metadata.namespace, policy.metadata.name
             key = (POLICIES.plural, namespace, name)
             persisted = self._ledger.persisted_entry(key) or {}
             mine = self._ledger.policy_entry(namespace, name, now=now) or {}
-            if mine.get("spentUsd", 0.0) == persisted.get("spentUsd", 0.0):
+            own = float(mine.get("spentUsd", 0.0))
+            if own == persisted.get("spentUsd", 0.0):
+                continue
+            same_period = persisted.get("period") == mine.get("period")
+            unpersisted = own - float(persisted.get("spentUsd", 0.0)) if same_period else own
+            spent = self._registry.runtime.policy(namespace, name).spent_at(now)
+            if not (near_limit(spent, budget) or closing_in(spent, unpersisted, budget)):
                 continue
             job = self._policy_job(policy, now)
             if job is not None:
