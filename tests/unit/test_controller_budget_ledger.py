@@ -198,9 +198,9 @@ def test_status_budget_state_agrees_with_decisions_exactly_at_the_limit() -> Non
 def test_unpersisted_spend_is_flushed_early_once_it_is_a_tenth_of_the_headroom(
     spent: float, unpersisted: float, closing: bool
 ) -> None:
-    assert closing_in(spent, unpersisted, LIMIT) is closing
+    assert closing_in(spent, unpersisted_usd=unpersisted, budget=LIMIT) is closing
 
 
 def test_policy_without_a_limit_is_never_closing_in() -> None:
-    assert not closing_in(1e6, 1e6, None)
-    assert not closing_in(1e6, 1e6, api.Budget())
+    assert not closing_in(1e6, unpersisted_usd=1e6, budget=None)
+    assert not closing_in(1e6, unpersisted_usd=1e6, budget=api.Budget())

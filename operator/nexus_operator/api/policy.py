@@ -250,6 +250,14 @@ class Budget(SpecModel):
         limit = self.monthly_limit_usd
         return limit is not None and spent_usd >= fraction * limit * self.soft_limit_percent / 100
 
+    def headroom(self, spent_usd: float, *, fraction: float) -> float | None:
+        """What is left before spend reaches `fraction` of the soft-limit threshold (0 past it);
+        None without a monthly limit."""
+        limit = self.monthly_limit_usd
+        if limit is None:
+            return None
+        return max(0.0, fraction * limit * self.soft_limit_percent / 100 - spent_usd)
+
 
 class Weights(SpecModel):
     """Weights of the smart strategy's score, in percent; they must sum to 100."""

@@ -103,7 +103,7 @@ def near_limit(spent_usd: float, budget: api.Budget | None) -> bool:
     return budget is not None and budget.nearing(spent_usd, fraction=NEAR_LIMIT_FRACTION)
 
 
-def closing_in(spent_usd: float, unpersisted_usd: float, budget: api.Budget | None) -> bool:
+def closing_in(spent_usd: float, *, unpersisted_usd: float, budget: api.Budget | None) -> bool:
     """This replica's spend not persisted yet has reached HEADROOM_SHARE of the headroom left
     before the near-limit threshold (as this replica sees the policy's spend).
 
@@ -114,10 +114,12 @@ def closing_in(spent_usd: float, unpersisted_usd: float, budget: api.Budget | No
     regime before the policy's spend reaches its limits. Far from the threshold the headroom
     is large and this rarely fires; close to it the policy is soon near the limit anyway.
     """
-    if budget is None or budget.monthly_limit_usd is None or unpersisted_usd <= 0:
-        return False
-    threshold = NEAR_LIMIT_FRACTION * budget.monthly_limit_usd * budget.soft_limit_percent / 100
-    return unpersisted_usd >= HEADROOM_SHARE * max(0.0, threshold - spent_usd)
+    headroom = budget.headroom(spent_usd, fraction=NEAR_LIMIT_FRACTION) if budget else None
+    return (
+        headroom is not None
+        and unpersisted_usd > 0
+        and unpersisted_usd >= (HEADROOM_SHARE * headroom)
+    )
 
 
 class StatusWriter:
@@ -232,7 +234,10 @@ class StatusWriter:
             same_period = persisted.get("period") == mine.get("period")
             unpersisted = own - float(persisted.get("spentUsd", 0.0)) if same_period else own
             spent = self._registry.runtime.policy(namespace, name).spent_at(now)
-            if not (near_limit(spent, budget) or closing_in(spent, unpersisted, budget)):
+            if not (
+                near_limit(spent, budget)
+                or closing_in(spent, unpersisted_usd=unpersisted, budget=budget)
+            ):
                 continue
             job = self._policy_job(policy, now)
             if job is not None:
