@@ -15,6 +15,7 @@ import kopf
 import pytest
 from aiohttp import web
 from kubernetes.client import Configuration
+from loopback_http import serve_get
 from routing_factories import NOW, backend, policy
 
 from nexus_operator import api
@@ -263,15 +264,8 @@ async def failing_server() -> AsyncIterator[str]:
     async def unavailable(_: web.Request) -> web.Response:
         return web.Response(status=503)
 
-    app = web.Application()
-    app.router.add_get("/{tail:.*}", unavailable)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = runner.addresses[0][1]
-    yield f"http://127.0.0.1:{port}"
-    await runner.cleanup()
+    async with serve_get(unavailable) as url:
+        yield url
 
 
 def _target(url: str) -> ProbeTarget:
@@ -417,14 +411,8 @@ async def initializing_api() -> AsyncIterator[str]:
             return web.Response(status=429, text="storage is (re)initializing")
         return web.json_response({"items": []})
 
-    app = web.Application()
-    app.router.add_get("/{tail:.*}", answer)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    yield f"http://127.0.0.1:{runner.addresses[0][1]}"
-    await runner.cleanup()
+    async with serve_get(answer) as url:
+        yield url
 
 
 async def test_initial_list_retries_while_the_api_server_is_initializing(

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 from aiohttp import web
+from loopback_http import serve_get
 from routing_factories import NOW, backend, codes, engine, policy
 
 from nexus_operator import api
@@ -200,14 +201,8 @@ async def key_checking_server() -> AsyncIterator[str]:
             return web.json_response({"data": []})
         return web.Response(status=401)
 
-    app = web.Application()
-    app.router.add_get("/{tail:.*}", models)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    yield f"http://127.0.0.1:{runner.addresses[0][1]}"
-    await runner.cleanup()
+    async with serve_get(models) as url:
+        yield url
 
 
 async def _probe_with(
@@ -286,23 +281,17 @@ async def test_anthropic_probes_send_the_api_version_with_the_key() -> None:
         seen.append(dict(request.headers))
         return web.json_response({"data": []})
 
-    app = web.Application()
-    app.router.add_get("/v1/models", models)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", 0).start()
-    url = f"http://127.0.0.1:{runner.addresses[0][1]}"
-    cloud = backend("claude", type="anthropic", url=url)
-    registry = Registry()
-    registry.credentials.set(("default", "claude"), Credential("x-api-key", SENTINEL, "s/k"))
-    prober = HealthProber(registry, clock=lambda: NOW)
-    await prober.start()
-    try:
-        target = ProbeTarget.of(cloud)
-        assert target is not None
-        await prober.probe_once(("default", "claude"), target)
-    finally:
-        await prober.stop()
-        await runner.cleanup()
+    async with serve_get(models, path="/v1/models") as url:
+        cloud = backend("claude", type="anthropic", url=url)
+        registry = Registry()
+        registry.credentials.set(("default", "claude"), Credential("x-api-key", SENTINEL, "s/k"))
+        prober = HealthProber(registry, clock=lambda: NOW)
+        await prober.start()
+        try:
+            target = ProbeTarget.of(cloud)
+            assert target is not None
+            await prober.probe_once(("default", "claude"), target)
+        finally:
+            await prober.stop()
     assert seen[0]["x-api-key"] == SENTINEL
     assert seen[0]["anthropic-version"] == "2023-06-01"
