@@ -39,7 +39,15 @@ import grpc
 import psutil  # type: ignore[import-untyped]
 from kubernetes import client
 
-from benchkit import cpu_seconds, launch, merge_results, processes, status_patches, wait_serving
+from benchkit import (
+    cpu_seconds,
+    ghz_route_command,
+    launch,
+    merge_results,
+    processes,
+    status_patches,
+    wait_serving,
+)
 from nexus_operator.api import GROUP, VERSION
 from nexus_operator.serving.proto import router_pb2, router_pb2_grpc
 from nexus_testkit.gateway import free_port
@@ -48,7 +56,6 @@ from nexus_testkit.localcluster.standins import StandIns
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results" / "operator.json"
-PROTO_ROOT = ROOT / "proto"
 NAMESPACE = "fleet"
 PROBE_INTERVAL_S = int(os.environ.get("NEXUS_BENCH_PROBE_INTERVAL", "300"))
 ROUTE_RPS = int(os.environ.get("NEXUS_BENCH_ROUTE_RPS", "250"))
@@ -152,16 +159,7 @@ def ghz(address: str, *, count: int, rps: int, seconds: int) -> dict[str, Any]:
     with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as data:
         json.dump(requests, data)
     command = [
-        str(find_bin_dir() / "ghz"),
-        "--cpus",
-        "1",
-        "--insecure",
-        "--proto",
-        str(PROTO_ROOT / "nexus/routing/v1/router.proto"),
-        "--import-paths",
-        str(PROTO_ROOT),
-        "--call",
-        "nexus.routing.v1.Router.Route",
+        *ghz_route_command(),
         "--data-file",
         data.name,
         "--total",

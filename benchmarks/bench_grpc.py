@@ -28,14 +28,13 @@ import grpc
 import yaml
 from kubernetes import client
 
-from benchkit import cpu_seconds, wait_serving
+from benchkit import cpu_seconds, ghz_route_command, wait_serving
 from nexus_operator.api import GROUP, VERSION
 from nexus_testkit.gateway import free_port
 from nexus_testkit.localcluster import Cluster, LocalControlPlane, find_bin_dir
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results" / "grpc.json"
-PROTO_ROOT = ROOT / "proto"
 BACKENDS = 50
 DURATION = os.environ.get("NEXUS_BENCH_DURATION", "10s")
 MAX_CONCURRENCY = int(os.environ.get("NEXUS_BENCH_CONCURRENCY", "64"))
@@ -169,18 +168,7 @@ def ghz(
     """One ghz run for DURATION (or exactly `total` calls); raises on failed calls unless told."""
     length = ["--total", str(total)] if total is not None else ["--duration", DURATION]
     command = [
-        str(ghz_bin),
-        # The load generator gets one of the two cores; left alone it takes both and starves
-        # the server it measures (a no-op grpc.aio server: 3,400/s without the cap, 4,200/s with).
-        "--cpus",
-        "1",
-        "--insecure",
-        "--proto",
-        str(PROTO_ROOT / "nexus/routing/v1/router.proto"),
-        "--import-paths",
-        str(PROTO_ROOT),
-        "--call",
-        "nexus.routing.v1.Router.Route",
+        *ghz_route_command(ghz_bin=ghz_bin),
         "--data",
         json.dumps(request),
         *length,
