@@ -168,7 +168,8 @@ class _Routed:
     meter: UsageMeter
     status: int = 0
     first_byte: float | None = None
-    served: str | None = None
+    endpoint: str | None = None  # where the picker sent it (None for a cloud route)
+    served: str | None = None  # where the proxy says it went, when it says
 
 
 class _Stream:
@@ -323,6 +324,7 @@ class _Stream:
             client_headers=_client_headers(decision),
             started=started,
             meter=UsageMeter(prompt_estimate=parsed.requirements.estimated_tokens),
+            endpoint=target.endpoint,
         )
         service.metrics.observe_request(Outcome.ROUTED.value, 0)
         return responses
@@ -445,7 +447,9 @@ class _Stream:
         success = status < 500 if status else self.ended_cleanly
         usage = routed.meter.result()
         served_name = backend.name
-        if routed.served is not None:
+        # The proxy usually reports the endpoint it was given: only another one needs the scan
+        # over the namespace's Backends.
+        if routed.served is not None and routed.served != routed.endpoint:
             served_name = service.backend_of_endpoint(routed.served) or backend.name
         first = routed.first_byte
         service.engine.report_usage(
