@@ -1,9 +1,11 @@
-"""A saturated status writer keeps its configured rate and writes conditions before counters."""
+"""A saturated status writer keeps its configured rate, always writes the most urgent change
+waiting first, and writes a condition change before a backlog of counter updates drains."""
 
 from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Sequence
 from typing import Any
 
 import pytest
@@ -18,7 +20,7 @@ from operator_support import (
 
 from nexus_operator.operator.observed import ObjectKey
 from nexus_operator.operator.replica import Controller
-from nexus_operator.operator.status_writer import COUNTERS, SPEND, URGENT, priority_of
+from nexus_operator.operator.status_writer import COUNTERS, ORDER, URGENT, Plan, priority_of
 from nexus_operator.routing import RequestRequirements
 from nexus_testkit.localcluster import Cluster
 
@@ -26,30 +28,51 @@ pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("nexus_crds")]
 
 BACKENDS = 12
 QPS, BURST = 4.0, 2
-RANK = {URGENT: 0, SPEND: 1, COUNTERS: 2}
+BACKLOG = 120
 
 
 class WriteLog:
-    """Token grants and accepted writes (with their round) of one controller's status writer."""
+    """Token grants, accepted writes (with the number of counter updates still queued then) and
+    queue picks (the class taken, the highest class still waiting) of one status writer."""
 
     def __init__(self, controller: Controller) -> None:
         self.grants: list[float] = []
-        self.writes: list[tuple[int, ObjectKey, int]] = []
-        writer, limiter = controller.writer, controller.writer.limiter
-        acquire = limiter.acquire
+        self.writes: list[tuple[ObjectKey, int, int]] = []
+        self.picks: list[tuple[int, int | None]] = []
+        writer, limiter, queue = (
+            controller.writer,
+            controller.writer.limiter,
+            controller.writer.queue,
+        )
+        acquire, pop = limiter.acquire, queue.pop
 
         async def counted() -> None:
             await acquire()
             self.grants.append(time.monotonic())
 
         def written(key: ObjectKey, patch: dict[str, Any]) -> None:
-            self.writes.append((writer.rounds, key, priority_of(patch)))
+            self.writes.append((key, priority_of(patch), writer.queue.count(COUNTERS)))
+
+        def picked(order: Sequence[int]) -> tuple[ObjectKey, int, Plan] | None:
+            item = pop(order)
+            if item is not None and tuple(order) == ORDER:  # not the final flush: spend first
+                self.picks.append(
+                    (item[1], min((p for p in ORDER if queue.count(p)), default=None))
+                )
+            return item
 
         setattr(limiter, "acquire", counted)  # noqa: B010 (instrument this instance only)
+        setattr(queue, "pop", picked)  # noqa: B010
         controller.ledger.on_write = written
 
+    def assert_within_rate(self, qps: float, burst: int) -> None:
+        grants = list(self.grants)
+        for i, start in enumerate(grants):
+            for j in range(i, len(grants)):
+                assert j - i + 1 <= burst + qps * (grants[j] - start) + 1e-6
 
-def test_saturated_writer_keeps_its_rate_and_writes_conditions_before_counters(
+
+def test_saturated_writer_keeps_its_rate_and_always_takes_the_most_urgent_change_waiting(
     cluster: Cluster, namespace: str
 ) -> None:
     config = operator_config(
@@ -89,13 +112,60 @@ def test_saturated_writer_keeps_its_rate_and_writes_conditions_before_counters(
         finally:
             stop.set()
             router.join(30)
-    grants = log.grants
-    for i, start in enumerate(grants):
-        for j in range(i, len(grants)):
-            assert j - i + 1 <= BURST + QPS * (grants[j] - start) + 1e-6
-    rounds: dict[int, list[int]] = {}
-    for round_, _, priority in log.writes:
-        rounds.setdefault(round_, []).append(RANK[priority])
-    assert all(ranks == sorted(ranks) for ranks in rounds.values())
-    draining = [(r, p) for r, key, p in log.writes if key[2] == "b07" and p == URGENT]
-    assert draining
+    log.assert_within_rate(QPS, BURST)
+    assert log.picks
+    assert all(waiting is None or taken <= waiting for taken, waiting in log.picks)
+    assert [key for key, priority, _ in log.writes if key[2] == "b07" and priority == URGENT]
+
+
+def _all_have_conditions(objects: Objects) -> bool:
+    listed = objects.list("backends")
+    return len(listed) == BACKLOG and all(
+        (item.get("status") or {}).get("conditions") for item in listed
+    )
+
+
+def test_an_urgent_change_is_written_before_a_backlog_of_counter_updates_drains(
+    cluster: Cluster, namespace: str
+) -> None:
+    qps, burst = 15.0, 5
+    config = operator_config(
+        cluster.kubeconfig, namespace, flush_interval_s=0.3, status_qps=qps, status_burst=burst
+    )
+    with cluster.api_client() as api, running_operator(config) as operator:
+        objects = Objects(api, namespace)
+        for i in range(BACKLOG):
+            spec = backend_spec("http://127.0.0.1:9", healthCheck={"enabled": False})
+            objects.create("backends", f"b{i:03d}", spec)
+        objects.create(
+            "routingpolicies",
+            "all",
+            {"modelPatterns": ["*"], "selection": {"strategy": "roundRobin"}},
+        )
+        wait_for(lambda: _all_have_conditions(objects), timeout=90)
+        wait_for(
+            lambda: operator.call(lambda c: c.writer.staleness_s() == 0 and not c.writer.queue)
+        )
+        log = operator.call(WriteLog)
+        req = RequestRequirements(model="llama3:8b", namespace=namespace, estimated_tokens=1)
+        operator.call(lambda c: [c.engine.route(req) for _ in range(BACKLOG)])  # one each
+        wait_for(lambda: any(priority == COUNTERS for _, priority, _ in log.writes))
+        last = f"b{BACKLOG - 1:03d}"  # queued last: a round planned at its start writes it last
+        objects.patch_spec("backends", last, {"draining": True})
+        wait_for(
+            lambda: condition(objects.status("backends", last), "Ready").get("reason") == "Draining"
+        )
+        wait_for(lambda: operator.call(lambda c: not c.writer.queue), timeout=60)
+        writes = list(log.writes)
+    log.assert_within_rate(qps, burst)
+    urgent = next(
+        i for i, (key, priority, _) in enumerate(writes) if key[2] == last and priority == URGENT
+    )
+    counters_before = [key[2] for key, p, _ in writes[:urgent] if p == COUNTERS]
+    counters_after = [key[2] for key, p, _ in writes[urgent + 1 :] if p == COUNTERS]
+    assert last not in counters_before
+    assert writes[urgent][2] >= BACKLOG // 2  # counter updates still queued when it was written
+    assert len(counters_after) >= BACKLOG // 2
+    assert {f"b{i:03d}" for i in range(BACKLOG - 1)} <= {
+        key[2] for key, _, _ in writes if key[0] == "backends"
+    }

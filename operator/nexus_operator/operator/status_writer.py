@@ -1,31 +1,46 @@
-"""The coalescing status writer: wakes every flush interval and patches only what changed.
+"""The status writer: a queue of objects with status to write, drained continuously within a
+client-side rate limit, urgent changes first.
 
-Per flush, at most one patch per object: this replica's own absolute totals (its entry of spend,
+Per object, at most one patch per look: this replica's own absolute totals (its entry of spend,
 decision and selection counters, and the sums over all entries; every replica) joined with, on
-the leader only, the non-additive status
-(conditions, health, exclusions, counts), written under one resourceVersion precondition by the
-ledger. An object whose spec the models reject gets from the leader only Ready=False
-(InvalidSpec) instead, whether it still routes with its last valid spec or never had one.
-Desired status is diffed against the last status the API server holds (observed from watch
-events and patch responses), so unchanged status is never written and our own status events
-cause no further writes. Health latency and probe time alone are refreshed at most every
-`refresh_interval`, so steady probing does not turn into a patch per probe. A failed flush (API server gone) leaves everything pending for the next.
+the leader only, the non-additive status (conditions, health, exclusions, counts), written under
+one resourceVersion precondition by the ledger. An object whose spec the models reject gets from
+the leader only Ready=False (InvalidSpec) instead, whether it still routes with its last valid
+spec or never had one. Desired status is diffed against the last status the API server holds
+(observed from watch events and patch responses), so unchanged status is never written and our
+own status events cause no further writes.
 
-Writes go through a client-side token bucket (`status_qps`/`status_burst`), highest priority
-first within a round: conditions, health, exclusions and budget-state changes; then spend; then
-counters. A policy near its soft or hard limit (or changing state) is flushed every
-`near_limit_interval` instead of every flush interval, so other replicas see its spend sooner;
-so is one whose own unpersisted spend reaches a tenth of the headroom left before that point.
-`staleness_s()` is the age of the oldest change not yet written. The final flush on shutdown
-writes spend first, then conditions, then counters, and stops at its deadline.
+Looking and writing are apart. Every flush interval a scan looks at every object (a Backend
+whose inputs equal those of a look that found nothing to write costs a few comparisons), and
+every tick the objects the registry reports changed are looked at at once; an object with
+something to write is put in the queue (`WriteQueue`) in its class — URGENT (conditions,
+health state, exclusions, observedGeneration, budget state), SPEND, COUNTERS, REFRESH (probe
+latency and time alone) — or moved to a higher class if it is already queued. WRITERS tasks
+take the oldest entry of the highest class whenever the token bucket (`status_qps` /
+`status_burst`) has a token, so a condition that changes while 10,000 counter updates wait is
+written next, not after them. An entry is assembled again when written only if its inputs
+changed since it was queued.
+
+Probe latency and probe time alone never keep the writer busy: a latency change is written
+when it moved by LATENCY_SHARE (and LATENCY_MIN_MS) of what the status shows, at most every
+`refresh_interval`; probe time and smaller drift ride along with any other write of the object,
+or go out on their own at a heartbeat of HEARTBEAT_MIN_S, longer for fleets so large that
+heartbeats would take more than HEARTBEAT_SHARE of the write budget — and last of all.
+
+A policy near its soft or hard limit (or changing state) is written every `near_limit_interval`
+instead, so other replicas see its spend sooner; so is one whose own unpersisted spend reaches a
+tenth of the headroom left before that point. `staleness_s()` is the age of the oldest change
+not yet written. The final flush on shutdown writes spend first, then conditions, then counters,
+and stops at its deadline. A failed write (API server gone) leaves the object for the next scan.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -50,9 +65,10 @@ from .status_assembly import (
     invalid_spec_status,
     policy_status,
 )
+from .write_queue import WriteQueue
 
 if TYPE_CHECKING:
-    from nexus_operator.routing import Registry, RoutingEngine, StaticExclusion
+    from nexus_operator.routing import Registry, RegistryChange, RoutingEngine, StaticExclusion
 
     from .condition_list import DesiredCondition
     from .secret_credentials import SecretCredentials
@@ -62,12 +78,29 @@ logger = logging.getLogger(__name__)
 JsonObject = dict[str, Any]
 Clock = Callable[[], datetime]
 _VOLATILE_HEALTH = frozenset({"latencyMs", "lastProbeTime"})
-# A Backend whose status inputs are unchanged since a round that found nothing to write is
+# A Backend whose status inputs are unchanged since a look that found nothing to write is
 # skipped for this long at most; then it is assembled and diffed again whatever happened.
 QUIET_TTL_S = 300.0
-# Status keys that are counters: written after everything else when the writer is saturated.
+# Status keys that are counters: written after everything else but probe refreshes.
 _COUNTER_KEYS = frozenset({"replicas", "decisions", "retired", "retiredSelected", "routing"})
-URGENT, SPEND, COUNTERS = 0, 1, 2
+URGENT, SPEND, COUNTERS, REFRESH = 0, 1, 2, 3
+ORDER = (URGENT, SPEND, COUNTERS, REFRESH)
+# On shutdown spend goes first: it is what a restart could not rebuild from anything else.
+FINAL_ORDER = (SPEND, URGENT, COUNTERS, REFRESH)
+# Status writes in flight at once (never two for one object), so a slow round trip does not
+# hold the rate below the configured one.
+WRITERS = 2
+# A scan lets the loop run every this many Backends (10,000 take some 40 ms in all).
+SCAN_SLICE = 500
+# A probe latency change alone is written when it moved by this share of the latency the
+# status shows, and by at least LATENCY_MIN_MS (at most every refresh interval).
+LATENCY_SHARE = 0.2
+LATENCY_MIN_MS = 5.0
+# Probe time (and smaller latency drift) alone: at most every HEARTBEAT_MIN_S per object, or
+# less often when the fleet is so large that heartbeats would take more than HEARTBEAT_SHARE
+# of the status write budget (10,000 Backends at 50 writes/s: every 2,000 s).
+HEARTBEAT_MIN_S = 600.0
+HEARTBEAT_SHARE = 0.1
 # A policy counts as near its limits from this share of its soft-limit threshold on.
 NEAR_LIMIT_FRACTION = 0.9
 
@@ -83,15 +116,44 @@ class WriterSettings:
 
 
 def priority_of(patch: Mapping[str, Any]) -> int:
-    """URGENT: conditions, health, exclusions or a budget-state change; SPEND; else COUNTERS."""
+    """URGENT: conditions, health state, exclusions, observedGeneration or a budget-state change;
+    SPEND; COUNTERS; REFRESH: nothing but probe latency and time."""
+    keys = set(patch)
+    health = patch.get("health")
+    if isinstance(health, Mapping) and set(health) <= _VOLATILE_HEALTH:
+        keys.discard("health")
+        if not keys:
+            return REFRESH
     budget = patch.get("budget")
-    if set(patch) - _COUNTER_KEYS - {"budget"}:
+    if keys - _COUNTER_KEYS - {"budget"}:
         return URGENT
     if budget is None and "budget" in patch:
         return URGENT
     if isinstance(budget, Mapping):
         return URGENT if "state" in budget or "limitUsd" in budget else SPEND
     return COUNTERS
+
+
+def latency_moved(shown: Any, new: Any) -> bool:
+    """A probe latency worth writing on its own: LATENCY_SHARE and LATENCY_MIN_MS away from the
+    one the status shows (or one of them is missing)."""
+    if not isinstance(shown, int | float) or not isinstance(new, int | float):
+        return bool(shown != new)
+    return abs(new - shown) >= max(LATENCY_MIN_MS, LATENCY_SHARE * abs(shown))
+
+
+def heartbeat_s(backends: int, *, qps: float) -> float:
+    """Per-object interval of probe-time refreshes: HEARTBEAT_MIN_S, or longer so that a fleet's
+    heartbeats take at most HEARTBEAT_SHARE of the write budget."""
+    return max(HEARTBEAT_MIN_S, backends / (HEARTBEAT_SHARE * qps))
+
+
+def _age_s(stamp: Any, now: datetime) -> float:
+    """Seconds since an RFC 3339 time (infinite when there is none or it does not parse)."""
+    try:
+        return (now - datetime.fromisoformat(str(stamp))).total_seconds() if stamp else math.inf
+    except (ValueError, TypeError):
+        return math.inf
 
 
 # Own spend not persisted yet is written at the next near-limit tick once it reaches this share
@@ -122,6 +184,16 @@ def closing_in(spent_usd: float, *, unpersisted_usd: float, budget: api.Budget |
     )
 
 
+@dataclass(frozen=True)
+class Plan:
+    """What one queued object would write: its class, the write, and (for a Backend) the status
+    inputs it was assembled from — still equal when its turn comes, it is not assembled again."""
+
+    priority: int
+    write: Callable[[], Awaitable[bool]]
+    inputs: tuple[object, ...] | None = None
+
+
 class StatusWriter:
     def __init__(
         self,
@@ -147,35 +219,53 @@ class StatusWriter:
         self._settings = settings
         self._written_at: dict[ObjectKey, float] = {}
         self._budget_states: dict[tuple[str, str], api.BudgetState] = {}
-        # Backends whose last round found nothing to write: (until, the inputs it had then).
+        # Backends whose last look found nothing to write: (until, the inputs it had then).
         self._quiet: dict[ObjectKey, tuple[float, tuple[object, ...]]] = {}
         self.assembled = 0
         self._pending_since: dict[ObjectKey, float] = {}
         self.limiter = TokenBucket(settings.status_qps, settings.status_burst)
+        self.queue: WriteQueue[ObjectKey, Plan] = WriteQueue(len(ORDER))
+        self._in_flight: set[ObjectKey] = set()
+        # Objects the registry reported changed since the last look at them.
+        self._touched: set[ObjectKey] = set()
+        self._work = asyncio.Event()
+        self._heartbeat_s = HEARTBEAT_MIN_S
         self.rounds = 0
         self.leader_rounds = 0
         self.urgent_flushes = 0
+        registry.add_change_listener(self._registry_changed)
 
     @property
     def leading(self) -> bool:
         return self._leader is not None and self._leader.is_leader
 
     async def run(self) -> None:
-        """Flush every interval, and policies near a limit every near-limit interval; a round
-        that fails is logged and the next one tries again."""
+        """Write from the queue continuously (WRITERS at a time); every tick look at the objects
+        the registry reported changed and at policies near a limit, every flush interval at
+        everything. A step that fails is logged and the next one tries again."""
         settings = self._settings
+        writers = [
+            asyncio.create_task(self._write_queued(), name=f"status-write-{i}")
+            for i in range(WRITERS)
+        ]
         tick = min(settings.near_limit_interval_s, settings.flush_interval_s)
         next_full = time.monotonic() + settings.flush_interval_s
-        while True:
-            await asyncio.sleep(tick)
-            try:
-                if time.monotonic() >= next_full:
-                    next_full = time.monotonic() + settings.flush_interval_s
-                    await self.flush()
-                else:
-                    await self.flush_near_limit()
-            except Exception:
-                logger.exception("Status flush round failed; retrying next round")
+        try:
+            while True:
+                await asyncio.sleep(tick)
+                try:
+                    self.look_at_touched()
+                    if time.monotonic() >= next_full:
+                        next_full = time.monotonic() + settings.flush_interval_s
+                        await self.scan()
+                    else:
+                        await self.flush_near_limit()
+                except Exception:
+                    logger.exception("Status scan failed; retrying next round")
+        finally:
+            for task in writers:
+                task.cancel()
+            await asyncio.gather(*writers, return_exceptions=True)
 
     def staleness_s(self) -> float:
         """Age of the oldest status change found but not written yet (0 when all is written)."""
@@ -184,37 +274,136 @@ class StatusWriter:
         return max(0.0, time.monotonic() - min(self._pending_since.values()))
 
     async def flush(self, *, final: bool = False, deadline: float | None = None) -> None:
-        """One coalesced round: at most one patch per object, highest priority first.
+        """Look at everything, then write the whole queue: highest class first, or (`final`,
+        shutdown) spend first; past `deadline` (monotonic) it stops, leaving the rest pending
+        (spend stays in the spool)."""
+        await self.scan()
+        await self.drain(FINAL_ORDER if final else ORDER, deadline=deadline)
 
-        `final` (shutdown) puts spend before conditions; past `deadline` (monotonic) the round
-        stops, leaving the rest pending (spend stays in the spool).
-        """
+    async def drain(self, order: Sequence[int], *, deadline: float | None = None) -> None:
+        """Write queued objects one at a time in `order` until the queue is empty or `deadline`."""
+        while self.queue:
+            if deadline is not None and time.monotonic() >= deadline:
+                logger.warning("Status flush stopped at its deadline; the rest stays pending")
+                return
+            picked = self.queue.pop(order)
+            if picked is None:
+                return
+            key, _, plan = picked
+            await self._write_one(key, plan)
+
+    async def scan(self) -> None:
+        """Look at every object: queue (or re-class) each with something to write, drop from the
+        queue each that no longer has any."""
         snapshot = self._registry.snapshot
         now = self._clock()
         self.rounds += 1
         self.leader_rounds += self.leading
-        jobs: list[tuple[int, int, Callable[[], Awaitable[None]]]] = []
+        self._touched.clear()
+        self._heartbeat_s = heartbeat_s(len(snapshot.backends), qps=self.limiter.qps)
         for policy in list(snapshot.policies.values()):
-            job = self._policy_job(policy, now)
-            if job is not None:
-                jobs.append((job[0], len(jobs), job[1]))
-        for backend in list(snapshot.backends.values()):
-            job = self._backend_job(backend, now)
-            if job is not None:
-                jobs.append((job[0], len(jobs), job[1]))
-        order = (SPEND, URGENT, COUNTERS) if final else (URGENT, SPEND, COUNTERS)
-        jobs.sort(key=lambda j: (order.index(j[0]), j[1]))
+            self._look_at_policy(policy, now)
+        for index, backend in enumerate(list(snapshot.backends.values()), start=1):
+            self._look_at_backend(backend, now)
+            if index % SCAN_SLICE == 0:
+                self._wake()
+                await asyncio.sleep(0)
         if len(self._quiet) > len(snapshot.backends):
             gone = [k for k in self._quiet if (k[1], k[2]) not in snapshot.backends]
             for key in gone:
                 del self._quiet[key]
-        for _, _, write in jobs:
-            if deadline is not None and time.monotonic() >= deadline:
-                logger.warning("Status flush stopped at its deadline; the rest stays pending")
-                return
-            await write()
+        self._wake()
         if self.leading:
             await self._flush_never_valid(now)
+
+    def look_at_touched(self) -> None:
+        """Look at once at the objects the registry reported changed (a spec edit is queued
+        within a tick, not at the next scan); one being written is looked at next tick."""
+        if not self._touched:
+            return
+        snapshot = self._registry.snapshot
+        now = self._clock()
+        touched, self._touched = self._touched, set()
+        for key in touched:
+            plural, namespace, name = key
+            if key in self._in_flight:
+                self._touched.add(key)
+            elif plural == BACKENDS.plural:
+                backend = snapshot.backends.get((namespace, name))
+                if backend is not None:
+                    self._look_at_backend(backend, now)
+            else:
+                policy = snapshot.policies.get((namespace, name))
+                if policy is not None:
+                    self._look_at_policy(policy, now)
+        self._wake()
+
+    def _registry_changed(self, change: RegistryChange) -> None:
+        if change.full:  # a rebuild from lists: the next scan looks at everything anyway
+            return
+        for backend in change.backends:
+            meta = backend.metadata
+            self._touched.add((BACKENDS.plural, meta.namespace, meta.name))
+        for policy in change.policies:
+            meta = policy.metadata
+            self._touched.add((POLICIES.plural, meta.namespace, meta.name))
+
+    def _wake(self) -> None:
+        if self.queue:
+            self._work.set()
+
+    async def _write_queued(self) -> None:
+        """One writer: whenever a token is free, the oldest entry of the highest class. After a
+        failed write it pauses a flush interval (the API server may be gone)."""
+        while True:
+            await self._work.wait()
+            wait = self.limiter.wait_s()
+            if wait > 0:  # choose only once a token is free: what is most urgent by then
+                await asyncio.sleep(wait)
+                continue
+            picked = self.queue.pop(ORDER)
+            if picked is None:
+                self._work.clear()
+                continue
+            key, _, plan = picked
+            try:
+                written = await self._write_one(key, plan)
+            except Exception:
+                logger.exception("Status write of %s/%s/%s failed", *key)
+                written = False
+            if not written:
+                await asyncio.sleep(self._settings.flush_interval_s)
+
+    async def _write_one(self, key: ObjectKey, plan: Plan) -> bool:
+        """Write one dequeued object with what it has to write now; False: not written (it is
+        looked at again at the next scan)."""
+        self._in_flight.add(key)
+        try:
+            fresh = self._replan(key, plan)
+            return True if fresh is None else await fresh.write()
+        finally:
+            self._in_flight.discard(key)
+
+    def _replan(self, key: ObjectKey, plan: Plan) -> Plan | None:
+        """The plan to write now: the queued one if the Backend's inputs are unchanged, else
+        assembled again (always for a policy: its spend moves); None: nothing to write."""
+        plural, namespace, name = key
+        snapshot = self._registry.snapshot
+        now = self._clock()
+        if plural == POLICIES.plural:
+            policy = snapshot.policies.get((namespace, name))
+            if policy is None:
+                self._pending_since.pop(key, None)
+                return None
+            return self._plan_policy(policy, now)
+        backend = snapshot.backends.get((namespace, name))
+        if backend is None:
+            self._pending_since.pop(key, None)
+            return None
+        inputs = self._backend_inputs(backend)
+        return (
+            plan if plan.inputs == inputs else self._plan_backend(backend, inputs=inputs, now=now)
+        )
 
     async def flush_near_limit(self) -> None:
         """Write at once the policies whose own spend is not persisted yet and that are near a
@@ -226,6 +415,8 @@ class StatusWriter:
                 continue
             namespace, name = policy.metadata.namespace, policy.metadata.name
             key = (POLICIES.plural, namespace, name)
+            if key in self._in_flight:
+                continue
             persisted = self._ledger.persisted_entry(key) or {}
             mine = self._ledger.policy_entry(namespace, name, now=now) or {}
             own = float(mine.get("spentUsd", 0.0))
@@ -239,29 +430,60 @@ class StatusWriter:
                 or closing_in(spent, unpersisted_usd=unpersisted, budget=budget)
             ):
                 continue
-            job = self._policy_job(policy, now)
-            if job is not None:
+            plan = self._plan_policy(policy, now)
+            if plan is not None:
                 self.urgent_flushes += 1
-                await job[1]()
+                self.queue.discard(key)
+                await self._write_one(key, plan)
+
+    def _look_at_policy(self, policy: api.RoutingPolicy, now: datetime) -> None:
+        key = (POLICIES.plural, policy.metadata.namespace, policy.metadata.name)
+        if key in self._in_flight:
+            return
+        plan = self._plan_policy(policy, now)
+        if plan is None:
+            self.queue.discard(key)
+        else:
+            self.queue.put(key, plan, priority=plan.priority)
+
+    def _look_at_backend(self, backend: api.Backend, now: datetime) -> None:
+        """Queue a Backend with something to write; a few comparisons when its inputs equal
+        those of the last look (it had nothing to write, or it is queued with them)."""
+        key = (BACKENDS.plural, backend.metadata.namespace, backend.metadata.name)
+        if key in self._in_flight:
+            return
+        inputs = self._backend_inputs(backend)
+        quiet = self._quiet.get(key)
+        if quiet is not None and quiet[1] == inputs and time.monotonic() < quiet[0]:
+            return
+        queued = self.queue.get(key)
+        if queued is not None and queued.inputs == inputs:
+            return
+        plan = self._plan_backend(backend, inputs=inputs, now=now)
+        if plan is None:
+            self.queue.discard(key)
+        else:
+            self.queue.put(key, plan, priority=plan.priority)
 
     def _pending(
         self, key: ObjectKey, build: Callable[[Mapping[str, Any]], JsonObject]
-    ) -> int | None:
-        """Priority of what `build` would write against the observed status; None: nothing."""
+    ) -> tuple[int | None, float]:
+        """(class of what `build` would write against the observed status, None: nothing now;
+        until when a Backend with nothing to write may be skipped, monotonic)."""
         observed = self._ledger.observed(key)
+        now = time.monotonic()
         if observed is None:
-            self._pending_since.setdefault(key, time.monotonic())
-            return URGENT
+            self._pending_since.setdefault(key, now)
+            return URGENT, now
         patch = merge_diff(observed, build(observed))
-        if not patch or self._only_volatile(key, patch):
+        held = self._held_until(key, patch, status=observed) if patch else None
+        if not patch or held is not None:
             self._pending_since.pop(key, None)
-            return None
-        self._pending_since.setdefault(key, time.monotonic())
-        return priority_of(patch)
+            return None, min(now + QUIET_TTL_S, held if held is not None else math.inf)
+        self._pending_since.setdefault(key, now)
+        return priority_of(patch), now
 
-    def _policy_job(
-        self, policy: api.RoutingPolicy, now: datetime
-    ) -> tuple[int, Callable[[], Awaitable[None]]] | None:
+    def _plan_policy(self, policy: api.RoutingPolicy, now: datetime) -> Plan | None:
         namespace, name = policy.metadata.namespace, policy.metadata.name
         key = (POLICIES.plural, namespace, name)
         cell = self._registry.runtime.policy(namespace, name)
@@ -287,40 +509,34 @@ class StatusWriter:
                 noted[:] = _transitions("RoutingPolicy", stored=status, desired=want)
             return want
 
-        priority = self._pending(key, desired)
+        priority, _ = self._pending(key, desired)
         if priority is None:
             return None
 
-        async def write() -> None:
+        async def write() -> bool:
             written = await self._ledger.write(
                 POLICIES,
                 namespace,
                 name=name,
-                build=lambda status: self._coalesced(key, merge_diff(status, desired(status))),
+                build=lambda status: self._coalesced(key, status=status, desired=desired(status)),
                 limiter=self.limiter,
             )
             if written is None:
-                return
+                return False
             self._pending_since.pop(key, None)
             if facts is not None:
                 self._note_budget(policy, facts.budget_state, spent=facts.spent_usd)
                 ref = events.ObjectRef("RoutingPolicy", namespace, name, policy.metadata.uid)
                 condition_events.post(self._recorder, ref, found=noted)
+            return True
 
-        return priority, write
+        return Plan(priority, write)
 
-    def _backend_job(
-        self, backend: api.Backend, now: datetime
-    ) -> tuple[int, Callable[[], Awaitable[None]]] | None:
+    def _plan_backend(
+        self, backend: api.Backend, *, inputs: tuple[object, ...], now: datetime
+    ) -> Plan | None:
         namespace, name = backend.metadata.namespace, backend.metadata.name
         key = (BACKENDS.plural, namespace, name)
-        cell = self._registry.runtime.backend(namespace, name)
-        inputs = self._backend_inputs(
-            backend, selected=cell.selected_total, last=cell.last_selected_time
-        )
-        quiet = self._quiet.get(key)
-        if quiet is not None and quiet[1] == inputs and time.monotonic() < quiet[0]:
-            return None
         self.assembled += 1
         mine = self._ledger.backend_entry(namespace, name)
         invalid = self._invalid_record(key)
@@ -338,26 +554,28 @@ class StatusWriter:
                 noted[:] = _transitions("Backend", stored=status, desired=want)
             return want
 
-        priority = self._pending(key, desired)
+        priority, until = self._pending(key, desired)
         if priority is None:  # nothing to write: skip this Backend until an input changes
-            self._quiet[key] = (self._quiet_until(key), inputs)
+            self._quiet[key] = (until, inputs)
             return None
         self._quiet.pop(key, None)
 
-        async def write() -> None:
+        async def write() -> bool:
             written = await self._ledger.write(
                 BACKENDS,
                 namespace,
                 name=name,
-                build=lambda status: self._coalesced(key, merge_diff(status, desired(status))),
+                build=lambda status: self._coalesced(key, status=status, desired=desired(status)),
                 limiter=self.limiter,
             )
-            if written is not None:
-                self._pending_since.pop(key, None)
-                ref = events.ObjectRef("Backend", namespace, name, backend.metadata.uid)
-                condition_events.post(self._recorder, ref, found=noted)
+            if written is None:
+                return False
+            self._pending_since.pop(key, None)
+            ref = events.ObjectRef("Backend", namespace, name, backend.metadata.uid)
+            condition_events.post(self._recorder, ref, found=noted)
+            return True
 
-        return priority, write
+        return Plan(priority, write, inputs)
 
     async def _flush_never_valid(self, now: datetime) -> None:
         """Rejected objects the registry does not hold: nothing else ever writes their status."""
@@ -374,7 +592,7 @@ class StatusWriter:
         def build(status: Mapping[str, Any]) -> JsonObject:
             desired = invalid_spec_status(invalid, existing=_conditions(status), now=now)
             noted[:] = _transitions(invalid.kind, stored=status, desired=desired)
-            return self._coalesced(key, merge_diff(status, desired))
+            return self._coalesced(key, status=status, desired=desired)
 
         plural, namespace, name = key
         written = await self._ledger.write(
@@ -388,22 +606,9 @@ class StatusWriter:
         """The rejection the leader reports instead of normal status; followers write none."""
         return self._invalid.get(key) if self.leading else None
 
-    def _quiet_until(self, key: ObjectKey) -> float:
-        """Until when a Backend with nothing to write may be skipped: QUIET_TTL_S, but no later
-        than its health refresh falls due when its last write is recent (a latency-only patch
-        held back by the refresh interval must still go out when that interval ends)."""
-        now = time.monotonic()
-        until = now + QUIET_TTL_S
-        written = self._written_at.get(key)
-        if written is not None and written + self._settings.refresh_interval_s > now:
-            until = min(until, written + self._settings.refresh_interval_s)
-        return until
-
-    def _backend_inputs(
-        self, backend: api.Backend, *, selected: int, last: datetime | None
-    ) -> tuple[object, ...]:
+    def _backend_inputs(self, backend: api.Backend) -> tuple[object, ...]:
         """Everything a Backend's status is assembled from (compared by identity first, so an
-        unchanged Backend costs a few comparisons): equal to the inputs of a round that found
+        unchanged Backend costs a few comparisons): equal to the inputs of a look that found
         nothing to write means there is nothing to write now."""
         namespace, name = backend.metadata.namespace, backend.metadata.name
         key = (BACKENDS.plural, namespace, name)
@@ -413,8 +618,8 @@ class StatusWriter:
             backend,
             self._ledger.observed(key),
             leading,
-            selected,
-            last,
+            cell.selected_total,
+            cell.last_selected_time,
             self._invalid_record(key),
             cell.health_state,
             cell.latency_ms,
@@ -470,19 +675,42 @@ class StatusWriter:
             budget_state=budget_state(spent, policy.spec.budget),
         )
 
-    def _coalesced(self, key: ObjectKey, patch: JsonObject) -> JsonObject:
-        """The patch to send now, or {} when it only refreshes probe latency/time too early."""
-        if not patch or self._only_volatile(key, patch):
+    def _coalesced(
+        self, key: ObjectKey, *, status: Mapping[str, Any], desired: Mapping[str, Any]
+    ) -> JsonObject:
+        """The patch to send now, or {} when there is none or it only refreshes probe latency or
+        time before that is due (_held_until)."""
+        patch = merge_diff(status, desired)
+        if not patch or self._held_until(key, patch, status=status) is not None:
             return {}
         self._written_at[key] = time.monotonic()
         return patch
 
-    def _only_volatile(self, key: ObjectKey, patch: Mapping[str, Any]) -> bool:
-        """A patch touching nothing but health latency/probe time waits for the refresh interval."""
-        if set(patch) != {"health"} or not set(patch["health"]) <= _VOLATILE_HEALTH:
-            return False
-        age = time.monotonic() - self._written_at.get(key, float("-inf"))
-        return age < self._settings.refresh_interval_s
+    def _held_until(
+        self, key: ObjectKey, patch: Mapping[str, Any], *, status: Mapping[str, Any]
+    ) -> float | None:
+        """Until when (monotonic) a patch of nothing but health latency/probe time waits; None:
+        it does not. A latency that moved (latency_moved) waits for the refresh interval since
+        the object's last write; probe time and smaller drift for the heartbeat, counted from
+        the last write or, after a restart, from the probe time the status shows."""
+        health = patch.get("health")
+        if set(patch) != {"health"} or not isinstance(health, Mapping):
+            return None
+        if not set(health) <= _VOLATILE_HEALTH:
+            return None
+        now = time.monotonic()
+        written = self._written_at.get(key)
+        shown = status.get("health")
+        shown = shown if isinstance(shown, Mapping) else {}
+        if "latencyMs" in health and latency_moved(shown.get("latencyMs"), health["latencyMs"]):
+            since = now - written if written is not None else math.inf
+            interval = self._settings.refresh_interval_s
+        else:
+            age = _age_s(shown.get("lastProbeTime"), self._clock())
+            since = now - written if written is not None else age
+            interval = self._heartbeat_s
+        due = now - since + interval
+        return due if due > now else None
 
     def _note_budget(
         self, policy: api.RoutingPolicy, state: api.BudgetState, *, spent: float

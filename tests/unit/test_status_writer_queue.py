@@ -1,0 +1,153 @@
+"""The status writer's queue: urgent changes overtake a backlog of counter updates, classes are
+written in order and oldest first within a class; probe latency and time alone are written
+only when they moved meaningfully or at the heartbeat."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import cast
+
+from routing_factories import NOW, backend, policy
+from test_controller_loops import Leading, StubKube
+
+from nexus_operator.operator.budget_ledger import BudgetLedger
+from nexus_operator.operator.invalid_specs import InvalidSpecs
+from nexus_operator.operator.kube import BACKENDS, POLICIES, KubeApi
+from nexus_operator.operator.leader import LeaderElector
+from nexus_operator.operator.observed import ObservedStatuses
+from nexus_operator.operator.status_writer import (
+    COUNTERS,
+    HEARTBEAT_MIN_S,
+    ORDER,
+    REFRESH,
+    URGENT,
+    StatusWriter,
+    WriterSettings,
+    heartbeat_s,
+    latency_moved,
+    priority_of,
+)
+from nexus_operator.operator.write_queue import WriteQueue
+from nexus_operator.routing import Registry, RoutingEngine
+
+FLEET = 40
+
+
+def _fleet() -> tuple[Registry, StubKube]:
+    registry = Registry()
+    backends = [backend(f"b{i:02d}") for i in range(FLEET)]
+    registry.replace_all(backends, [policy("all")])
+    registry.mark_unprobed_healthy()
+    kube = StubKube()
+    for b in backends:
+        kube.add(BACKENDS.path("default", b.metadata.name), b)
+    kube.add(POLICIES.path("default", "all"), policy("all"))
+    return registry, kube
+
+
+def _writer(
+    registry: Registry, kube: StubKube, *, refresh_interval_s: float = 30.0
+) -> StatusWriter:
+    ledger = BudgetLedger(cast(KubeApi, kube), registry, ObservedStatuses(), replica="me")
+    return StatusWriter(
+        registry,
+        RoutingEngine(registry),
+        ledger=ledger,
+        invalid=InvalidSpecs(),
+        leader=cast(LeaderElector, Leading()),
+        recorder=None,
+        clock=lambda: NOW,
+        settings=WriterSettings(refresh_interval_s=refresh_interval_s),
+    )
+
+
+def _written_backends(kube: StubKube, since: int) -> list[str]:
+    return [path.split("/")[-2] for path, _ in kube.patches[since:] if "/backends/" in path]
+
+
+def test_queue_writes_classes_in_order_and_oldest_first_within_a_class() -> None:
+    queue: WriteQueue[str, int] = WriteQueue(4)
+    for key in ("c1", "c2", "c3"):
+        queue.put(key, 0, priority=COUNTERS)
+    queue.put("r1", 0, priority=REFRESH)
+    queue.put("c1", 1, priority=COUNTERS)  # a newer plan in the same class keeps its place
+    queue.put("c3", 0, priority=URGENT)  # promoted: ahead of every counter update
+    queue.put("u2", 0, priority=URGENT)
+    popped = []
+    while (item := queue.pop(ORDER)) is not None:
+        popped.append(item[:2])
+    assert popped == [
+        ("c3", URGENT),
+        ("u2", URGENT),
+        ("c1", COUNTERS),
+        ("c2", COUNTERS),
+        ("r1", REFRESH),
+    ]
+    assert len(queue) == 0
+
+
+async def test_a_condition_change_overtakes_a_queued_backlog_of_counter_updates() -> None:
+    registry, kube = _fleet()
+    writer = _writer(registry, kube)
+    await writer.flush()
+    for i in range(FLEET):
+        registry.runtime.backend("default", f"b{i:02d}").selected_total = 1
+    await writer.scan()
+    assert writer.queue.count(COUNTERS) >= FLEET
+    before = len(kube.patches)
+    registry.upsert_backend(backend("b39", draining=True))  # last in the backlog's order
+    writer.look_at_touched()
+    assert writer.queue.keys(URGENT)[0] == (BACKENDS.plural, "default", "b39")
+    await writer.drain(ORDER)
+    written = _written_backends(kube, before)
+    assert written[0] == "b39"
+    assert sorted(written) == [f"b{i:02d}" for i in range(FLEET)]
+    ready = kube.objects[BACKENDS.path("default", "b39")]["status"]["conditions"][0]
+    assert ready["reason"] == "Draining"
+
+
+async def test_probe_latency_drift_is_not_written_but_a_meaningful_move_is() -> None:
+    registry, kube = _fleet()
+    writer = _writer(registry, kube, refresh_interval_s=0.0)
+    cell = registry.runtime.backend("default", "b05")
+    cell.latency_ms, cell.last_probe_time = 100.0, NOW
+    await writer.flush()
+    await writer.flush()
+    before = len(kube.patches)
+    cell.latency_ms, cell.last_probe_time = 110.0, NOW + timedelta(seconds=30)
+    await writer.flush()
+    assert _written_backends(kube, before) == []
+    cell.latency_ms = 150.0
+    await writer.flush()
+    assert _written_backends(kube, before) == ["b05"]
+    health = kube.objects[BACKENDS.path("default", "b05")]["status"]["health"]
+    assert health["latencyMs"] == 150.0
+
+
+async def test_after_a_restart_probe_time_alone_is_written_only_once_the_heartbeat_is_due() -> None:
+    registry, kube = _fleet()
+    first = _writer(registry, kube)
+    for name, probed in (("b01", NOW - timedelta(seconds=60)), ("b02", NOW - timedelta(hours=1))):
+        registry.runtime.backend("default", name).last_probe_time = probed
+    await first.flush()
+    restarted = _writer(registry, kube)  # no memory of its writes: the status's probe time counts
+    await restarted.flush()
+    before = len(kube.patches)
+    for name in ("b01", "b02"):
+        registry.runtime.backend("default", name).last_probe_time = NOW
+    await restarted.scan()
+    assert restarted.queue.keys(REFRESH) == [(BACKENDS.plural, "default", "b02")]
+    await restarted.drain(ORDER)
+    assert _written_backends(kube, before) == ["b02"]
+
+
+def test_probe_refresh_classes_and_thresholds() -> None:
+    assert priority_of({"health": {"lastProbeTime": "t", "latencyMs": 3.0}}) == REFRESH
+    assert priority_of({"health": {"lastProbeTime": "t"}, "routing": {"inFlight": 1}}) == COUNTERS
+    assert priority_of({"health": {"state": "Unhealthy", "lastProbeTime": "t"}}) == URGENT
+    assert not latency_moved(2.0, 6.0)  # under LATENCY_MIN_MS
+    assert not latency_moved(200.0, 230.0)  # under LATENCY_SHARE
+    assert latency_moved(200.0, 250.0)
+    assert latency_moved(None, 3.0)
+    assert heartbeat_s(1_000, qps=50) == HEARTBEAT_MIN_S
+    assert heartbeat_s(10_000, qps=50) == 2_000
