@@ -8,6 +8,11 @@ kube-apiserver, 300 Route/s while 500 Backends are created, updated and deleted 
 (p99 and failed calls). Prints the figures and writes benchmarks/results/grpc.json. Set
 NEXUS_BENCH_PROFILE=1 to profile the single-process server with pyinstrument instead (the
 figures are then not recorded).
+
+`--churn-only` runs the churn measurement alone and merges its figures into grpc.json (the
+other keys stay). With NEXUS_BENCH_PYSPY=<py-spy binary> it records the serving worker with
+py-spy during the churn (raw folded stacks, to benchmarks/results/churn-worker.pyspy or
+NEXUS_BENCH_PYSPY_OUT) instead, and records no figures.
 """
 
 from __future__ import annotations
@@ -28,7 +33,7 @@ import grpc
 import yaml
 from kubernetes import client
 
-from benchkit import cpu_seconds, ghz_route_command, wait_serving
+from benchkit import cpu_seconds, ghz_route_command, merge_results, processes, wait_serving
 from nexus_operator.api import GROUP, VERSION
 from nexus_testkit.gateway import free_port
 from nexus_testkit.localcluster import Cluster, LocalControlPlane, find_bin_dir
@@ -240,6 +245,22 @@ def churn(objects: client.CustomObjectsApi, stop: threading.Event) -> int:
     return cycles
 
 
+def serving_worker(operator: subprocess.Popen[bytes]) -> int:
+    """The pid of the operator's serving worker (a spawned child running spawn_main)."""
+    for proc in processes(operator.pid)[1:]:
+        if any("spawn_main" in part for part in proc.cmdline()):
+            return int(proc.pid)
+    raise RuntimeError("the operator has no serving worker")
+
+
+def start_spy(spy: str, pid: int) -> tuple[subprocess.Popen[bytes], Path]:
+    """py-spy recording `pid` (raw folded stacks) until it is sent SIGINT."""
+    default = RESULTS.parent / "churn-worker.pyspy"
+    out = Path(os.environ.get("NEXUS_BENCH_PYSPY_OUT", str(default)))
+    command = [spy, "record", "-p", str(pid), "-f", "raw", "-r", "200", "-o", str(out)]
+    return subprocess.Popen(command), out
+
+
 def measure_churn(ghz_bin: Path) -> dict[str, Any]:
     """300 Route/s through `run --workers 1` while 500 Backends churn: p99 and failed calls."""
     with tempfile.TemporaryDirectory(prefix="bench-churn-") as workdir:
@@ -268,6 +289,8 @@ def measure_churn(ghz_bin: Path) -> dict[str, Any]:
             try:
                 with grpc.insecure_channel(address) as channel:
                     wait_serving(channel, limit_s=120.0)
+                spy = os.environ.get("NEXUS_BENCH_PYSPY")
+                profiler = start_spy(spy, serving_worker(operator)) if spy else None
                 stop = threading.Event()
                 with ThreadPoolExecutor(1) as pool:
                     cycles = pool.submit(churn, objects, stop)
@@ -282,6 +305,10 @@ def measure_churn(ghz_bin: Path) -> dict[str, Any]:
                     )
                     stop.set()
                     done = cycles.result()
+                if profiler is not None:
+                    profiler[0].send_signal(signal.SIGINT)
+                    profiler[0].wait(60)
+                    print(f"py-spy profile of the serving worker: {profiler[1]}", file=sys.stderr)
             finally:
                 operator.send_signal(signal.SIGTERM)
                 operator.wait(60)
@@ -298,6 +325,12 @@ def measure_churn(ghz_bin: Path) -> dict[str, Any]:
 
 def main() -> int:
     ghz_bin = find_bin_dir() / "ghz"
+    if "--churn-only" in sys.argv[1:]:
+        churned = measure_churn(ghz_bin)
+        print(json.dumps(churned, indent=2))
+        if not os.environ.get("NEXUS_BENCH_PYSPY"):
+            merge_results(RESULTS, churned)
+        return 0
     profile = os.environ.get("NEXUS_BENCH_PROFILE") == "1"
     with tempfile.TemporaryDirectory() as scratch:
         directory = Path(scratch)
