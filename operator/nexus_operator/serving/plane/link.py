@@ -136,12 +136,14 @@ class Link:
             return
         incoming = self._incoming
         incoming += data
+        messages: Batch = []
         while len(incoming) >= _HEADER.size:
             (size,) = _HEADER.unpack_from(incoming)
             end = _HEADER.size + size
             if len(incoming) < end:
                 break
-            batch = pickle.loads(incoming[_HEADER.size : end])
+            messages.extend(pickle.loads(incoming[_HEADER.size : end]))
             del incoming[:end]
-            if self._on_batch is not None:
-                self._on_batch(batch)
+        # Every batch this read completed, as one: the receiver bounds its work per callback.
+        if messages and self._on_batch is not None:
+            self._on_batch(messages)

@@ -22,6 +22,7 @@ from ...routing import Registry, RoutedEvent, RoutingEngine, UsageReport
 from ..metrics import RoutingMetrics
 from . import wire
 from .counters import SharedCounters
+from .inbox import Inbox, change_size
 from .link import Batch, Link
 
 logger = logging.getLogger(__name__)
@@ -49,9 +50,19 @@ class ServerFactory(Protocol):
         ...
 
 
-# A change this large (the initial registry, a mass apply) is followed by a collection and
-# gc.freeze(): the long-lived registry then stays out of the collector's reach, so a full
-# collection under load does not walk 10,000 Backends' objects (pauses of 100s of ms).
+# Work a worker applies per loop turn at most, in registry objects (a Backend or policy
+# written or deleted: ≈ 50 µs each with 500 Backends in a namespace, several times that on a
+# busy machine); any other message (health, an outcome, totals, ...) costs a few µs and
+# counts as 1/16 of one. A larger change is applied in slices, decisions running between them.
+APPLY_SLICE_OBJECTS = 64
+_UNITS_PER_OBJECT = 16
+
+# What lives as long as the worker is frozen out of the collector's reach (gc.freeze after a
+# collection): the imported modules and the servers once they run, the registry once it is
+# synced, and the registry again after a burst of changes this large (the initial registry, a
+# mass apply). Unfrozen, every full collection walked all of it: 80-150 ms pauses at 500
+# Backends under churn (grpc leaves a reference cycle per call, so full collections come every
+# few seconds), and 100s of ms at 10,000.
 FREEZE_AFTER_BACKENDS = 1000
 
 
@@ -98,6 +109,9 @@ class WorkerHost:
         self._routed: dict[tuple[str, str, str | None], tuple[RoutedEvent, int]] = {}
         self._done = asyncio.Event()
         self._stopping = False
+        self._inbox = Inbox()
+        self._drain_handle: asyncio.Handle | None = None
+        self._burst = 0  # Backends written since the inbox was last empty
 
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
@@ -118,19 +132,40 @@ class WorkerHost:
     # Control → worker
 
     def _on_batch(self, batch: Batch) -> None:
-        for message in batch:
+        """Queue what arrived and apply the first step of it now (a change reaches decisions
+        in the callback that read it, as in one process); the rest follows, a step per turn."""
+        self._inbox.extend(batch)
+        if self._drain_handle is None:
+            self._drain()
+
+    def _drain(self) -> None:
+        """Apply queued messages until this turn's budget is spent; schedule the rest after
+        the callbacks already waiting (decisions) have run."""
+        self._drain_handle = None
+        budget = APPLY_SLICE_OBJECTS * _UNITS_PER_OBJECT
+        while self._inbox and budget > 0:
+            message = self._inbox.take(budget // _UNITS_PER_OBJECT)
+            if isinstance(message, wire.Change):
+                budget -= change_size(message.change) * _UNITS_PER_OBJECT
+            else:
+                budget -= 1
             try:
                 self._handle(message)
             except Exception:
                 logger.exception("Serving worker could not apply %s", type(message).__name__)
+        if self._inbox:
+            self._drain_handle = asyncio.get_running_loop().call_soon(self._drain)
+        elif self._burst:
+            if self._burst >= FREEZE_AFTER_BACKENDS:
+                freeze_heap()
+            self._burst = 0
 
     def _handle(self, message: object) -> None:
         runtime = self.registry.runtime
         if isinstance(message, wire.Change):
             change = message.change
             self.registry.apply(change)
-            if len(change.backends) >= FREEZE_AFTER_BACKENDS:
-                freeze_heap()
+            self._burst += len(change.backends)
             for key in change.deleted_backends:
                 runtime.forget_backend(*key)
             for key in change.deleted_policies:
@@ -155,6 +190,8 @@ class WorkerHost:
             )
             self._link.send(wire.Released(message.token, found))
         elif isinstance(message, wire.Serving):
+            if message.serving and not self.registry.synced:
+                freeze_heap()  # before health says SERVING
             self.registry.synced = message.serving
         elif isinstance(message, wire.Start):
             self._spawn(self._start(message.ports))
@@ -179,6 +216,7 @@ class WorkerHost:
         try:
             self._servers = list(self._factory(self.engine, self.metrics, ports=ports))
             bound = tuple([await server.start() for server in self._servers])
+            freeze_heap()
         except Exception as exc:
             logger.exception("Serving worker %d could not start", self.index)
             self._link.send(wire.Failed(str(exc) or type(exc).__name__))
