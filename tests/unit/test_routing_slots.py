@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 from datetime import timedelta
 
 from routing_factories import NOW, backend, engine, policy
@@ -69,3 +70,17 @@ def test_an_expired_slot_is_not_released_again_by_its_late_report() -> None:
     route(eng, "new")
     report(eng, "old")
     assert in_flight(eng) == 1
+
+
+def test_open_slots_cost_the_garbage_collector_nothing() -> None:
+    """A Route-only client leaves a slot open per call until expiry; with tens of thousands
+    open, each tracked by the collector would lengthen every full collection."""
+    eng = engine([backend("a")], [policy("p")])
+    route(eng, "warm")
+    gc.collect()
+    before = len(gc.get_objects())
+    for index in range(2000):
+        route(eng, f"r-{index}" if index % 2 else None)
+    gc.collect()
+    assert in_flight(eng) == 2001
+    assert len(gc.get_objects()) - before < 2000 // 10  # bounded records, not one per slot
