@@ -3,6 +3,8 @@ the changed backends and policies only, and a resync that changes nothing publis
 
 from __future__ import annotations
 
+from typing import Any
+
 from routing_factories import backend, engine, policy
 
 from nexus_operator.api import Backend, HealthState
@@ -155,3 +157,48 @@ def test_a_resync_tells_change_listeners_only_what_differs() -> None:
     assert len(changes) == 1
     assert [b.metadata.name for b in changes[0].backends] == ["new"]
     assert changes[0].deleted_backends == (("default", "b000"),)
+
+
+def _static_fleet() -> list[Backend]:
+    """One model, backends the policy's static stages treat differently: draining, open zone
+    (excluded by a restricted policy), a tier too low, and plain."""
+    found = []
+    for i in range(40):
+        kind = i % 4
+        spec: dict[str, Any] = {"priority": i % 7}
+        if kind == 1:
+            spec["draining"] = True
+        elif kind == 2:
+            spec["type"] = "openai"
+        elif kind == 3:
+            spec["tier"] = 3
+        found.append(backend(f"s{i:02d}", **spec))
+    return found
+
+
+def _summary(eng: RoutingEngine) -> tuple[object, ...]:
+    decision = eng.explain(RequestRequirements(model="llama3:8b"))
+    backend_name = decision.backend.name if decision.backend is not None else None
+    exclusions = [(e.backend, e.reconciler, e.reason_code) for e in decision.exclusions]
+    return decision.outcome, backend_name, exclusions
+
+
+def test_a_plan_rebuilt_after_a_backend_change_checks_only_that_backend_and_decides_alike() -> None:
+    restricted = policy("p", privacy="restricted", minTier=2)
+    eng = engine(_static_fleet(), [restricted])
+    _summary(eng)
+    checks = eng.counters.static_checks
+    flips = [
+        backend("s05", draining=False, priority=1),  # was draining
+        backend("s06", priority=0),  # was open zone
+        backend("s07", priority=2, draining=True),  # tier 3, now draining too
+        backend("s40", type="openai"),  # new
+    ]
+    for changed in flips:
+        eng.registry.upsert_backend(changed)
+        eng.registry.runtime.backend("default", changed.metadata.name).set_assumed_healthy()
+        rebuilt = _summary(eng)
+        fresh = RoutingEngine(eng.registry)
+        assert rebuilt == _summary(fresh)
+    stages = eng.counters.static_checks - checks
+    assert 0 < stages <= len(flips) * 4  # a few stages per changed backend, not 40 backends'

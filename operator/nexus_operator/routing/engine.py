@@ -18,7 +18,6 @@ from typing import NamedTuple, Protocol
 
 from nexus_operator.api import Accounting, BudgetState, RoutingPolicySpec
 from nexus_operator.pipeline import (
-    Candidate,
     CandidatePlan,
     Exclusion,
     QueueDecision,
@@ -40,6 +39,7 @@ from .attempts import Attempt, early_reject, fallback_requests
 from .decision import BackendRef, Decision, Outcome, UsageReport
 from .policies import CompiledPolicy
 from .registry import Registry
+from .replan import rebuilt
 from .reports import PolicyReport, StaticExclusion, StaticIndex
 from .slots import DEFAULT_SLOT_TIMEOUT, SlotLedger
 from .snapshot import NamespaceSnapshot
@@ -94,6 +94,8 @@ class _Compiled:
     snapshot: NamespaceSnapshot
     pipelines: dict[str | None, ReconcilerPipeline] = field(default_factory=dict)
     plans: dict[tuple[str | None, str], CandidatePlan] = field(default_factory=dict)
+    # Plans a backend change dropped, not rebuilt yet: the next build starts from them.
+    replaced: dict[tuple[str | None, str], CandidatePlan] = field(default_factory=dict)
 
 
 @dataclass(slots=True)
@@ -110,6 +112,7 @@ class EngineCounters:
 
     plans_built: int = 0
     plans_dropped: int = 0
+    static_checks: int = 0
     plans_kept: int = 0
     pipelines_built: int = 0
     static_builds: int = 0
@@ -249,9 +252,11 @@ class RoutingEngine:
                 if view is not None:
                     models.update(view.models)
         plans = {key: plan for key, plan in old.plans.items() if key[1] not in models}
+        replaced = dict(old.replaced)
+        replaced.update((key, plan) for key, plan in old.plans.items() if key[1] in models)
         self.counters.plans_dropped += len(old.plans) - len(plans)
         self.counters.plans_kept += len(plans)
-        return _Compiled(ns, pipelines=old.pipelines, plans=plans)
+        return _Compiled(ns, pipelines=old.pipelines, plans=plans, replaced=replaced)
 
     def _prepare(self, ctx: _Context, req: RequestRequirements) -> Attempt:
         started = perf_counter_ns()
@@ -326,16 +331,16 @@ class RoutingEngine:
         if plan is not None:
             return plan
         views = ctx.ns.offering(policy, model)
+        previous = ctx.compiled.replaced.pop(key, None)
         if not views:
             return None
-        runtime = self.registry.runtime
-        candidates = [
-            Candidate(v, v.models[model], runtime.backend(v.namespace, v.name)) for v in views
-        ]
         filters = [r for r in pipeline.reconcilers if isinstance(r, StaticFilter)]
-        plan = CandidatePlan(model=model, candidates=candidates, filters=filters)
+        plan, checks = rebuilt(
+            previous, model=model, views=views, runtime=self.registry.runtime, filters=filters
+        )
         ctx.compiled.plans[key] = plan
         self.counters.plans_built += 1
+        self.counters.static_checks += checks
         return plan
 
     # Outcome and side effects
