@@ -236,6 +236,7 @@ async def _start_plane(
         factory=RouterServers.from_args(args),
         metrics=metrics,
         log_level=args.log_level,
+        event_loop=args.event_loop,
         on_failure=_stop_operator,
     )
     memo["plane"] = plane

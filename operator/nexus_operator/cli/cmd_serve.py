@@ -22,6 +22,7 @@ from ..operator.probing import HealthProber
 from ..routing import BackendRuntime, Registry, RoutingEngine
 from ..routing.credentials import sync_from_secrets
 from ..serving import RoutingMetrics
+from ..serving import event_loop as loops
 from ..serving.plane import ServingPlane, WorkerStartError
 from .manifest_dir import DirectoryWatcher, ManifestError, Manifests
 from .serving_options import (
@@ -74,7 +75,7 @@ def main(args: argparse.Namespace) -> int:
         print(f"--from-dir {args.from_dir}: not a directory", file=sys.stderr)
         return 2
     try:
-        return asyncio.run(_serve(args))
+        return loops.run(_serve(args), choice=args.event_loop)
     except ManifestError as exc:
         print(exc, file=sys.stderr)
         return 2
@@ -137,6 +138,7 @@ async def _serve_from_workers(
         factory=RouterServers.from_args(args),
         metrics=metrics,
         log_level=args.log_level,
+        event_loop=args.event_loop,
     )
     if args.assume_healthy:
 

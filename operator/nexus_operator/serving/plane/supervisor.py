@@ -59,6 +59,7 @@ class ServingPlane:
         factory: ServerFactory,
         metrics: RoutingMetrics,
         log_level: str = "INFO",
+        event_loop: str = "auto",
         on_failure: Callable[[str], None] | None = None,
     ) -> None:
         if workers < 1:
@@ -69,6 +70,7 @@ class ServingPlane:
         self._factory = factory
         self._metrics = metrics
         self._log_level = log_level
+        self._event_loop = event_loop
         self._on_failure = on_failure
         self._context = spawn_context()
         self.counters = SharedCounters(self._context)
@@ -141,6 +143,7 @@ class ServingPlane:
                 "counters": self.counters,
                 "factory": self._factory,
                 "log_level": self._log_level,
+                "event_loop": self._event_loop,
             },
             name=f"nexus-serving-{index}",
             daemon=True,

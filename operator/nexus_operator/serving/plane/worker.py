@@ -19,6 +19,7 @@ from typing import Protocol
 
 from ...pipeline.runtime import RejectedRecord
 from ...routing import Registry, RoutedEvent, RoutingEngine, UsageReport
+from .. import event_loop as loops
 from ..metrics import RoutingMetrics
 from . import wire
 from .counters import SharedCounters
@@ -79,8 +80,9 @@ def worker_main(
     counters: SharedCounters,
     factory: ServerFactory,
     log_level: str,
+    event_loop: str = "auto",
 ) -> None:
-    """Entry point of a spawned worker."""
+    """Entry point of a spawned worker; `event_loop` as `--event-loop` (serving/event_loop.py)."""
     signal.signal(
         signal.SIGINT, signal.SIG_IGN
     )  # Ctrl-C reaches the control process, which stops us
@@ -89,7 +91,8 @@ def worker_main(
         format=f"%(asctime)s %(levelname)s %(name)s[worker {index}]: %(message)s",
     )
     link = Link(send=send, receive=receive, name=f"worker-{index}", flush_delay_s=FLUSH_DELAY_S)
-    asyncio.run(WorkerHost(index, link, counters=counters, factory=factory).run())
+    host = WorkerHost(index, link, counters=counters, factory=factory)
+    loops.run(host.run(), choice=event_loop)
 
 
 class WorkerHost:
