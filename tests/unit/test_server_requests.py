@@ -141,3 +141,22 @@ def test_inventory_without_a_namespace_lists_all_and_a_malformed_one_is_refused(
     with pytest.raises(InvalidArgument) as caught:
         inventory_namespace(pb.InventoryRequest(namespace="BAD!!"))
     assert caught.value.field == "namespace"
+
+
+def test_server_assigned_ids_differ_in_a_forked_child() -> None:
+    """A forked process draws its own prefix, so two processes never hand out the same id."""
+    import os
+
+    parent = route_requirements(pb.RouteRequest(model="m")).request_id
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - runs in the child
+        os.write(write, (route_requirements(pb.RouteRequest(model="m")).request_id or "").encode())
+        os._exit(0)
+    os.close(write)
+    os.waitpid(pid, 0)
+    child = os.read(read, 64).decode()
+    os.close(read)
+    assert parent is not None
+    assert len(child) == len(parent) == 32
+    assert child[:16] != parent[:16]

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Protocol, runtime_checkable
 
+from .runtime import BackendRuntime
 from .verdict import Exclusion
 from .views import BackendKey, Candidate, token_cost
 
@@ -95,6 +96,27 @@ class CapabilityBounds:
         )
 
 
+SmartRow = tuple[int, str, Candidate, BackendRuntime, bool]
+"""(100 − min(priority, 100), name, candidate, runtime, Open zone): what the smart score reads
+of a candidate that no request changes, in the order it scans them."""
+
+
+def smart_rows(candidates: Sequence[Candidate], *, ordered: bool = False) -> tuple[SmartRow, ...]:
+    """The smart strategy's rows in (priority, name) order (`ordered`: already in it)."""
+    if not ordered:
+        candidates = sorted(candidates, key=lambda c: (c.backend.priority, c.backend.name))
+    return tuple(
+        (
+            100 - min(c.backend.priority, 100),
+            c.backend.name,
+            c,
+            c.runtime,
+            c.backend.is_open,
+        )
+        for c in candidates
+    )
+
+
 def among(keys: set[BackendKey], plan: CandidatePlan) -> list[Candidate]:
     """The plan's candidates whose keys are in `keys`, in name order; costs O(len(keys)), so a
     small runtime set (unhealthy, failing, saturated) is checked without touching every
@@ -116,6 +138,7 @@ class CandidatePlan:
         "model",
         "open_candidates",
         "prices",
+        "smart_rows",
         "static",
     )
 
@@ -130,6 +153,7 @@ class CandidatePlan:
             sorted(ordered, key=lambda c: (c.backend.priority, c.backend.name))
         )
         self.open_candidates = tuple(c for c in ordered if c.backend.is_open)
+        self.smart_rows = smart_rows(self.by_priority, ordered=True)
         self.prices = PriceBounds.of(ordered)
         self.capabilities = CapabilityBounds.of(ordered)
         self.static = _static_stages(ordered, filters)

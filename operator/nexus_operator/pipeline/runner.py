@@ -92,16 +92,45 @@ class ReconcilerPipeline:
     async def execute(self, intent: RoutingIntent) -> None:
         """The one loop: every stage in order, then the capacity check. Async stages are awaited
         only in a pipeline built with one (`is_async`, fixed at construction), so a synchronous
-        pipeline never suspends and `execute_sync` drives this very coroutine to its end."""
-        is_async = self.is_async
-        for stage, target in _schedule(self._stages, intent):
-            with _StageRun(target, stage):
-                result = stage.reconciler.reconcile(target)
+        pipeline never suspends and `execute_sync` drives this very coroutine to its end.
+
+        Trusted (built-in) stages of a synchronous pipeline run inline, with their bookkeeping
+        (trace entry, timing) written out here instead of through a `_StageRun`: they are most
+        of every decision, and a context manager per stage costs more than some stages do."""
+        stages, is_async = self._stages, self.is_async
+        annotations = intent.annotations
+        trace = annotations.trace_entries
+        for stage in stages:
+            if intent.decision is not None or (
+                not intent.candidate_backends and annotations.exclusions
+            ):
+                break
+            if is_async or not stage.trusted:
+                await _run_stage(stage, intent, is_async=is_async)
+                continue
+            name = stage.name
+            intent.begin_stage(name)
+            before = intent.candidate_backends
+            marker = len(annotations.exclusions)
+            started = perf_counter_ns()
+            try:
+                result = stage.reconciler.reconcile(intent)
                 if result is not None:
-                    if is_async and inspect.isawaitable(result):
-                        await result
-                    else:
-                        _ensure_sync(result, stage.name)
+                    _ensure_sync(result, name)
+            except Exception as exc:
+                _StageRun.after_failure(
+                    intent, stage, before=before, marker=marker, started=started, exc=exc
+                )
+                continue
+            elapsed = (perf_counter_ns() - started) / 1000
+            after = len(intent.candidate_backends)
+            trace.append(TraceEntry(name, len(before), after, elapsed, intent.end_stage()))
+        check = _CapacityCheck.needed(stages, intent)
+        if check is not None:
+            probe = check.probe
+            for stage in check.stages():
+                await _run_stage(stage, probe, is_async=is_async)
+        _conclude(intent, check)
 
     def execute_sync(self, intent: RoutingIntent) -> None:
         """Run `execute` in the calling thread. A pipeline with an async stage runs on a private
@@ -120,23 +149,15 @@ class ReconcilerPipeline:
         )
 
 
-def _schedule(
-    stages: tuple[_Stage, ...], intent: RoutingIntent
-) -> Iterator[tuple[_Stage, RoutingIntent]]:
-    """(stage, intent to run it on): every stage until a decision is made or every candidate
-    is gone, then the capacity check's stages on its probe; concludes the intent at the end."""
-    for stage in stages:
-        if intent.decision is not None or (
-            not intent.candidate_backends and intent.annotations.exclusions
-        ):
-            break
-        yield stage, intent
-    check = _CapacityCheck.needed(stages, intent)
-    if check is not None:
-        probe = check.probe
-        for stage in check.stages():
-            yield stage, probe
-    _conclude(intent, check)
+async def _run_stage(stage: _Stage, intent: RoutingIntent, *, is_async: bool) -> None:
+    """One stage under a `_StageRun` (plug-ins, async pipelines, the capacity check's probe)."""
+    with _StageRun(intent, stage):
+        result = stage.reconciler.reconcile(intent)
+        if result is not None:
+            if is_async and inspect.isawaitable(result):
+                await result
+            else:
+                _ensure_sync(result, stage.name)
 
 
 def run_to_end(coroutine: Coroutine[Any, Any, T]) -> T:
@@ -177,6 +198,23 @@ class _StageRun:
             self.before = list(candidates)
             self.settings = _Settings.of(intent)
         self.started = perf_counter_ns()
+
+    @classmethod
+    def after_failure(
+        cls,
+        intent: RoutingIntent,
+        stage: _Stage,
+        *,
+        before: list[Candidate],
+        marker: int,
+        started: int,
+        exc: Exception,
+    ) -> None:
+        """Apply the error policy of a trusted stage that the pipeline ran inline."""
+        run = cls(intent, stage)
+        run.before, run.count, run.marker = before, len(before), marker
+        run.settings, run.started = None, started
+        run._failed(exc)
 
     def __exit__(self, kind: object, exc: BaseException | None, tb: object) -> bool:
         if exc is None:

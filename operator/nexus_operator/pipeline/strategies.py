@@ -17,9 +17,10 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Final, NamedTuple, Protocol
 
-from nexus_operator.api import Strategy, Zone
+from nexus_operator.api import Strategy
 
 from .intent import RoutingIntent
+from .plan import smart_rows
 from .views import Candidate
 
 
@@ -70,36 +71,33 @@ def pick_smart(
     halved for Open zones under budget pressure (`penalize_open`), and multiplied by
     1 − min((ttft − t) / t, 1) when 0 < t < ttft (t: `ttft_threshold_ms`).
 
-    Candidates are scanned by (priority, name). Load, latency and the penalties can only lower
+    Candidates are scanned by (priority, name), from the plan's `smart_rows` (each candidate's
+    priority part, name, runtime and zone unpacked once per plan, not per decision). Load, latency and the penalties can only lower
     a score below its priority part plus the full load and latency weights, so once that bound
     falls below the best score found no later candidate can win and the scan stops. This is the
     hottest loop of a decision: the formula is inlined, with no call per candidate.
     """
-    by_priority, excluded = _by_priority(intent, candidates), intent.excluded_names
+    plan, excluded = intent.plan, intent.excluded_names
+    rows = plan.smart_rows if plan is not None else smart_rows(candidates)
     weights, penalize_open = selector.weights, intent.annotations.penalize_open
     w_prio, w_load, w_lat = weights.priority, weights.load, weights.latency
     dynamic_max = 100 * w_load + 100 * w_lat
     t = selector.ttft_penalty_threshold_ms
-    open_zone = Zone.OPEN
     best: Candidate | None = None
     best_name = ""
     best_score = -1.0
-    for candidate in by_priority:
-        backend = candidate.backend
-        name = backend.name
+    for p_prio, name, candidate, runtime, is_open in rows:
         if name in excluded:
             continue
-        priority = backend.priority
-        static = (100 - (priority if priority < 100 else 100)) * w_prio
+        static = p_prio * w_prio
         if best is not None and (static + dynamic_max) / 100 < best_score:
             break
-        runtime = candidate.runtime
         in_flight = runtime.in_flight
         latency = runtime.latency_ms
         p_lat = 100.0 if latency is None else (0.0 if latency >= 1000 else 100 - latency / 10)
         p_load = 100 - (in_flight if in_flight < 100 else 100)
         score = (static + p_load * w_load + p_lat * w_lat) / 100
-        if penalize_open and backend.zone is open_zone:
+        if penalize_open and is_open:
             score /= 2
         ttft = runtime.ttft_ms
         if ttft is not None and 0 < t < ttft:

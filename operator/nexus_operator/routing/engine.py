@@ -37,6 +37,7 @@ from nexus_operator.pipeline.runtime import RejectedRecord, RoutedRecord
 
 from .attempts import Attempt, early_reject, fallback_requests
 from .decision import BackendRef, Decision, Outcome, UsageReport
+from .identity_cache import IdentityCache
 from .policies import CompiledPolicy
 from .registry import Registry
 from .replan import rebuilt
@@ -177,6 +178,8 @@ class RoutingEngine:
         self._static: dict[str, _Static] = {}
         self.counters = EngineCounters()
         self._slots = SlotLedger(slot_timeout)
+        # A decision's printable backend (user-info stripped from its URL), once per view.
+        self._refs = IdentityCache(BackendRef.of)
         self.events: EngineEvents | None = None
 
     # Decisions
@@ -381,7 +384,7 @@ class RoutingEngine:
             outcome=Outcome.ROUTED,
             model=attempt.model,
             reason=reason,
-            backend=BackendRef.of(result.candidate.backend),
+            backend=self._refs(result.candidate.backend),
             policy=attempt.policy_name,
             cost_estimate=result.cost_estimate,
             budget_state=attempt.intent.annotations.budget_state,

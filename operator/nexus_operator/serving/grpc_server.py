@@ -87,7 +87,7 @@ class GrpcServer:
         )
         service = RouterService(self._engine, metrics=self.metrics)
         self.guard = AdmissionGuard(self.limits, count_error=self.metrics.observe_error)
-        server.add_generic_rpc_handlers((self.guard.handlers(SERVICE_NAME, service.methods()),))
+        self.guard.register(server, service=SERVICE_NAME, methods=service.methods())
         health_pb2_grpc.add_HealthServicer_to_server(self._health.servicer, server)
         reflection.enable_server_reflection(
             (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server

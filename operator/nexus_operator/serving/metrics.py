@@ -47,6 +47,7 @@ K = TypeVar("K")
 LabelValues = TypeVar("LabelValues", bound=tuple[str, ...])
 DECISION_BUCKETS = (25e-6, 50e-6, 100e-6, 250e-6, 500e-6, 1e-3, 2.5e-3, 5e-3, 10e-3, 50e-3)
 RECONCILER_BUCKETS = (1e-6, 5e-6, 10e-6, 25e-6, 50e-6, 100e-6, 500e-6, 1e-3, 10e-3)
+_RECONCILER_BOUNDS_US = tuple(round(bound * 1e6, 6) for bound in RECONCILER_BUCKETS)
 
 
 class _Histogram:
@@ -189,11 +190,14 @@ class RoutingMetrics:
             self._fallbacks[fallback] = self._fallbacks.get(fallback, 0) + 1
         self._latency.observe(seconds)
         reconcilers = self._reconcilers
+        bounds_us = _RECONCILER_BOUNDS_US
         for entry in decision.trace:
             histogram = reconcilers.get(entry.reconciler)
             if histogram is None:
                 histogram = reconcilers[entry.reconciler] = _Histogram(RECONCILER_BUCKETS)
-            histogram.observe(entry.elapsed_us / 1e6)
+            elapsed_us = entry.elapsed_us  # inlined observe(), bucketed in µs: no division
+            histogram.counts[bisect_left(bounds_us, elapsed_us)] += 1
+            histogram.total += elapsed_us / 1e6
         exclusions = self._exclusions
         for key, count in decision.count_exclusions().items():
             exclusions[key] = exclusions.get(key, 0) + count

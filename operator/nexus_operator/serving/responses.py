@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 
 from ..api import BudgetState
-from ..routing import Decision, Exclusion, Outcome, TraceEntry
+from ..routing import BackendRef, Decision, Exclusion, Outcome, TraceEntry
+from ..routing.identity_cache import IdentityCache
 from .proto import router_pb2 as pb
 
 _OUTCOMES = {
@@ -47,18 +48,27 @@ def _route_response(decision: Decision, rejected: Sequence[Exclusion]) -> pb.Rou
         request_id=decision.request_id or "",
     )
     if decision.backend is not None:
-        backend = decision.backend
-        response.backend.name = backend.name
-        response.backend.namespace = backend.namespace
-        response.backend.url = backend.url
-        response.backend.type = str(backend.type)
-        response.backend.zone = str(backend.zone)
-        response.backend.tier = backend.tier
+        response.backend.MergeFromString(_backend_bytes(decision.backend))
     if decision.retry_after_ms is not None:
         response.retry_after_ms = decision.retry_after_ms
     if decision.estimated_wait_ms is not None:
         response.estimated_wait_ms = decision.estimated_wait_ms
     return response
+
+
+def _encode_backend(backend: BackendRef) -> bytes:
+    return pb.BackendRef(
+        name=backend.name,
+        namespace=backend.namespace,
+        url=backend.url,
+        type=str(backend.type),
+        zone=str(backend.zone),
+        tier=backend.tier,
+    ).SerializeToString()
+
+
+_backend_bytes = IdentityCache(_encode_backend)
+"""A decision's backend as encoded bytes, once per BackendRef (the engine keeps one per view)."""
 
 
 def explanation(decision: Decision) -> pb.Explanation:
