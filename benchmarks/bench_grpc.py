@@ -1,11 +1,14 @@
 """gRPC Route throughput, latency and CPU per call with the real ghz, 50 backends.
 
-Against `serve --from-dir` (one process), the no-op grpc.aio server beside it (the floor), and
+Against `serve --from-dir` (one process, on uvloop as shipped; and again with `--event-loop
+asyncio`), the no-op grpc.aio server beside it on both loops (the floor; `noop_cpu_us_per_call`
+is the plain asyncio one, as the issue set it, and `same_loop` compares like with like), and
 `serve --workers 2` (the serving plane): an unthrottled run (the highest Route/s, and the
 server's CPU per call from its own process accounting, workers included) and a fixed
 1,000 Route/s (latency percentiles). Then churn: the real `nexus-operator run` against a local
 kube-apiserver, 300 Route/s while 500 Backends are created, updated and deleted in cycles
-(p99 and failed calls). Prints the figures and writes benchmarks/results/grpc.json. Set
+(p99 and failed calls; `--no-churn` skips it). Prints the figures and merges them into
+benchmarks/results/grpc.json. Set
 NEXUS_BENCH_PROFILE=1 to profile the single-process server with pyinstrument instead (the
 figures are then not recorded).
 
@@ -92,7 +95,7 @@ def fleet(count: int) -> list[dict[str, Any]]:
 
 
 def start_server(
-    directory: Path, *, profile: bool, workers: int = 0
+    directory: Path, *, profile: bool, workers: int = 0, event_loop: str = "auto"
 ) -> tuple[subprocess.Popen[str], str]:
     serve = [
         "-m",
@@ -115,6 +118,8 @@ def start_server(
         "off",
         "--workers",
         str(workers),
+        "--event-loop",
+        event_loop,
     ]
     profiler = (
         ["-m", "pyinstrument", "-r", "text", "-o", str(directory / "profile.txt")]
@@ -124,8 +129,8 @@ def start_server(
     return _spawn([*profiler, *serve])
 
 
-def start_noop_server() -> tuple[subprocess.Popen[str], str]:
-    return _spawn([str(Path(__file__).with_name("noop_grpc_server.py"))])
+def start_noop_server(event_loop: str = "asyncio") -> tuple[subprocess.Popen[str], str]:
+    return _spawn([str(Path(__file__).with_name("noop_grpc_server.py")), event_loop])
 
 
 def _spawn(args: list[str]) -> tuple[subprocess.Popen[str], str]:
@@ -340,25 +345,44 @@ def main() -> int:
         if profile:
             print((directory / "profile.txt").read_text())
             return 0  # profiled figures are slowed down by the sampler: not recorded
-        noop = measure(ghz_bin, *start_noop_server())
+        noop = measure(ghz_bin, *start_noop_server("asyncio"))
+        noop_uvloop = measure(ghz_bin, *start_noop_server("uvloop"))
+        on_asyncio = measure(ghz_bin, *start_server(directory, profile=False, event_loop="asyncio"))
         workers = measure(ghz_bin, *start_server(directory, profile=False, workers=2))
+    cpu = routed["cpu_us_per_call"]
     figures = {
         "backends": BACKENDS,
         **routed,
-        "server_cpu_us_per_call": routed["cpu_us_per_call"],
+        "event_loop": "uvloop",
+        "server_cpu_us_per_call": cpu,
         "noop_cpu_us_per_call": noop["cpu_us_per_call"],
+        "server_to_noop_cpu_ratio": round(cpu / noop["cpu_us_per_call"], 2),
+        # The same comparison with both servers on the same loop: what routing itself adds.
+        "same_loop": {
+            "uvloop": {
+                "server_cpu_us_per_call": cpu,
+                "noop_cpu_us_per_call": noop_uvloop["cpu_us_per_call"],
+                "ratio": round(cpu / noop_uvloop["cpu_us_per_call"], 2),
+            },
+            "asyncio": {
+                "server_cpu_us_per_call": on_asyncio["cpu_us_per_call"],
+                "noop_cpu_us_per_call": noop["cpu_us_per_call"],
+                "ratio": round(on_asyncio["cpu_us_per_call"] / noop["cpu_us_per_call"], 2),
+            },
+        },
         "max_rps_workers_2": workers["max_rps"],
         "noop_server": noop,
+        "noop_server_uvloop": noop_uvloop,
+        "server_asyncio": on_asyncio,
         "workers_2": workers,
-        **measure_churn(ghz_bin),
+        **({} if "--no-churn" in sys.argv else measure_churn(ghz_bin)),
         "load_generator": f"ghz --cpus 1, {CONNECTIONS} connections x {MAX_CONCURRENCY} "
         "concurrent calls unthrottled; 1 connection x 16 at 1,000/s; churn: 16 x 300/s "
         f"for {CHURN_CALLS} calls",
         "machine": f"{os.cpu_count()} cores, shared with the load generator",
     }
     print(json.dumps(figures, indent=2))
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(figures, indent=2) + "\n")
+    merge_results(RESULTS, figures)  # --no-churn keeps the churn figures of the last full run
     return 0
 
 

@@ -1,15 +1,17 @@
 """A Router server that decides nothing: the floor that grpc.aio and ghz set on this machine.
 
 `bench_grpc.py` measures it with exactly the same ghz runs as the real server, so the
-difference between the two rows is what routing costs; run alone it prints its port.
+difference between the two rows is what routing costs; run alone it prints its port. The first
+argument picks the event loop as `--event-loop` does (default asyncio, grpc.aio's own floor).
 """
 
 from __future__ import annotations
 
-import asyncio
+import sys
 
 import grpc
 
+from nexus_operator.serving import event_loop
 from nexus_operator.serving.proto import router_pb2, router_pb2_grpc
 
 
@@ -43,9 +45,9 @@ async def serve() -> None:
     router_pb2_grpc.add_RouterServicer_to_server(NoopRouter(), server)
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()
-    print(f"serving on port {port}, no-op", flush=True)
+    print(f"serving on port {port}, no-op on {event_loop.running_loop_name()}", flush=True)
     await server.wait_for_termination()
 
 
 if __name__ == "__main__":
-    asyncio.run(serve())
+    event_loop.run(serve(), choice=sys.argv[1] if len(sys.argv) > 1 else "asyncio")
