@@ -28,10 +28,17 @@ def ema(old: float | None, sample: float) -> float:
 
 
 def period_of(now: datetime) -> str:
-    """Budget period of a moment: its UTC month."""
+    """Budget period of a moment: its UTC month (formatted once per month, not per decision)."""
     if now.tzinfo is not UTC:
         now = now.astimezone(UTC)
-    return f"{now.year:04d}-{now.month:02d}"
+    key = now.year * 100 + now.month
+    period = _PERIODS.get(key)
+    if period is None:
+        period = _PERIODS[key] = f"{now.year:04d}-{now.month:02d}"
+    return period
+
+
+_PERIODS: dict[int, str] = {}
 
 
 class InFlightCounters(Protocol):

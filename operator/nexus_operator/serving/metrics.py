@@ -128,6 +128,8 @@ class RoutingMetrics:
         self._backend_gauges: tuple[tuple[str, str, int, int], ...] = ()
         self._budget_gauges: tuple[tuple[str, str, float, BudgetState], ...] = ()
         self._absorbed: dict[int, DecisionCounts] = {}
+        # The last namespace's model index, kept while the registry snapshot is the same one.
+        self._model_index: tuple[object, str, Mapping[str, object]] | None = None
         # Scrape thread → loop: gauges wanted; loop → scrape thread: gauges copied.
         self._gauges_wanted = threading.Event()
         self._gauges_copied = threading.Event()
@@ -204,8 +206,15 @@ class RoutingMetrics:
 
     def _known(self, namespace: str, model: str) -> str:
         """`model` when a Backend in the namespace lists it, else "" (bounded labels)."""
-        listed = self._registry.snapshot.namespace(namespace).model_index
-        return model if model in listed else ""
+        snapshot = self._registry.snapshot
+        cached = self._model_index
+        if cached is None or cached[0] is not snapshot or cached[1] != namespace:
+            cached = self._model_index = (
+                snapshot,
+                namespace,
+                snapshot.namespace(namespace).model_index,
+            )
+        return model if model in cached[2] else ""
 
     def observe_usage(self, report: UsageReport) -> None:
         """Count an accepted usage report: tokens and spend by policy and backend. Spend is the
