@@ -332,13 +332,19 @@ class HealthStatus(StatusModel):
     latency_ms: float | None = Field(
         None,
         ge=0,
-        description="Exponential moving average of probe latency in milliseconds: new = (sample + 4*old)/5.",
+        description=(
+            "Exponential moving average of probe latency in milliseconds: new = (sample + "
+            "4*old)/5. Written on its own only when it moved by 20 % and 5 ms."
+        ),
     )
     last_probe_time: str | None = Field(
         None,
         max_length=TIME_MAX,
         json_schema_extra=TIMESTAMP,
-        description="RFC 3339 time of the last probe.",
+        description=(
+            "RFC 3339 time of the last probe the status recorded: written with any other "
+            "status change, else at a heartbeat of 10 min (longer in large fleets)."
+        ),
     )
     consecutive_failures: int = Field(0, ge=0, description="Probe failures since the last success.")
     last_error: str | None = Field(
