@@ -14,6 +14,7 @@ from nexus_operator.operator.budget_ledger import BudgetLedger
 from nexus_operator.operator.invalid_specs import InvalidSpecs
 from nexus_operator.operator.kube import BACKENDS, POLICIES, KubeApi
 from nexus_operator.operator.leader import LeaderElector
+from nexus_operator.operator.metrics import StatusWriterCollector
 from nexus_operator.operator.observed import ObservedStatuses
 from nexus_operator.operator.status_writer import (
     COUNTERS,
@@ -63,6 +64,31 @@ def _writer(
 
 def _written_backends(kube: StubKube, since: int) -> list[str]:
     return [path.split("/")[-2] for path, _ in kube.patches[since:] if "/backends/" in path]
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_queue_age_of_a_class_is_how_long_its_oldest_entry_has_waited_in_it() -> None:
+    clock = Clock()
+    queue: WriteQueue[str, int] = WriteQueue(4, clock=clock)
+    assert queue.oldest_age_s(URGENT) == 0.0
+    queue.put("a", 0, priority=COUNTERS)
+    clock.now += 5
+    queue.put("b", 0, priority=COUNTERS)
+    queue.put("a", 1, priority=COUNTERS)  # still waiting since it was first queued
+    clock.now += 1
+    assert queue.oldest_age_s(COUNTERS) == 6.0
+    queue.put("b", 0, priority=URGENT)  # urgent from now on
+    clock.now += 2
+    assert queue.oldest_age_s(URGENT) == 2.0
+    queue.pop(ORDER)
+    assert queue.oldest_age_s(URGENT) == 0.0
 
 
 def test_queue_writes_classes_in_order_and_oldest_first_within_a_class() -> None:
@@ -151,3 +177,22 @@ def test_probe_refresh_classes_and_thresholds() -> None:
     assert latency_moved(None, 3.0)
     assert heartbeat_s(1_000, qps=50) == HEARTBEAT_MIN_S
     assert heartbeat_s(10_000, qps=50) == 2_000
+
+
+async def test_metrics_show_the_backlog_by_class() -> None:
+    registry, kube = _fleet()
+    writer = _writer(registry, kube)
+    await writer.flush()
+    for i in range(FLEET):
+        registry.runtime.backend("default", f"b{i:02d}").selected_total = 1
+    registry.upsert_backend(backend("b03", draining=True))
+    await writer.scan()
+    collector = StatusWriterCollector(writer, writer._ledger)
+    queued = {
+        sample.labels["class"]: sample.value
+        for family in collector.collect()
+        if family.name == "nexus_status_queued"
+        for sample in family.samples
+    }
+    # urgent: b03 and the policy that now excludes it; counters: every other Backend
+    assert queued == {"urgent": 2, "spend": 0, "counters": FLEET - 1, "refresh": 0}

@@ -7,7 +7,9 @@ from collections.abc import Iterator
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from .budget_ledger import BudgetLedger
-from .status_writer import StatusWriter
+from .status_writer import COUNTERS, REFRESH, SPEND, URGENT, StatusWriter
+
+CLASSES = {URGENT: "urgent", SPEND: "spend", COUNTERS: "counters", REFRESH: "refresh"}
 
 
 class StatusWriterCollector:
@@ -21,6 +23,24 @@ class StatusWriterCollector:
             "Age of the oldest status change found but not yet written to the API server.",
             value=self._writer.staleness_s(),
         )
+        queued = GaugeMetricFamily(
+            "nexus_status_queued",
+            "Objects waiting for a status write, by class (urgent: conditions, health state, "
+            "exclusions, observedGeneration, budget state; spend; counters; refresh: probe "
+            "latency/time).",
+            labels=["class"],
+        )
+        age = GaugeMetricFamily(
+            "nexus_status_queue_age_seconds",
+            "How long the oldest object of each class has waited for its status write.",
+            labels=["class"],
+        )
+        queue = self._writer.queue
+        for priority, name in CLASSES.items():
+            queued.add_metric([name], queue.count(priority))
+            age.add_metric([name], queue.oldest_age_s(priority))
+        yield queued
+        yield age
         yield CounterMetricFamily(
             "nexus_status_writes",
             "Status patches the API server accepted.",

@@ -3,13 +3,15 @@
 One entry per object. Putting an object again in the class it is in keeps its place (its newer
 plan replaces the old one); putting it in another class (a counter update that became a
 condition change) moves it to the end of that class, so within a class objects are written in
-the order their change reached it. Every operation is O(1), whatever the backlog.
+the order their change reached it. Every operation is O(1), whatever the backlog; so is the age of
+the oldest entry of a class (the metric operators alert on).
 """
 
 from __future__ import annotations
 
+import time
 from collections import OrderedDict
-from collections.abc import Hashable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from typing import Generic, TypeVar
 
 K = TypeVar("K", bound=Hashable)
@@ -17,20 +19,28 @@ V = TypeVar("V")
 
 
 class WriteQueue(Generic[K, V]):
-    def __init__(self, classes: int) -> None:
-        self._classes: list[OrderedDict[K, V]] = [OrderedDict() for _ in range(classes)]
+    def __init__(self, classes: int, *, clock: Callable[[], float] = time.monotonic) -> None:
+        # Per class: key -> (when it entered the class, value), oldest first.
+        self._classes: list[OrderedDict[K, tuple[float, V]]] = [
+            OrderedDict() for _ in range(classes)
+        ]
         self._class_of: dict[K, int] = {}
+        self._clock = clock
 
     def put(self, key: K, value: V, *, priority: int) -> None:
         current = self._class_of.get(key)
-        if current is not None and current != priority:
+        entries = self._classes[priority]
+        if current == priority:
+            entries[key] = (entries[key][0], value)
+            return
+        if current is not None:
             del self._classes[current][key]
-        self._classes[priority][key] = value
+        entries[key] = (self._clock(), value)
         self._class_of[key] = priority
 
     def get(self, key: K) -> V | None:
         current = self._class_of.get(key)
-        return None if current is None else self._classes[current][key]
+        return None if current is None else self._classes[current][key][1]
 
     def discard(self, key: K) -> None:
         current = self._class_of.pop(key, None)
@@ -42,13 +52,20 @@ class WriteQueue(Generic[K, V]):
         for priority in order:
             entries = self._classes[priority]
             if entries:
-                key, value = entries.popitem(last=False)
+                key, (_, value) = entries.popitem(last=False)
                 del self._class_of[key]
                 return key, priority, value
         return None
 
     def count(self, priority: int) -> int:
         return len(self._classes[priority])
+
+    def oldest_age_s(self, priority: int) -> float:
+        """Seconds the oldest entry of a class has waited in it (0 when it is empty)."""
+        entries = self._classes[priority]
+        if not entries:
+            return 0.0
+        return max(0.0, self._clock() - next(iter(entries.values()))[0])
 
     def keys(self, priority: int) -> list[K]:
         """The keys of one class, in the order they would be written."""
