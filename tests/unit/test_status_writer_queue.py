@@ -10,6 +10,7 @@ from typing import cast
 from routing_factories import NOW, backend, policy
 from test_controller_loops import Leading, StubKube
 
+from nexus_operator.api import HealthState
 from nexus_operator.operator.budget_ledger import BudgetLedger
 from nexus_operator.operator.invalid_specs import InvalidSpecs
 from nexus_operator.operator.kube import BACKENDS, POLICIES, KubeApi
@@ -122,7 +123,7 @@ async def test_a_condition_change_overtakes_a_queued_backlog_of_counter_updates(
     assert writer.queue.count(COUNTERS) >= FLEET
     before = len(kube.patches)
     registry.upsert_backend(backend("b39", draining=True))  # last in the backlog's order
-    writer.look_at_touched()
+    await writer.look_at_touched()
     assert writer.queue.keys(URGENT)[0] == (BACKENDS.plural, "default", "b39")
     await writer.drain(ORDER)
     written = _written_backends(kube, before)
@@ -130,6 +131,17 @@ async def test_a_condition_change_overtakes_a_queued_backlog_of_counter_updates(
     assert sorted(written) == [f"b{i:02d}" for i in range(FLEET)]
     ready = kube.objects[BACKENDS.path("default", "b39")]["status"]["conditions"][0]
     assert ready["reason"] == "Draining"
+
+
+async def test_a_touched_health_transition_is_queued_without_waiting_for_a_scan() -> None:
+    registry, kube = _fleet()
+    writer = _writer(registry, kube)
+    await writer.flush()
+    registry.runtime.backend("default", "b07").health_state = HealthState.UNHEALTHY
+    writer.touch((BACKENDS.plural, "default", "b07"))
+    await writer.look_at_touched()
+    assert writer.queue.keys(URGENT) == [(BACKENDS.plural, "default", "b07")]
+    assert writer.queue.count(COUNTERS) == 0
 
 
 async def test_probe_latency_drift_is_not_written_but_a_meaningful_move_is() -> None:

@@ -26,7 +26,7 @@ from nexus_operator.routing import Credential, CredentialProblem, Registry, Rout
 
 from . import events
 from .budget_ledger import BudgetLedger
-from .kube import KubeApi, KubeError
+from .kube import BACKENDS, KubeApi, KubeError
 from .leader import LeaderElector, LeaseSettings
 from .observed import ObservedStatuses
 from .probing import BackendKey, HealthProber
@@ -252,7 +252,8 @@ class Controller:
         self, key: BackendKey, outcome: Credential | CredentialProblem
     ) -> None:
         """One Event per change of a Backend's credential: unavailable (naming Secret and key,
-        never a value), or available again."""
+        never a value), or available again; its status is looked at within a tick."""
+        self.writer.touch((BACKENDS.plural, *key))
         if self.recorder is None or not self.writer.leading:
             return
         backend = self.registry.snapshot.backends.get(key)
@@ -281,6 +282,7 @@ class Controller:
         state: api.HealthState,
         error: str | None,
     ) -> None:
+        self.writer.touch((BACKENDS.plural, *key))  # written within a tick, not a scan
         if self.recorder is None or not self.writer.leading:
             return
         backend = self.registry.snapshot.backends.get(key)

@@ -254,7 +254,7 @@ class StatusWriter:
             while True:
                 await asyncio.sleep(tick)
                 try:
-                    self.look_at_touched()
+                    await self.look_at_touched()
                     if time.monotonic() >= next_full:
                         next_full = time.monotonic() + settings.flush_interval_s
                         await self.scan()
@@ -316,15 +316,18 @@ class StatusWriter:
         if self.leading:
             await self._flush_never_valid(now)
 
-    def look_at_touched(self) -> None:
-        """Look at once at the objects the registry reported changed (a spec edit is queued
-        within a tick, not at the next scan); one being written is looked at next tick."""
+    async def look_at_touched(self) -> None:
+        """Look at once at the objects reported changed (a spec edit or a health transition is
+        queued within a tick, not at the next scan); one being written is looked at next tick."""
         if not self._touched:
             return
         snapshot = self._registry.snapshot
         now = self._clock()
         touched, self._touched = self._touched, set()
-        for key in touched:
+        for index, key in enumerate(touched, start=1):
+            if index % SCAN_SLICE == 0:
+                self._wake()
+                await asyncio.sleep(0)
             plural, namespace, name = key
             if key in self._in_flight:
                 self._touched.add(key)
@@ -337,6 +340,10 @@ class StatusWriter:
                 if policy is not None:
                     self._look_at_policy(policy, now)
         self._wake()
+
+    def touch(self, key: ObjectKey) -> None:
+        """Look at this object at the next tick (its health or credentials just changed)."""
+        self._touched.add(key)
 
     def _registry_changed(self, change: RegistryChange) -> None:
         if change.full:  # a rebuild from lists: the next scan looks at everything anyway
