@@ -2,7 +2,10 @@
 
 Against `serve --from-dir` (one process, on uvloop as shipped; and again with `--event-loop
 asyncio`), the no-op grpc.aio server beside it on both loops (the floor; `noop_cpu_us_per_call`
-is the plain asyncio one, as the issue set it, and `same_loop` compares like with like), and
+is the plain asyncio one, as the issue set it, and `same_loop` compares like with like). CPU per
+call is measured twice: at each server's own maximum (the issue's figure; a server that saturates
+at a lower rate batches less per wake-up, so this overstates what a call costs it) and with every
+server at EQUAL_RATE calls/s (`equal_rate`: the same operating point). And
 `serve --workers 2` (the serving plane): an unthrottled run (the highest Route/s, and the
 server's CPU per call from its own process accounting, workers included) and a fixed
 1,000 Route/s (latency percentiles). Then churn: the real `nexus-operator run` against a local
@@ -47,6 +50,10 @@ BACKENDS = 50
 DURATION = os.environ.get("NEXUS_BENCH_DURATION", "10s")
 MAX_CONCURRENCY = int(os.environ.get("NEXUS_BENCH_CONCURRENCY", "64"))
 CONNECTIONS = int(os.environ.get("NEXUS_BENCH_CONNECTIONS", "4"))
+# CPU per call falls as load rises (grpc and the event loop handle more completions per wake-up),
+# so servers are also compared at one rate every one of them sustains: what a call costs at the
+# same operating point, not at each one's own saturation.
+EQUAL_RATE = int(os.environ.get("NEXUS_BENCH_EQUAL_RATE", "2500"))
 REQUEST = {"model": "llama3:8b", "estimatedTokens": 200, "maxOutputTokens": 100}
 CHURN_BACKENDS = 500
 CHURN_RPS = 300
@@ -143,7 +150,8 @@ def _spawn(args: list[str]) -> tuple[subprocess.Popen[str], str]:
 
 
 def measure(ghz_bin: Path, process: subprocess.Popen[str], address: str) -> dict[str, float]:
-    """The two ghz runs: unthrottled throughput (and CPU per call), then latency at 1,000/s."""
+    """The three ghz runs: unthrottled throughput (and CPU per call), CPU per call at
+    EQUAL_RATE, then latency at 1,000/s."""
     try:
         ghz(ghz_bin, address, rps=500, concurrency=8)  # warm-up
         # Throughput as a data plane drives it: several gateway connections, not one.
@@ -152,6 +160,15 @@ def measure(ghz_bin: Path, process: subprocess.Popen[str], address: str) -> dict
             ghz_bin, address, rps=0, concurrency=MAX_CONCURRENCY, connections=CONNECTIONS
         )
         cpu = cpu_seconds(process.pid) - before
+        before = cpu_seconds(process.pid)
+        paced = ghz(
+            ghz_bin,
+            address,
+            rps=EQUAL_RATE,
+            concurrency=MAX_CONCURRENCY,
+            connections=CONNECTIONS,
+        )
+        paced_cpu = cpu_seconds(process.pid) - before
         steady = ghz(ghz_bin, address, rps=1000, concurrency=16)
     finally:
         process.terminate()
@@ -159,6 +176,8 @@ def measure(ghz_bin: Path, process: subprocess.Popen[str], address: str) -> dict
     return {
         "max_rps": round(unthrottled["rps"], 1),
         "cpu_us_per_call": round(cpu * 1e6 / max(1, int(unthrottled["count"])), 1),
+        "cpu_us_per_call_at_equal_rate": round(paced_cpu * 1e6 / max(1, int(paced["count"])), 1),
+        "rps_at_equal_rate": round(paced["rps"], 1),
         "p50_ms_at_1000rps": round(percentile_ms(steady, 50), 3),
         "p99_ms_at_1000rps": round(percentile_ms(steady, 99), 3),
     }
@@ -369,6 +388,21 @@ def main() -> int:
                 "noop_cpu_us_per_call": noop["cpu_us_per_call"],
                 "ratio": round(on_asyncio["cpu_us_per_call"] / noop["cpu_us_per_call"], 2),
             },
+        },
+        # Like for like: both at EQUAL_RATE calls/s (the figures above are each at its own maximum).
+        "equal_rate": {
+            "rps": EQUAL_RATE,
+            "server_cpu_us_per_call": routed["cpu_us_per_call_at_equal_rate"],
+            "noop_cpu_us_per_call": noop["cpu_us_per_call_at_equal_rate"],
+            "ratio": round(
+                routed["cpu_us_per_call_at_equal_rate"] / noop["cpu_us_per_call_at_equal_rate"], 2
+            ),
+            "noop_uvloop_cpu_us_per_call": noop_uvloop["cpu_us_per_call_at_equal_rate"],
+            "ratio_uvloop": round(
+                routed["cpu_us_per_call_at_equal_rate"]
+                / noop_uvloop["cpu_us_per_call_at_equal_rate"],
+                2,
+            ),
         },
         "max_rps_workers_2": workers["max_rps"],
         "noop_server": noop,

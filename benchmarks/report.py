@@ -74,6 +74,28 @@ def _pipeline_section(rows: list[dict[str, float]]) -> list[str]:
     return [*out, ""]
 
 
+def _grpc_like_for_like(data: dict[str, Any]) -> list[str]:
+    """The server/floor ratio on the same loop, and with both at the same call rate."""
+    rows = []
+    for loop, same in (data.get("same_loop") or {}).items():
+        rows.append(
+            f"| server ÷ no-op, both on {loop}, each at its maximum | {same['ratio']:.2f} × "
+            f"({same['server_cpu_us_per_call']:.0f} ÷ {same['noop_cpu_us_per_call']:.0f} µs) | ≤ 1.5 × |"
+        )
+    equal = data.get("equal_rate")
+    if equal:
+        rows.append(
+            f"| server ÷ no-op (asyncio), both at {equal['rps']:,} calls/s | {equal['ratio']:.2f} × "
+            f"({equal['server_cpu_us_per_call']:.0f} ÷ {equal['noop_cpu_us_per_call']:.0f} µs) | ≤ 1.5 × |"
+        )
+        rows.append(
+            f"| server ÷ no-op (uvloop), both at {equal['rps']:,} calls/s | "
+            f"{equal['ratio_uvloop']:.2f} × ({equal['server_cpu_us_per_call']:.0f} ÷ "
+            f"{equal['noop_uvloop_cpu_us_per_call']:.0f} µs) | ≤ 1.5 × |"
+        )
+    return rows
+
+
 def _grpc_section(data: dict[str, Any]) -> list[str]:
     lines = [
         "## gRPC Route over loopback, measured with ghz (`benchmarks/bench_grpc.py`)",
@@ -102,7 +124,8 @@ def _grpc_section(data: dict[str, Any]) -> list[str]:
             "|---|---:|---|",
             f"| server CPU per Route call | {data['server_cpu_us_per_call']:.0f} µs | "
             f"≤ 1.5 × the floor ({1.5 * data['noop_cpu_us_per_call']:.0f} µs) |",
-            f"| no-op server CPU per call (floor) | {data['noop_cpu_us_per_call']:.0f} µs | |",
+            f"| no-op server CPU per call (floor, asyncio) | {data['noop_cpu_us_per_call']:.0f} µs | |",
+            *_grpc_like_for_like(data),
             f"| Route p99 during churn (500 Backends, 300 Route/s, `run --workers 1`) | "
             f"{data['churn_p99_ms']:.1f} ms | ≤ 50 ms |",
             f"| failed calls during churn | {data['churn_failed_calls']} of "
