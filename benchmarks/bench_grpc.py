@@ -316,6 +316,7 @@ def measure_churn(ghz_bin: Path) -> dict[str, Any]:
                 spy = os.environ.get("NEXUS_BENCH_PYSPY")
                 profiler = start_spy(spy, serving_worker(operator)) if spy else None
                 stop = threading.Event()
+                load_before = os.getloadavg()[0]
                 with ThreadPoolExecutor(1) as pool:
                     cycles = pool.submit(churn, objects, stop)
                     report = ghz(
@@ -328,6 +329,7 @@ def measure_churn(ghz_bin: Path) -> dict[str, Any]:
                         allow_failures=True,
                     )
                     stop.set()
+                    load_after = os.getloadavg()[0]
                     done = cycles.result()
                 if profiler is not None:
                     profiler[0].send_signal(signal.SIGINT)
@@ -344,6 +346,9 @@ def measure_churn(ghz_bin: Path) -> dict[str, Any]:
         "churn_failed_calls": sum(codes.values()) - codes.get("OK", 0),
         "churn_calls": sum(codes.values()),
         "churn_cycles": done,
+        # The machine's 1-minute load average as the Route load started and ended (2 cores:
+        # the API server, etcd, the operator, ghz and this process share them).
+        "churn_load_1m": [round(load_before, 2), round(load_after, 2)],
     }
 
 

@@ -127,7 +127,7 @@ def _grpc_section(data: dict[str, Any]) -> list[str]:
             f"| no-op server CPU per call (floor, asyncio) | {data['noop_cpu_us_per_call']:.0f} µs | |",
             *_grpc_like_for_like(data),
             f"| Route p99 during churn (500 Backends, 300 Route/s, `run --workers 1`) | "
-            f"{data['churn_p99_ms']:.1f} ms | ≤ 50 ms |",
+            f"{data['churn_p99_ms']:.1f} ms{_load_average(data.get('churn_load_1m'))} | ≤ 50 ms |",
             f"| failed calls during churn | {data['churn_failed_calls']} of "
             f"{data.get('churn_calls', 0):,} | 0 |",
         ]
@@ -140,6 +140,11 @@ def _grpc_section(data: dict[str, Any]) -> list[str]:
         f"Load generator: {data.get('load_generator', 'ghz')}.",
         "",
     ]
+
+
+def _load_average(load: list[float] | None) -> str:
+    """The machine's load average during a run, when the results hold it."""
+    return f" (load average {load[0]:.1f} → {load[1]:.1f})" if load else ""
 
 
 def _gil_section(data: dict[str, dict[str, float]]) -> list[str]:
