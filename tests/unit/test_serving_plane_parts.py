@@ -3,6 +3,9 @@ mirrors, in-flight counters shared by several engines, and metrics summed over w
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily
 from routing_factories import backend, policy, registry
@@ -90,3 +93,25 @@ def test_decision_counters_of_workers_add_up_on_the_control_scrape() -> None:
     text = generate_latest(scrape).decode()
     assert 'nexus_grpc_errors_total{code="INVALID_ARGUMENT",method="Route"} 2.0' in text
     assert 'nexus_gateway_requests_total{outcome="ROUTED"} 4.0' in text
+
+
+def test_the_control_process_lowers_the_priority_of_all_its_threads() -> None:
+    """Run in a child: the test process keeps its own priority."""
+    script = (
+        "import os, threading\n"
+        "from nexus_operator.serving.plane.supervisor import lower_priority\n"
+        "ready, stop = threading.Event(), threading.Event()\n"
+        "def wait():\n"
+        "    ready.set(); stop.wait()\n"
+        "thread = threading.Thread(target=wait); thread.start(); ready.wait()\n"
+        "before = os.getpriority(os.PRIO_PROCESS, 0)\n"
+        "lower_priority(5)\n"
+        "tids = [int(t) for t in os.listdir('/proc/self/task')]\n"
+        "print(before, *sorted({os.getpriority(os.PRIO_PROCESS, t) for t in tids}))\n"
+        "stop.set(); thread.join()\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True
+    ).stdout.split()
+    before, *after = (int(value) for value in out)
+    assert after == [min(19, before + 5)]

@@ -42,6 +42,8 @@ from .serving_options import (
 logger = logging.getLogger(__name__)
 
 DRAIN_GRACE_S = 5.0
+# The control process's nice increment once serving workers run (--control-nice).
+CONTROL_NICE = 5
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -99,6 +101,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=1,
         help="Serving worker processes sharing the gRPC port; this process keeps the watches, "
         "probes and status writes (default 1). 0 serves from this process's own event loop.",
+    )
+    parser.add_argument(
+        "--control-nice",
+        type=non_negative_int,
+        default=CONTROL_NICE,
+        help="With --workers N > 0: once the workers run, this process (watches, probes, status "
+        "writes) lowers its CPU priority by this nice increment, so when the pod's CPU is short "
+        f"the scheduler runs decisions first (default {CONTROL_NICE}; 0 leaves it).",
     )
     add_ledger_arguments(parser)
     add_log_level_argument(parser)
@@ -238,6 +248,7 @@ async def _start_plane(
         log_level=args.log_level,
         event_loop=args.event_loop,
         on_failure=_stop_operator,
+        control_nice=getattr(args, "control_nice", 0),
     )
     memo["plane"] = plane
     controller.prober.on_probe = plane.on_probe

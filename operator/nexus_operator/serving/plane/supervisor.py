@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import itertools
 import logging
+import os
 from collections.abc import Callable, Coroutine, Iterable
 from dataclasses import dataclass, field
 from multiprocessing.process import BaseProcess
@@ -61,7 +62,10 @@ class ServingPlane:
         log_level: str = "INFO",
         event_loop: str = "auto",
         on_failure: Callable[[str], None] | None = None,
+        control_nice: int = 0,
     ) -> None:
+        """`control_nice` > 0: once the workers run, this process lowers its CPU priority by
+        that much, so under CPU contention the scheduler runs the workers' decisions first."""
         if workers < 1:
             raise ValueError("a serving plane needs at least one worker")
         self._engine = engine
@@ -82,6 +86,7 @@ class ServingPlane:
         self._sent_totals: dict[tuple[str, str], tuple[str, float]] = {}
         self._serving = False
         self._stopping = False
+        self._control_nice = control_nice
         self.ports: tuple[int, ...] = ()
 
     # Lifecycle
@@ -104,6 +109,8 @@ class ServingPlane:
             await self.stop(0)
             raise
         self.ports = ports
+        if self._control_nice > 0:
+            lower_priority(self._control_nice)
         self._spawn_task(self._housekeeping())
         return ports
 
@@ -339,3 +346,22 @@ def _health(key: tuple[str, str], cell: BackendRuntime) -> wire.Health:
     return wire.Health(
         key, cell.health_state, cell.latency_ms, cell.last_error, cell.last_probe_time
     )
+
+
+def lower_priority(increment: int) -> None:
+    """Lower this process's CPU priority (raise its nice value) by `increment`: on Linux every
+    thread's (nice is per thread there; threads started later inherit it from their creator),
+    elsewhere the process's. The workers, spawned before, keep theirs. Best effort."""
+    try:
+        tasks = os.listdir("/proc/self/task")
+    except OSError:
+        tasks = []
+    if not tasks:
+        with contextlib.suppress(OSError):
+            os.nice(increment)
+        return
+    for task in tasks:
+        with contextlib.suppress(OSError, ValueError):
+            tid = int(task)
+            current = os.getpriority(os.PRIO_PROCESS, tid)
+            os.setpriority(os.PRIO_PROCESS, tid, min(19, current + increment))
