@@ -18,7 +18,12 @@ lives, so a second `make run` refuses, naming the first, and deletes nothing; a 
 run's directory is cleared only when no run holds it and the one fixed port is free. That
 port is gRPC's 127.0.0.1:50051, because it is nexusctl's default and the README's
 `nexusctl route ...` stays literal; everything else (etcd, kube-apiserver, stand-ins,
-picker, Envoy, metrics, health) is on free loopback ports.
+picker, Envoy, metrics, health) is on free loopback ports (`NEXUS_DEMO_GRPC_PORT` moves gRPC
+too, for tests that run a demo beside another).
+
+A run killed without a chance to clean up (SIGKILL, OOM) leaves nothing running: etcd,
+kube-apiserver, the operator and Envoy are tied to the demo's main thread and get SIGTERM from
+the kernel when it dies (`nexus_testkit.lifeline`); the stand-ins are threads of the demo.
 """
 
 from __future__ import annotations
@@ -52,6 +57,7 @@ from nexus_operator.cli.cmd_envoy_config import EnvoyOptions, cloud_upstreams, r
 from nexus_operator.cli.manifest_dir import load_directory
 from nexus_testkit.envoy import Envoy, EnvoyError
 from nexus_testkit.gateway import free_port
+from nexus_testkit.lifeline import tied_to_this_process
 from nexus_testkit.localcluster import (
     BinariesMissingError,
     ComponentFailedError,
@@ -65,7 +71,8 @@ from nexus_testkit.localcluster.standins import InferenceStandIn, StandIns
 DEMO_DIR = Path(
     os.environ.get("NEXUS_DEMO_DIR", Path.home() / ".cache" / "nexus-operator" / "demo")
 )
-GRPC_PORT = 50051  # nexusctl's default address: the README's commands need no --address
+# nexusctl's default address: the README's commands need no --address
+GRPC_PORT = int(os.environ.get("NEXUS_DEMO_GRPC_PORT", "50051"))
 GRPC_ADDRESS = f"127.0.0.1:{GRPC_PORT}"
 LOCK_FILE = DEMO_DIR / "lock"
 STEPS = 8
@@ -338,7 +345,8 @@ def _start_operator(
     health_port: int,
 ) -> Path:
     """The operator in its own session: Ctrl-C reaches only the demo, which stops it (and
-    whatever it started) and waits until all of them have exited."""
+    whatever it started) and waits until all of them have exited. Should the demo die without
+    doing so (SIGKILL), the operator gets SIGTERM and stops its workers itself."""
     log = DEMO_DIR / "logs" / "operator.log"
     log.parent.mkdir(parents=True, exist_ok=True)
     argv = [
@@ -357,7 +365,11 @@ def _start_operator(
     ]
     with log.open("ab") as out:
         proc = subprocess.Popen(
-            argv, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+            tied_to_this_process(argv),
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
     stack.callback(_stop_tree, proc, grace=15)
     return log

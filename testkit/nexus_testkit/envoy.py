@@ -8,7 +8,8 @@ that `xds-protos` also installs into, so the binary is found through the wheel's
 (port 0, reported through `--admin-address-path`) on 127.0.0.1, the listener port is
 whatever the bootstrap says (0 picks a free one, read back from the admin API), readiness
 is the admin `/ready` answering LIVE, and stdout/stderr go to `workdir/envoy.log`.
-`restart()` brings it back on the same listener port, so clients keep their URL.
+`restart()` brings it back on the same listener port, so clients keep their URL. Envoy gets
+SIGTERM when the process that started it dies (`nexus_testkit.lifeline`).
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
+from nexus_testkit.lifeline import tied_to_this_process
 
 __all__ = ["Envoy", "EnvoyError", "envoy_binary", "validate_config"]
 
@@ -126,7 +129,9 @@ class Envoy:
             str(self._concurrency),
         ]
         with self.log_path.open("ab") as log:
-            self._process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)
+            self._process = subprocess.Popen(
+                tied_to_this_process(argv), stdout=log, stderr=subprocess.STDOUT
+            )
         try:
             self._wait_ready(admin_path)
         except BaseException:

@@ -1,7 +1,8 @@
 """One child process with its log file, stopped by its own PID and nothing else.
 
 Children run in their own session so a Ctrl-C aimed at the parent does not kill
-them mid-write; the parent stops them explicitly (terminate, then kill).
+them mid-write; the parent stops them explicitly (terminate, then kill). When the parent dies
+without stopping them (SIGKILL), they get SIGTERM from the kernel (`nexus_testkit.lifeline`).
 """
 
 from __future__ import annotations
@@ -9,6 +10,8 @@ from __future__ import annotations
 import subprocess
 from collections.abc import Sequence
 from pathlib import Path
+
+from nexus_testkit.lifeline import tied_to_this_process
 
 _TAIL_BYTES = 64 * 1024
 
@@ -33,7 +36,7 @@ class ManagedProcess:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with self.log_path.open("ab") as log:
             self._popen = subprocess.Popen(
-                self.argv,
+                tied_to_this_process(self.argv),
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
