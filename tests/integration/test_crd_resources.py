@@ -5,20 +5,23 @@ descriptions, and a full status survives the status subresource unpruned."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 from kubernetes import client
+from operator_support import wait_for
 from pydantic import BaseModel
 
-from nexus_crds import GROUP, PLURALS, VERSION
+from nexus_crds import GROUP, PLURALS, VERSION, install_crds
 from nexus_operator.api import (
     BackendSpec,
     BackendStatus,
     RoutingPolicySpec,
     RoutingPolicyStatus,
+    crdgen,
 )
 from nexus_testkit.localcluster import Cluster
 
@@ -349,3 +352,63 @@ def test_kubectl_get_wide_names_the_units_of_its_numbers(
     spent = FULL_POLICY_STATUS["budget"]["spentUsd"]
     assert rows["internal-restricted"][header.index("SPENT(USD)")] == str(spent)
     assert "LATENCY(MS)" in _table(cluster.kubectl("get", "be", "-n", namespace).stdout)[0]
+
+
+PASSWORD = "s3cret-pw"
+USERINFO_BACKEND = {
+    "apiVersion": f"{GROUP}/{VERSION}",
+    "kind": "Backend",
+    "metadata": {"name": "stored-before-the-rule"},
+    "spec": {"type": "ollama", "url": f"http://admin:{PASSWORD}@ollama.llm:11434"},
+}
+
+
+@contextmanager
+def _backend_crd_without_the_user_info_rule(
+    cluster: Cluster, objects: client.CustomObjectsApi, namespace: str
+) -> Iterator[None]:
+    """The Backend CRD as it was before `url` refused user-info; the generated one is back (and
+    refusing again) on exit, for the tests after this one."""
+    crd = crdgen.crd(crdgen.BACKEND)
+    schema = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+    url = schema["properties"]["spec"]["properties"]["url"]
+    url["x-kubernetes-validations"] = [
+        rule for rule in url["x-kubernetes-validations"] if "user-info" not in rule["message"]
+    ]
+    cluster.kubectl("apply", "-f", "-", stdin=yaml.safe_dump(crd))
+    try:
+        yield
+    finally:
+        install_crds(cluster)
+        wait_for(lambda: _user_info_refused(objects, namespace), timeout=60)
+
+
+def _user_info_refused(objects: client.CustomObjectsApi, namespace: str) -> bool:
+    body = {**USERINFO_BACKEND, "metadata": {"name": "dry-run"}}
+    try:
+        objects.create_namespaced_custom_object(
+            GROUP, VERSION, namespace, "backends", body, dry_run="All"
+        )
+    except client.ApiException as refused:
+        return "must not contain user-info" in str(refused.body)
+    return False
+
+
+def test_kubectl_get_wide_never_shows_the_password_of_a_url_stored_with_one(
+    cluster: Cluster, objects: client.CustomObjectsApi, namespace: str
+) -> None:
+    with _backend_crd_without_the_user_info_rule(cluster, objects, namespace):
+        wait_for(
+            lambda: objects.create_namespaced_custom_object(
+                GROUP, VERSION, namespace, "backends", USERINFO_BACKEND
+            ),
+            timeout=60,
+        )
+    stored = _get(objects, namespace=namespace, kind="Backend", name="stored-before-the-rule")
+    assert PASSWORD in stored["spec"]["url"]  # the object really holds one
+    for args in (["-o", "wide"], []):
+        output = cluster.kubectl("get", "be", "-n", namespace, *args).stdout
+        header, rows = _table(output)
+        assert "stored-before-the-rule" in rows
+        assert "URL" not in header
+        assert PASSWORD not in output

@@ -119,7 +119,8 @@ BACKEND = Kind(
             "LATENCY(MS)", ".status.health.latencyMs", "number", "Probe latency EMA, milliseconds."
         ),
         _READY,
-        PrinterColumn("URL", ".spec.url", "string", "Base URL.", 1),
+        # No URL column: a printer column shows `spec.url` as stored, and one stored before the
+        # user-info rule may hold a password; kubectl cannot redact it (docs/api.md).
         _AGE,
     ),
 )
