@@ -33,11 +33,16 @@ def taken_port() -> Iterator[int]:
 
 
 def serve(manifests: Path, *flags: str) -> subprocess.CompletedProcess[str]:
+    """`serve` on free ports with no metrics, then `flags` (a flag given again wins)."""
     command = [
         *serve_command(manifests),
         "--assume-healthy",
         "--extproc-address",
         "127.0.0.1:0",
+        "--grpc-address",
+        "127.0.0.1:0",
+        "--metrics-port",
+        "-1",
         *flags,
     ]
     return subprocess.run(command, capture_output=True, text=True, timeout=60, check=False)
@@ -50,58 +55,39 @@ def assert_refused(result: subprocess.CompletedProcess[str], *, naming: str) -> 
     assert naming in result.stderr, result.stderr
 
 
-def ours(result: subprocess.CompletedProcess[str]) -> list[str]:
-    return [line for line in result.stderr.splitlines() if line.startswith("nexus-operator serve:")]
+def assert_refused_in_one_line(result: subprocess.CompletedProcess[str], *, naming: str) -> None:
+    assert_refused(result, naming=naming)
+    ours = [line for line in result.stderr.splitlines() if line.startswith("nexus-operator serve:")]
+    assert len(ours) == 1, result.stderr
 
 
 def test_a_grpc_port_in_use_is_refused_naming_the_address(manifests: Path, taken_port: int) -> None:
     address = f"127.0.0.1:{taken_port}"
-    result = serve(manifests, "--grpc-address", address, "--metrics-port", "-1")
-    assert_refused(result, naming=address)
-    assert len(ours(result)) == 1
+    result = serve(manifests, "--grpc-address", address)
+    assert_refused_in_one_line(result, naming=address)
 
 
 def test_an_extproc_port_in_use_is_refused_naming_the_address(
     manifests: Path, taken_port: int
 ) -> None:
     address = f"127.0.0.1:{taken_port}"
-    result = serve(
-        manifests,
-        "--grpc-address",
-        "127.0.0.1:0",
-        "--metrics-port",
-        "-1",
-        "--extproc-address",
-        address,
-    )
-    assert_refused(result, naming=address)
-    assert len(ours(result)) == 1
+    result = serve(manifests, "--extproc-address", address)
+    assert_refused_in_one_line(result, naming=address)
 
 
 def test_a_malformed_gateway_namespace_is_refused_naming_the_flag(manifests: Path) -> None:
-    result = serve(
-        manifests,
-        "--grpc-address",
-        "127.0.0.1:0",
-        "--metrics-port",
-        "-1",
-        "--gateway-namespace",
-        "Not_A_Namespace",
-    )
-    assert_refused(result, naming="--gateway-namespace")
-    assert len(ours(result)) == 1
+    result = serve(manifests, "--gateway-namespace", "Not_A_Namespace")
+    assert_refused_in_one_line(result, naming="--gateway-namespace")
 
 
 def test_an_unparseable_grpc_address_is_refused_naming_it(manifests: Path) -> None:
-    result = serve(manifests, "--grpc-address", "no port here", "--metrics-port", "-1")
-    assert_refused(result, naming="no port here")
-    assert len(ours(result)) == 1
+    result = serve(manifests, "--grpc-address", "no port here")
+    assert_refused_in_one_line(result, naming="no port here")
 
 
 def test_a_metrics_port_in_use_is_refused_naming_the_flag(manifests: Path, taken_port: int) -> None:
-    result = serve(manifests, "--grpc-address", "127.0.0.1:0", "--metrics-port", str(taken_port))
-    assert_refused(result, naming=f"--metrics-port {taken_port}")
-    assert len(ours(result)) == 1
+    result = serve(manifests, "--metrics-port", str(taken_port))
+    assert_refused_in_one_line(result, naming=f"--metrics-port {taken_port}")
 
 
 def test_a_missing_tls_certificate_is_refused_naming_the_flag(
@@ -109,19 +95,8 @@ def test_a_missing_tls_certificate_is_refused_naming_the_flag(
 ) -> None:
     key = tmp_path / "key.pem"
     key.write_text("not checked before the certificate")
-    result = serve(
-        manifests,
-        "--grpc-address",
-        "127.0.0.1:0",
-        "--metrics-port",
-        "-1",
-        "--tls-cert",
-        str(tmp_path / "missing.pem"),
-        "--tls-key",
-        str(key),
-    )
-    assert_refused(result, naming="--tls-cert")
-    assert len(ours(result)) == 1
+    result = serve(manifests, "--tls-cert", str(tmp_path / "missing.pem"), "--tls-key", str(key))
+    assert_refused_in_one_line(result, naming="--tls-cert")
 
 
 @pytest.mark.parametrize(

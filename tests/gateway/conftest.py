@@ -12,18 +12,22 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+import httpx
 import openai
 import pytest
 import yaml
+from openai.types.chat import ChatCompletionMessageParam
 
 from nexus_operator.cli.cmd_envoy_config import EnvoyOptions, render_bootstrap
 from nexus_testkit.envoy import Envoy
 from nexus_testkit.gateway import Picker, metric_value
-from nexus_testkit.localcluster.standins import InferenceStandIn, StandIns
+from nexus_testkit.localcluster import Cluster
+from nexus_testkit.localcluster.standins import DEFAULT_STREAM_CHUNKS, InferenceStandIn, StandIns
 
 API_VERSION = "nexus.routing.dev/v1alpha1"
 BODY_MODES = ("buffered", "full-duplex-streamed")
 WAIT_S = 20.0
+HELLO: list[ChatCompletionMessageParam] = [{"role": "user", "content": "Say hello."}]
 
 
 def backend(
@@ -53,6 +57,56 @@ def _manifest(
     if namespace is not None:
         metadata["namespace"] = namespace
     return {"apiVersion": API_VERSION, "kind": kind, "metadata": metadata, "spec": spec}
+
+
+def priced_and_budgeted(
+    server: InferenceStandIn, *, namespace: str | None = None, **backend_spec: Any
+) -> list[dict[str, Any]]:
+    """Backend `priced` (`server`, serving `priced-model` at 1 USD per 1,000 output tokens, each
+    answer reporting 1,000 of them: one dollar a request) and policy `budgeted` over every model:
+    2.50 USD a month, SoftLimit from 50 %, blockAll at the limit."""
+    server.behaviour.completion_tokens = 1000
+    server.behaviour.prompt_tokens = 1
+    return [
+        backend(
+            "priced",
+            server,
+            [{"id": "priced-model", "pricing": {"inputPer1k": 0, "outputPer1k": 1.0}}],
+            namespace=namespace,
+            **backend_spec,
+        ),
+        policy(
+            "budgeted",
+            ["*"],
+            namespace=namespace,
+            budget={"monthlyLimitUsd": 2.5, "softLimitPercent": 50, "hardLimitAction": "blockAll"},
+        ),
+    ]
+
+
+def refused_for_the_budget(gateway: Gateway, server: InferenceStandIn) -> dict[str, Any]:
+    """The `error` of a `priced-model` request refused for the budget, which never reached
+    `server`."""
+    received = len(server.received)
+    with pytest.raises(openai.APIStatusError) as refused:
+        gateway.client().chat.completions.create(model="priced-model", messages=HELLO)
+    assert len(server.received) == received, "a refused request never reaches the backend"
+    error: dict[str, Any] = refused.value.response.json()["error"]
+    reasons = [e["reasonCode"] for e in error["nexus"]["exclusions"]]
+    assert any("budget" in code.lower() for code in reasons), error
+    return error
+
+
+def run_in_cluster(cluster: Cluster, namespace: str, *flags: str) -> list[str]:
+    """`nexus-operator run` watching `namespace` of `cluster` as the picker (`picker_command`)."""
+    return [
+        "run",
+        f"--namespace={namespace}",
+        f"--gateway-namespace={namespace}",
+        f"--lease-namespace={namespace}",
+        f"--kubeconfig={cluster.kubeconfig}",
+        *flags,
+    ]
 
 
 @dataclass
@@ -95,9 +149,43 @@ class Gateway:
             value = self.metric(name, **labels)
         return value
 
+    def wait_for_in_flight(self, backend: str, count: int) -> None:
+        """Poll until the picker counts `count` requests in flight on default/`backend`."""
+        self.wait_for_metric(
+            "nexus_backend_in_flight",
+            lambda value: value == count,
+            namespace="default",
+            backend=backend,
+        )
+
     def close(self) -> None:
         for made in self._clients:
             made.close()
+
+
+@contextmanager
+def held_stream(
+    gateway: Gateway, server: InferenceStandIn, *, backend: str, model: str
+) -> Iterator[httpx.Response]:
+    """A streaming chat completion for `model`, which `server` answers slowly (300 chunks 0.1 s
+    apart), held open until the picker counts it in flight on `backend`. Leaving closes it from
+    the client's side and lets `server` stream briskly again."""
+    server.behaviour.stream_delay_s = 0.1
+    server.behaviour.stream_chunks = 300
+    body = {"model": model, "messages": HELLO, "stream": True}
+    try:
+        with (
+            httpx.Client(timeout=30) as http,
+            http.stream("POST", f"{gateway.url}/v1/chat/completions", json=body) as held,
+        ):
+            assert held.status_code == 200
+            lines = held.iter_lines()  # kept: a dropped iterator closes the response
+            assert next(lines).startswith("data:")
+            gateway.wait_for_in_flight(backend, 1)
+            yield held
+    finally:
+        server.behaviour.stream_chunks = DEFAULT_STREAM_CHUNKS
+        server.behaviour.stream_delay_s = 0.0
 
 
 @contextmanager

@@ -14,7 +14,6 @@ from typing import Any
 import openai
 import pytest
 import yaml
-from openai.types.chat import ChatCompletionMessageParam
 
 from nexus_crds import install_crds
 from nexus_operator.cli.cmd_envoy_config import EnvoyOptions, cloud_upstreams
@@ -27,11 +26,10 @@ from nexus_testkit.localcluster.standins import (
     server_tls_context,
 )
 
-from .conftest import BODY_MODES, Gateway, backend, policy, run_gateway
+from .conftest import BODY_MODES, HELLO, Gateway, backend, policy, run_gateway, run_in_cluster
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]
 
-HELLO: list[ChatCompletionMessageParam] = [{"role": "user", "content": "Say hello."}]
 API_KEY = "sk-test-cloud-0123456789"
 READY_S = 45.0
 
@@ -164,13 +162,7 @@ def test_cloud_backend_in_a_cluster_gets_its_secret_and_a_missing_secret_exclude
     cluster.kubectl("apply", "-f", "-", stdin=yaml.safe_dump_all(documents))
     options = envoy_options(documents, tmp_path, namespace)
     options = EnvoyOptions(cloud=options.cloud, upstream_ca=str(pki_dir / "ca.crt"))
-    command = [
-        "run",
-        f"--namespace={namespace}",
-        f"--gateway-namespace={namespace}",
-        f"--lease-namespace={namespace}",
-        f"--kubeconfig={cluster.kubeconfig}",
-    ]
+    command = run_in_cluster(cluster, namespace)
     with run_gateway(
         tmp_path,
         [],

@@ -12,17 +12,22 @@ from typing import Any
 import openai
 import pytest
 import yaml
-from openai.types.chat import ChatCompletionMessageParam
 
 from nexus_crds import install_crds
 from nexus_testkit.localcluster import Cluster
 from nexus_testkit.localcluster.standins import NAME_HEADER, StandIns
 
-from .conftest import Gateway, backend, policy, run_gateway
+from .conftest import (
+    HELLO,
+    Gateway,
+    priced_and_budgeted,
+    refused_for_the_budget,
+    run_gateway,
+    run_in_cluster,
+)
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(240)]
 
-HELLO: list[ChatCompletionMessageParam] = [{"role": "user", "content": "Say hello."}]
 WAIT_S = 45.0
 
 
@@ -62,32 +67,11 @@ def test_spend_through_the_gateway_moves_the_policy_status_and_then_refuses(
 ) -> None:
     install_crds(cluster)
     server = stand_ins.start("openai", ("priced-model",), name="priced-in-cluster")
-    server.behaviour.completion_tokens = 1000  # 1 USD a request at 1 USD per 1,000
-    server.behaviour.prompt_tokens = 1
-    documents = [
-        backend(
-            "priced",
-            server,
-            [{"id": "priced-model", "pricing": {"inputPer1k": 0, "outputPer1k": 1.0}}],
-            namespace=namespace,
-            healthCheck={"intervalSeconds": 2, "timeoutSeconds": 1},
-        ),
-        policy(
-            "budgeted",
-            ["*"],
-            namespace=namespace,
-            budget={"monthlyLimitUsd": 2.5, "softLimitPercent": 50, "hardLimitAction": "blockAll"},
-        ),
-    ]
+    documents = priced_and_budgeted(
+        server, namespace=namespace, healthCheck={"intervalSeconds": 2, "timeoutSeconds": 1}
+    )
     cluster.kubectl("apply", "-f", "-", stdin=yaml.safe_dump_all(documents))
-    command = [
-        "run",
-        f"--namespace={namespace}",
-        f"--gateway-namespace={namespace}",
-        f"--lease-namespace={namespace}",
-        f"--kubeconfig={cluster.kubeconfig}",
-        "--flush-interval=0.5",
-    ]
+    command = run_in_cluster(cluster, namespace, "--flush-interval=0.5")
     with run_gateway(tmp_path, [], picker_command=command) as gateway:
         raw = first_success(gateway)
         assert raw.headers[NAME_HEADER] == "priced-in-cluster"
@@ -103,13 +87,7 @@ def test_spend_through_the_gateway_moves_the_policy_status_and_then_refuses(
         wait_for_budget(cluster, namespace, state="SoftLimit", spent=2.0)
         gateway.client().chat.completions.create(model="priced-model", messages=HELLO)
         wait_for_budget(cluster, namespace, state="HardLimit", spent=3.0)
-        received = len(server.received)
-        with pytest.raises(openai.APIStatusError) as refused:
-            gateway.client().chat.completions.create(model="priced-model", messages=HELLO)
-        assert len(server.received) == received
-        error = refused.value.response.json()["error"]
-        reasons = [e["reasonCode"] for e in error["nexus"]["exclusions"]]
-        assert any("budget" in code.lower() for code in reasons), error
+        refused_for_the_budget(gateway, server)
     health = json.loads(
         cluster.kubectl("get", "be", "priced", "-n", namespace, "-o", "json").stdout
     )["status"]["health"]

@@ -6,19 +6,24 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import httpx
 import openai
 import pytest
-from openai.types.chat import ChatCompletionMessageParam
 
 from nexus_operator.cli.cmd_envoy_config import EnvoyOptions
 from nexus_testkit.localcluster.standins import NAME_HEADER, StandIns
 
-from .conftest import BODY_MODES, backend, policy, run_gateway
+from .conftest import (
+    BODY_MODES,
+    HELLO,
+    backend,
+    held_stream,
+    policy,
+    priced_and_budgeted,
+    refused_for_the_budget,
+    run_gateway,
+)
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
-
-HELLO: list[ChatCompletionMessageParam] = [{"role": "user", "content": "Say hello."}]
 
 
 @pytest.mark.parametrize("body_mode", BODY_MODES)
@@ -26,21 +31,7 @@ def test_spend_from_responses_moves_the_budget_to_soft_then_hard_limit_then_refu
     stand_ins: StandIns, tmp_path: Path, body_mode: str
 ) -> None:
     server = stand_ins.start("openai", ("priced-model",), name=f"priced-{body_mode}")
-    # Every answer reports 1,000 completion tokens at 1 USD per 1,000: one dollar a request.
-    server.behaviour.completion_tokens = 1000
-    server.behaviour.prompt_tokens = 1
-    documents = [
-        backend(
-            "priced",
-            server,
-            [{"id": "priced-model", "pricing": {"inputPer1k": 0, "outputPer1k": 1.0}}],
-        ),
-        policy(
-            "budgeted",
-            ["*"],
-            budget={"monthlyLimitUsd": 2.5, "softLimitPercent": 50, "hardLimitAction": "blockAll"},
-        ),
-    ]
+    documents = priced_and_budgeted(server)
     with run_gateway(tmp_path, documents, body_mode=body_mode) as gateway:
         client = gateway.client()
         labels = {"namespace": "default", "policy": "budgeted"}
@@ -78,14 +69,8 @@ def test_spend_from_responses_moves_the_budget_to_soft_then_hard_limit_then_refu
         assert third.headers["x-nexus-budget"] == "SoftLimit", "the state before this request"
         spent_is(3.0)
         state_is("HardLimit")
-        received = len(server.received)
-        with pytest.raises(openai.APIStatusError) as refused:
-            client.chat.completions.create(model="priced-model", messages=HELLO)
-        assert len(server.received) == received, "a refused request never reaches the backend"
-        error = refused.value.response.json()["error"]
+        error = refused_for_the_budget(gateway, server)
         assert error["nexus"]["policy"].endswith("budgeted")
-        reasons = [e["reasonCode"] for e in error["nexus"]["exclusions"]]
-        assert any("budget" in code.lower() for code in reasons), error
 
 
 @pytest.mark.parametrize("body_mode", BODY_MODES)
@@ -93,28 +78,13 @@ def test_a_full_backend_queues_with_429_and_retry_after(
     stand_ins: StandIns, tmp_path: Path, body_mode: str
 ) -> None:
     server = stand_ins.start("openai", ("busy-model",), name=f"busy-{body_mode}")
-    server.behaviour.stream_delay_s = 0.1
-    server.behaviour.stream_chunks = 300  # a 30 s stream, closed by the client below
     documents = [
         backend("busy", server, [{"id": "busy-model"}], maxConcurrency=1),
         policy("everything", ["*"]),
     ]
     with run_gateway(tmp_path, documents, body_mode=body_mode) as gateway:
-        body = {"model": "busy-model", "messages": HELLO, "stream": True}
-        with (
-            httpx.Client(timeout=30) as http,
-            http.stream("POST", f"{gateway.url}/v1/chat/completions", json=body) as holding,
-        ):
-            assert holding.status_code == 200
+        with held_stream(gateway, server, backend="busy", model="busy-model") as holding:
             assert holding.headers[NAME_HEADER] == server.name
-            lines = holding.iter_lines()  # kept: a dropped iterator closes the response
-            assert next(lines).startswith("data:")
-            gateway.wait_for_metric(
-                "nexus_backend_in_flight",
-                lambda value: value == 1,
-                namespace="default",
-                backend="busy",
-            )
             with pytest.raises(openai.RateLimitError) as queued:
                 gateway.client().chat.completions.create(model="busy-model", messages=HELLO)
         retry_after = queued.value.response.headers["retry-after"]
@@ -122,11 +92,7 @@ def test_a_full_backend_queues_with_429_and_retry_after(
         assert int(retry_after) >= 1
         assert queued.value.response.json()["error"]["code"]
         # the held stream was closed by the client: the slot frees and requests flow again
-        gateway.wait_for_metric(
-            "nexus_backend_in_flight", lambda value: value == 0, namespace="default", backend="busy"
-        )
-        server.behaviour.stream_chunks = 4
-        server.behaviour.stream_delay_s = 0.0
+        gateway.wait_for_in_flight("busy", 0)
         done = gateway.client().chat.completions.create(model="busy-model", messages=HELLO)
         assert done.choices[0].message.content
 

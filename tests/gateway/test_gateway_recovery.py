@@ -9,16 +9,14 @@ from typing import Any
 import httpx
 import openai
 import pytest
-from openai.types.chat import ChatCompletionMessageParam
 
 from nexus_operator.cli.cmd_envoy_config import EnvoyOptions
 from nexus_testkit.localcluster.standins import NAME_HEADER, InferenceStandIn, StandIns
 
-from .conftest import Gateway, backend, policy, run_gateway
+from .conftest import HELLO, Gateway, backend, held_stream, policy, run_gateway
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]
 
-HELLO: list[ChatCompletionMessageParam] = [{"role": "user", "content": "Say hello."}]
 RECOVERY_S = 20.0
 
 
@@ -104,30 +102,8 @@ def test_envoy_restart_mid_stream_releases_the_slot_and_recovers(
     stand_ins: StandIns, tmp_path: Path
 ) -> None:
     first, second = two_backends(stand_ins, "envoy-restart")
-    first.behaviour.stream_delay_s = 0.1
-    first.behaviour.stream_chunks = 300
     with run_gateway(tmp_path, documents(first, second)) as gateway:
-        body = {"model": "chat-model", "messages": HELLO, "stream": True}
-        with (
-            httpx.Client(timeout=30) as http,
-            http.stream("POST", f"{gateway.url}/v1/chat/completions", json=body) as held,
-        ):
-            assert held.status_code == 200
-            lines = held.iter_lines()  # kept: a dropped iterator closes the response
-            assert next(lines).startswith("data:")
-            gateway.wait_for_metric(
-                "nexus_backend_in_flight",
-                lambda value: value == 1,
-                namespace="default",
-                backend="first",
-            )
+        with held_stream(gateway, first, backend="first", model="chat-model"):
             gateway.envoy.restart()  # the ext_proc stream of the held request is cancelled
-        gateway.wait_for_metric(
-            "nexus_backend_in_flight",
-            lambda value: value == 0,
-            namespace="default",
-            backend="first",
-        )
-        first.behaviour.stream_chunks = 4
-        first.behaviour.stream_delay_s = 0.0
+        gateway.wait_for_in_flight("first", 0)
         assert eventually_served(gateway, "chat-model") == first.name

@@ -12,17 +12,15 @@ import openai
 import pytest
 from openai.types.chat import (
     ChatCompletionFunctionToolParam,
-    ChatCompletionMessageParam,
     ChatCompletionUserMessageParam,
 )
 
 from nexus_testkit.localcluster.standins import NAME_HEADER, StandIns
 
-from .conftest import BODY_MODES, Gateway, backend, policy, run_gateway
+from .conftest import BODY_MODES, HELLO, Gateway, backend, held_stream, policy, run_gateway
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
 
-HELLO: list[ChatCompletionMessageParam] = [{"role": "user", "content": "Say hello."}]
 IMAGE: ChatCompletionUserMessageParam = {
     "role": "user",
     "content": [
@@ -262,33 +260,10 @@ def test_client_supplied_destination_header_cannot_pick_the_upstream(
 def test_client_abort_mid_stream_leaves_no_request_in_flight(
     gateway: Gateway, fleet: Fleet
 ) -> None:
-    fleet.chat.behaviour.stream_delay_s = 0.2
-    fleet.chat.behaviour.stream_chunks = 100
-    try:
-        body = {"model": "chat-model", "messages": HELLO, "stream": True}
-        with (
-            httpx.Client(timeout=30) as client,
-            client.stream("POST", f"{gateway.url}/v1/chat/completions", json=body) as response,
-        ):
-            assert response.status_code == 200
-            lines = response.iter_lines()  # kept: a dropped iterator closes the response
-            assert next(lines).startswith("data:")
-            gateway.wait_for_metric(
-                "nexus_backend_in_flight",
-                lambda value: value == 1,
-                namespace="default",
-                backend="local-chat",
-            )
-        # the client is gone; the picker must release the slot it took
-        gateway.wait_for_metric(
-            "nexus_backend_in_flight",
-            lambda value: value == 0,
-            namespace="default",
-            backend="local-chat",
-        )
-    finally:
-        fleet.chat.behaviour.stream_delay_s = 0.0
-        fleet.chat.behaviour.stream_chunks = 4
+    with held_stream(gateway, fleet.chat, backend="local-chat", model="chat-model"):
+        pass  # leaving closes the stream from the client's side, mid-way
+    # the client is gone; the picker must release the slot it took
+    gateway.wait_for_in_flight("local-chat", 0)
 
 
 def test_upstream_500_reaches_the_client_and_counts_as_a_failure(

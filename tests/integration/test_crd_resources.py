@@ -272,6 +272,20 @@ def _table(output: str) -> tuple[list[str], dict[str, list[str]]]:
     return lines[0], {row[0]: row for row in lines[1:]}
 
 
+def _examples_with_a_full_policy_status(
+    cluster: Cluster, objects: client.CustomObjectsApi, namespace: str
+) -> None:
+    """examples/ applied, and policy `internal-restricted` given FULL_POLICY_STATUS."""
+    cluster.kubectl("apply", "-n", namespace, "-f", str(EXAMPLES_DIR))
+    _write_status(
+        objects,
+        namespace=namespace,
+        kind="RoutingPolicy",
+        name="internal-restricted",
+        status=FULL_POLICY_STATUS,
+    )
+
+
 def test_kubectl_get_prints_the_backend_columns(
     cluster: Cluster, objects: client.CustomObjectsApi, namespace: str
 ) -> None:
@@ -287,14 +301,7 @@ def test_kubectl_get_prints_the_backend_columns(
 def test_kubectl_get_prints_the_routing_policy_columns(
     cluster: Cluster, objects: client.CustomObjectsApi, namespace: str
 ) -> None:
-    cluster.kubectl("apply", "-n", namespace, "-f", str(EXAMPLES_DIR))
-    _write_status(
-        objects,
-        namespace=namespace,
-        kind="RoutingPolicy",
-        name="internal-restricted",
-        status=FULL_POLICY_STATUS,
-    )
+    _examples_with_a_full_policy_status(cluster, objects, namespace)
     header, rows = _table(cluster.kubectl("get", "rp", "-n", namespace).stdout)
     assert header == [
         "NAME", "PATTERNS", "PRECEDENCE", "PRIVACY", "STRATEGY", "ELIGIBLE", "BUDGET", "AGE",
@@ -339,14 +346,7 @@ def test_kubectl_explain_shows_the_model_description(
 def test_kubectl_get_wide_names_the_units_of_its_numbers(
     cluster: Cluster, objects: client.CustomObjectsApi, namespace: str
 ) -> None:
-    cluster.kubectl("apply", "-n", namespace, "-f", str(EXAMPLES_DIR))
-    _write_status(
-        objects,
-        namespace=namespace,
-        kind="RoutingPolicy",
-        name="internal-restricted",
-        status=FULL_POLICY_STATUS,
-    )
+    _examples_with_a_full_policy_status(cluster, objects, namespace)
     output = cluster.kubectl("get", "rp", "-n", namespace, "-o", "wide").stdout
     header, rows = _table(output)
     spent = FULL_POLICY_STATUS["budget"]["spentUsd"]

@@ -4,6 +4,7 @@ API server (SelfSubjectAccessReview via `kubectl auth can-i`) what it may do."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -113,37 +114,36 @@ def test_chart_service_account_is_denied(
     assert not can_i(cluster, chart_identity, verb, resource, *scope(chart_identity, where))
 
 
-def test_namespaced_install_reaches_only_the_watched_namespaces(
-    cluster: Cluster, namespace: str
-) -> None:
+@contextmanager
+def installed_watching_only(cluster: Cluster, namespace: str) -> Iterator[Identity]:
+    """The chart installed in `namespace` watching only it, as its ServiceAccount; uninstalled
+    on exit."""
     ensure_crds(cluster)
     release = install(
         cluster, namespace=namespace, args=(f"--set=watchNamespaces={{{namespace}}}",)
     )
-    token = mint_token(cluster, release)
-    identity = Identity(release, cluster.token_kubeconfig(token, name=release.name))
     try:
+        token = mint_token(cluster, release)
+        yield Identity(release, cluster.token_kubeconfig(token, name=release.name))
+    finally:
+        cluster.helm("uninstall", release.name, f"--namespace={namespace}")
+
+
+def test_namespaced_install_reaches_only_the_watched_namespaces(
+    cluster: Cluster, namespace: str
+) -> None:
+    with installed_watching_only(cluster, namespace) as identity:
         assert can_i(cluster, identity, "watch", f"backends.{GROUP}", f"--namespace={namespace}")
         assert not can_i(cluster, identity, "list", f"backends.{GROUP}", "--namespace=default")
         assert not can_i(cluster, identity, "list", f"backends.{GROUP}", "--all-namespaces")
-    finally:
-        cluster.helm("uninstall", release.name, f"--namespace={namespace}")
 
 
 def test_secrets_are_readable_by_get_only_in_the_watched_namespaces(
     cluster: Cluster, namespace: str
 ) -> None:
-    ensure_crds(cluster)
-    release = install(
-        cluster, namespace=namespace, args=(f"--set=watchNamespaces={{{namespace}}}",)
-    )
-    token = mint_token(cluster, release)
-    identity = Identity(release, cluster.token_kubeconfig(token, name=release.name))
-    try:
+    with installed_watching_only(cluster, namespace) as identity:
         assert can_i(cluster, identity, "get", "secrets", f"--namespace={namespace}")
         assert not can_i(cluster, identity, "list", "secrets", f"--namespace={namespace}")
         assert not can_i(cluster, identity, "watch", "secrets", f"--namespace={namespace}")
         assert not can_i(cluster, identity, "get", "secrets", "--namespace=default")
         assert not can_i(cluster, identity, "get", "secrets", "--all-namespaces")
-    finally:
-        cluster.helm("uninstall", release.name, f"--namespace={namespace}")
