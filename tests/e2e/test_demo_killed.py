@@ -129,7 +129,7 @@ def test_every_child_of_a_sigkilled_demo_exits_and_frees_its_ports(
     running_demo.send_signal(signal.SIGKILL)
     running_demo.wait()
 
-    survivors = wait_until_gone(children, timeout=90)
+    survivors = wait_until_gone(children, timeout=120)  # kube-apiserver takes ~30 s
     named = [f"{p.pid} {command_line(p)[:120]}" for p in survivors]
     for survivor in survivors:  # never leave them behind for the next test, even on failure
         with contextlib.suppress(psutil.NoSuchProcess):
