@@ -4,7 +4,8 @@ One run, one machine, one stand-in (an OpenAI-compatible server answering a chat
 with `usage`), the same Envoy bootstrap from `nexus-operator envoy-config`'s renderer twice:
 
 - direct: `--no-picker` — Envoy routes every request straight to the stand-in;
-- picker: the ext_proc filter asks `nexus-operator serve --from-dir` (a subprocess; BUFFERED
+- picker: the ext_proc filter asks `nexus-operator serve --from-dir` (a subprocess, on the event
+  loop NEXUS_BENCH_EVENT_LOOP names, default auto = uvloop; BUFFERED
   body mode, or NEXUS_BENCH_BODY_MODE=full-duplex-streamed) for a decision, which writes the
   stand-in's ip:port, and reads the response for usage; once from one process (the `picker_*` figures) and once with serving workers
   (`--workers N`, N from NEXUS_BENCH_PICKER_WORKERS, default 2: `picker_workers_N_*`).
@@ -53,6 +54,7 @@ MAX_WORKERS = int(os.environ.get("NEXUS_BENCH_WORKERS", "32"))
 ENVOY_THREADS = int(os.environ.get("NEXUS_BENCH_ENVOY_THREADS", "1"))
 PICKER_WORKERS = int(os.environ.get("NEXUS_BENCH_PICKER_WORKERS", "2"))
 BODY_MODE = os.environ.get("NEXUS_BENCH_BODY_MODE", "buffered")  # or full-duplex-streamed
+EVENT_LOOP = os.environ.get("NEXUS_BENCH_EVENT_LOOP", "auto")  # the picker's --event-loop
 EXT_PROC_STATS = "http.nexus_gateway.ext_proc."
 MSGS_SENT = EXT_PROC_STATS + "stream_msgs_sent"
 MODEL = "bench-model"
@@ -202,6 +204,7 @@ def measure_picker(
             "--assume-healthy",
             "--log-level=WARNING",
             f"--workers={workers}",
+            f"--event-loop={EVENT_LOOP}",
         ],
         work / f"picker-{workers}",
     )
