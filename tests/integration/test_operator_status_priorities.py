@@ -80,13 +80,8 @@ def test_saturated_writer_keeps_its_rate_and_always_takes_the_most_urgent_change
     )
     with cluster.api_client() as api, running_operator(config) as operator:
         objects = Objects(api, namespace)
-        for i in range(BACKENDS):
-            spec = backend_spec("http://127.0.0.1:9", healthCheck={"enabled": False})
-            objects.create("backends", f"b{i:02d}", spec)
-        objects.create(
-            "routingpolicies",
-            "all",
-            {"modelPatterns": ["*"], "selection": {"strategy": "roundRobin"}},
+        _unprobed_backends_and_a_round_robin_policy(
+            objects, names=[f"b{i:02d}" for i in range(BACKENDS)]
         )
         req = RequestRequirements(model="llama3:8b", namespace=namespace, estimated_tokens=1)
         wait_for(lambda: operator.call(lambda c: len(c.registry.snapshot.backends)) == BACKENDS)
@@ -118,6 +113,17 @@ def test_saturated_writer_keeps_its_rate_and_always_takes_the_most_urgent_change
     assert [key for key, priority, _ in log.writes if key[2] == "b07" and priority == URGENT]
 
 
+def _unprobed_backends_and_a_round_robin_policy(objects: Objects, *, names: list[str]) -> None:
+    """Backends `names` (health checks off) and one roundRobin policy over every model."""
+    for name in names:
+        objects.create(
+            "backends", name, backend_spec("http://127.0.0.1:9", healthCheck={"enabled": False})
+        )
+    objects.create(
+        "routingpolicies", "all", {"modelPatterns": ["*"], "selection": {"strategy": "roundRobin"}}
+    )
+
+
 def _all_have_conditions(objects: Objects) -> bool:
     listed = objects.list("backends")
     return len(listed) == BACKLOG and all(
@@ -134,13 +140,8 @@ def test_an_urgent_change_is_written_before_a_backlog_of_counter_updates_drains(
     )
     with cluster.api_client() as api, running_operator(config) as operator:
         objects = Objects(api, namespace)
-        for i in range(BACKLOG):
-            spec = backend_spec("http://127.0.0.1:9", healthCheck={"enabled": False})
-            objects.create("backends", f"b{i:03d}", spec)
-        objects.create(
-            "routingpolicies",
-            "all",
-            {"modelPatterns": ["*"], "selection": {"strategy": "roundRobin"}},
+        _unprobed_backends_and_a_round_robin_policy(
+            objects, names=[f"b{i:03d}" for i in range(BACKLOG)]
         )
         wait_for(lambda: _all_have_conditions(objects), timeout=90)
         wait_for(

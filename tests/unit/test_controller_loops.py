@@ -99,6 +99,7 @@ def _writer(
     *,
     leading: bool = True,
     interval: float = 2.0,
+    refresh_interval_s: float = 30.0,
     invalid: InvalidSpecs | None = None,
 ) -> StatusWriter:
     ledger = BudgetLedger(cast(KubeApi, kube), registry, ObservedStatuses(), replica="me")
@@ -110,8 +111,21 @@ def _writer(
         leader=cast(LeaderElector, Leading()) if leading else None,
         recorder=None,
         clock=lambda: NOW,
-        settings=WriterSettings(flush_interval_s=interval),
+        settings=WriterSettings(flush_interval_s=interval, refresh_interval_s=refresh_interval_s),
     )
+
+
+def writer_fleet(count: int) -> tuple[Registry, StubKube]:
+    """`count` healthy Backends b00, b01, … and one policy "all", in a registry and a stub kube."""
+    registry = Registry()
+    backends = [backend(f"b{i:02d}") for i in range(count)]
+    registry.replace_all(backends, [policy("all")])
+    registry.mark_unprobed_healthy()
+    kube = StubKube()
+    for b in backends:
+        kube.add(BACKENDS.path("default", b.metadata.name), b)
+    kube.add(POLICIES.path("default", "all"), policy("all"))
+    return registry, kube
 
 
 def _cluster(*, unhealthy_error: str | None = None) -> tuple[Registry, StubKube]:

@@ -5,18 +5,13 @@ only when they moved meaningfully or at the heartbeat."""
 from __future__ import annotations
 
 from datetime import timedelta
-from typing import cast
 
-from routing_factories import NOW, backend, policy
-from test_controller_loops import Leading, StubKube
+from routing_factories import NOW, backend
+from test_controller_loops import StubKube, _writer, writer_fleet
 
 from nexus_operator.api import HealthState
-from nexus_operator.operator.budget_ledger import BudgetLedger
-from nexus_operator.operator.invalid_specs import InvalidSpecs
-from nexus_operator.operator.kube import BACKENDS, POLICIES, KubeApi
-from nexus_operator.operator.leader import LeaderElector
+from nexus_operator.operator.kube import BACKENDS
 from nexus_operator.operator.metrics import StatusWriterCollector
-from nexus_operator.operator.observed import ObservedStatuses
 from nexus_operator.operator.status_writer import (
     COUNTERS,
     HEARTBEAT_MIN_S,
@@ -24,43 +19,24 @@ from nexus_operator.operator.status_writer import (
     REFRESH,
     URGENT,
     StatusWriter,
-    WriterSettings,
     heartbeat_s,
     latency_moved,
     priority_of,
 )
 from nexus_operator.operator.write_queue import WriteQueue
-from nexus_operator.routing import Registry, RoutingEngine
+from nexus_operator.routing import Registry
 
 FLEET = 40
 
 
-def _fleet() -> tuple[Registry, StubKube]:
-    registry = Registry()
-    backends = [backend(f"b{i:02d}") for i in range(FLEET)]
-    registry.replace_all(backends, [policy("all")])
-    registry.mark_unprobed_healthy()
-    kube = StubKube()
-    for b in backends:
-        kube.add(BACKENDS.path("default", b.metadata.name), b)
-    kube.add(POLICIES.path("default", "all"), policy("all"))
-    return registry, kube
-
-
-def _writer(
-    registry: Registry, kube: StubKube, *, refresh_interval_s: float = 30.0
-) -> StatusWriter:
-    ledger = BudgetLedger(cast(KubeApi, kube), registry, ObservedStatuses(), replica="me")
-    return StatusWriter(
-        registry,
-        RoutingEngine(registry),
-        ledger=ledger,
-        invalid=InvalidSpecs(),
-        leader=cast(LeaderElector, Leading()),
-        recorder=None,
-        clock=lambda: NOW,
-        settings=WriterSettings(refresh_interval_s=refresh_interval_s),
-    )
+async def _flushed_fleet_with_counters_to_write() -> tuple[Registry, StubKube, StatusWriter]:
+    """The fleet with its statuses written, then one routed decision counted on every Backend."""
+    registry, kube = writer_fleet(FLEET)
+    writer = _writer(registry, kube)
+    await writer.flush()
+    for i in range(FLEET):
+        registry.runtime.backend("default", f"b{i:02d}").selected_total = 1
+    return registry, kube, writer
 
 
 def _written_backends(kube: StubKube, since: int) -> list[str]:
@@ -114,11 +90,7 @@ def test_queue_writes_classes_in_order_and_oldest_first_within_a_class() -> None
 
 
 async def test_a_condition_change_overtakes_a_queued_backlog_of_counter_updates() -> None:
-    registry, kube = _fleet()
-    writer = _writer(registry, kube)
-    await writer.flush()
-    for i in range(FLEET):
-        registry.runtime.backend("default", f"b{i:02d}").selected_total = 1
+    registry, kube, writer = await _flushed_fleet_with_counters_to_write()
     await writer.scan()
     assert writer.queue.count(COUNTERS) >= FLEET
     before = len(kube.patches)
@@ -134,7 +106,7 @@ async def test_a_condition_change_overtakes_a_queued_backlog_of_counter_updates(
 
 
 async def test_a_touched_health_transition_is_queued_without_waiting_for_a_scan() -> None:
-    registry, kube = _fleet()
+    registry, kube = writer_fleet(FLEET)
     writer = _writer(registry, kube)
     await writer.flush()
     registry.runtime.backend("default", "b07").health_state = HealthState.UNHEALTHY
@@ -145,7 +117,7 @@ async def test_a_touched_health_transition_is_queued_without_waiting_for_a_scan(
 
 
 async def test_probe_latency_drift_is_not_written_but_a_meaningful_move_is() -> None:
-    registry, kube = _fleet()
+    registry, kube = writer_fleet(FLEET)
     writer = _writer(registry, kube, refresh_interval_s=0.0)
     cell = registry.runtime.backend("default", "b05")
     cell.latency_ms, cell.last_probe_time = 100.0, NOW
@@ -163,7 +135,7 @@ async def test_probe_latency_drift_is_not_written_but_a_meaningful_move_is() -> 
 
 
 async def test_after_a_restart_probe_time_alone_is_written_only_once_the_heartbeat_is_due() -> None:
-    registry, kube = _fleet()
+    registry, kube = writer_fleet(FLEET)
     first = _writer(registry, kube)
     for name, probed in (("b01", NOW - timedelta(seconds=60)), ("b02", NOW - timedelta(hours=1))):
         registry.runtime.backend("default", name).last_probe_time = probed
@@ -192,11 +164,7 @@ def test_probe_refresh_classes_and_thresholds() -> None:
 
 
 async def test_metrics_show_the_backlog_by_class() -> None:
-    registry, kube = _fleet()
-    writer = _writer(registry, kube)
-    await writer.flush()
-    for i in range(FLEET):
-        registry.runtime.backend("default", f"b{i:02d}").selected_total = 1
+    registry, _kube, writer = await _flushed_fleet_with_counters_to_write()
     registry.upsert_backend(backend("b03", draining=True))
     await writer.scan()
     collector = StatusWriterCollector(writer, writer._ledger)

@@ -3,30 +3,17 @@ that found nothing to write are not assembled again."""
 
 from __future__ import annotations
 
-from routing_factories import backend, policy
-from test_controller_loops import StubKube, _writer
+from routing_factories import backend
+from test_controller_loops import _writer, writer_fleet
 
 from nexus_operator.api import HealthState
-from nexus_operator.operator.kube import BACKENDS, POLICIES
-from nexus_operator.routing import Registry
+from nexus_operator.operator.kube import BACKENDS
 
 FLEET = 40
 
 
-def _setup() -> tuple[Registry, StubKube]:
-    registry = Registry()
-    backends = [backend(f"b{i:02d}") for i in range(FLEET)]
-    registry.replace_all(backends, [policy("all")])
-    registry.mark_unprobed_healthy()
-    kube = StubKube()
-    for b in backends:
-        kube.add(f"{BACKENDS.path('default')}/{b.metadata.name}", b)
-    kube.add(f"{POLICIES.path('default')}/all", policy("all"))
-    return registry, kube
-
-
 async def test_an_idle_round_assembles_no_backend_and_writes_nothing() -> None:
-    registry, kube = _setup()
+    registry, kube = writer_fleet(FLEET)
     writer = _writer(registry, kube)
     await writer.flush()
     await writer.flush()
@@ -37,7 +24,7 @@ async def test_an_idle_round_assembles_no_backend_and_writes_nothing() -> None:
 
 
 async def test_a_health_change_assembles_and_writes_only_that_backend() -> None:
-    registry, kube = _setup()
+    registry, kube = writer_fleet(FLEET)
     writer = _writer(registry, kube)
     await writer.flush()
     await writer.flush()
@@ -53,7 +40,7 @@ async def test_a_health_change_assembles_and_writes_only_that_backend() -> None:
 
 
 async def test_a_spec_change_of_one_backend_assembles_only_that_backend() -> None:
-    registry, kube = _setup()
+    registry, kube = writer_fleet(FLEET)
     writer = _writer(registry, kube)
     await writer.flush()
     await writer.flush()
