@@ -520,24 +520,13 @@ class StatusWriter:
         if priority is None:
             return None
 
-        async def write() -> bool:
-            written = await self._ledger.write(
-                POLICIES,
-                namespace,
-                name=name,
-                build=lambda status: self._coalesced(key, status=status, desired=desired(status)),
-                limiter=self.limiter,
-            )
-            if written is None:
-                return False
-            self._pending_since.pop(key, None)
+        def written() -> None:
             if facts is not None:
                 self._note_budget(policy, facts.budget_state, spent=facts.spent_usd)
                 ref = events.ObjectRef("RoutingPolicy", namespace, name, policy.metadata.uid)
                 condition_events.post(self._recorder, ref, found=noted)
-            return True
 
-        return Plan(priority, write)
+        return Plan(priority, self._write_step(POLICIES, key, desired=desired, then=written))
 
     def _plan_backend(
         self, backend: api.Backend, *, inputs: tuple[object, ...], now: datetime
@@ -567,9 +556,30 @@ class StatusWriter:
             return None
         self._quiet.pop(key, None)
 
+        def written() -> None:
+            ref = events.ObjectRef("Backend", namespace, name, backend.metadata.uid)
+            condition_events.post(self._recorder, ref, found=noted)
+
+        return Plan(
+            priority, self._write_step(BACKENDS, key, desired=desired, then=written), inputs
+        )
+
+    def _write_step(
+        self,
+        kind: Kind,
+        key: ObjectKey,
+        *,
+        desired: Callable[[Mapping[str, Any]], JsonObject],
+        then: Callable[[], None],
+    ) -> Callable[[], Awaitable[bool]]:
+        """The write of one planned object: the ledger's preconditioned patch of what `desired`
+        builds from the stored status (coalesced with what is already queued), then `then`
+        (budget notes, condition Events) once it is written. False when it was not."""
+        _, namespace, name = key
+
         async def write() -> bool:
             written = await self._ledger.write(
-                BACKENDS,
+                kind,
                 namespace,
                 name=name,
                 build=lambda status: self._coalesced(key, status=status, desired=desired(status)),
@@ -578,11 +588,10 @@ class StatusWriter:
             if written is None:
                 return False
             self._pending_since.pop(key, None)
-            ref = events.ObjectRef("Backend", namespace, name, backend.metadata.uid)
-            condition_events.post(self._recorder, ref, found=noted)
+            then()
             return True
 
-        return Plan(priority, write, inputs)
+        return write
 
     async def _flush_never_valid(self, now: datetime) -> None:
         """Rejected objects the registry does not hold: nothing else ever writes their status."""
