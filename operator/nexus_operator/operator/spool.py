@@ -46,9 +46,9 @@ def store_identity(directory: Path, replica: str) -> None:
     path = directory / IDENTITY_FILE
     tmp = path.with_suffix(".tmp")
     tmp.write_text(replica + "\n")
-    _fsync_file(tmp)
+    _fsync(tmp)
     tmp.replace(path)
-    _fsync_dir(directory)
+    _fsync(directory)
 
 
 class Spool:
@@ -138,21 +138,14 @@ class Spool:
         latest = b"".join(self._line(key, record) for key, record in self._written.items())
         tmp = self.path.with_suffix(".tmp")
         tmp.write_bytes(latest + lines)
-        _fsync_file(tmp)
+        _fsync(tmp)
         tmp.replace(self.path)
-        _fsync_dir(self.directory)
+        _fsync(self.directory)
 
 
-def _fsync_file(path: Path) -> None:
+def _fsync(path: Path) -> None:
+    """Flush a file's data, or a directory's entries (a rename is durable once its directory is)."""
     fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
     try:
         os.fsync(fd)
     finally:
