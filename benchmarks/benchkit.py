@@ -8,17 +8,19 @@ import math
 import ssl
 import subprocess
 import sys
-import time
 import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import grpc
 import psutil  # type: ignore[import-untyped]
-from grpc_health.v1 import health_pb2, health_pb2_grpc
+from kubernetes import client
 
+from nexus_operator.api import GROUP, VERSION
 from nexus_testkit.gateway import free_port
-from nexus_testkit.localcluster import LocalControlPlane, find_bin_dir
+from nexus_testkit.health import until_serving
+from nexus_testkit.localcluster import Cluster, LocalControlPlane, find_bin_dir
 
 
 def processes(pid: int) -> list[psutil.Process]:
@@ -67,17 +69,8 @@ def launch(kubeconfig: Path, grpc_port: int, *, namespace: str) -> subprocess.Po
 
 def wait_serving(channel: grpc.Channel, *, limit_s: float = math.inf) -> None:
     """Until grpc.health.v1 reports "" SERVING; TimeoutError after `limit_s` seconds."""
-    stub = health_pb2_grpc.HealthStub(channel)
-    deadline = time.monotonic() + limit_s
-    while time.monotonic() < deadline:
-        try:
-            reply = stub.Check(health_pb2.HealthCheckRequest(), timeout=1)
-            if reply.status == health_pb2.HealthCheckResponse.SERVING:
-                return
-        except grpc.RpcError:
-            pass
-        time.sleep(0.02)
-    raise TimeoutError("the operator never became SERVING")
+    if not until_serving(channel, limit_s=limit_s, period_s=0.02):
+        raise TimeoutError("the operator never became SERVING")
 
 
 def merge_results(path: Path, figures: dict[str, Any]) -> None:
@@ -107,3 +100,29 @@ def ghz_route_command(*, ghz_bin: Path | None = None) -> list[str]:
         "--call",
         "nexus.routing.v1.Router.Route",
     ]
+
+
+def populate_namespace(
+    cluster: Cluster, namespace: str, *, backends: list[dict[str, Any]], monthly_limit_usd: float
+) -> client.CustomObjectsApi:
+    """Create `namespace`, the Backend `backends` (16 at a time) and one policy "all" over every
+    model with a monthly budget; the client to the objects."""
+    api = cluster.api_client()
+    client.CoreV1Api(api).create_namespace(
+        client.V1Namespace(metadata=client.V1ObjectMeta(name=namespace))
+    )
+    objects = client.CustomObjectsApi(api)
+
+    def create(plural: str, body: dict[str, Any]) -> None:
+        objects.create_namespaced_custom_object(GROUP, VERSION, namespace, plural, body)
+
+    with ThreadPoolExecutor(16) as pool:
+        list(pool.map(lambda body: create("backends", body), backends))
+    policy = {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "RoutingPolicy",
+        "metadata": {"name": "all"},
+        "spec": {"modelPatterns": ["*"], "budget": {"monthlyLimitUsd": monthly_limit_usd}},
+    }
+    create("routingpolicies", policy)
+    return objects

@@ -15,14 +15,14 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
 
 import grpc
-from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from .health import until_serving
 
 __all__ = ["EXT_PROC_SERVICE", "Picker", "PickerError", "free_port", "metric_value"]
 
@@ -129,24 +129,22 @@ class Picker:
         self.stop()
 
     def wait_serving(self, *, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
+        def still_running() -> None:
+            if self._process is not None and self._process.poll() is not None:
+                raise PickerError(
+                    f"picker exited with {self._process.returncode}:\n{self.log_tail()}"
+                )
+
         with grpc.insecure_channel(self.extproc_address) as channel:
-            stub = health_pb2_grpc.HealthStub(channel)
-            while time.monotonic() < deadline:
-                if self._process is not None and self._process.poll() is not None:
-                    raise PickerError(
-                        f"picker exited with {self._process.returncode}:\n{self.log_tail()}"
-                    )
-                try:
-                    reply = stub.Check(
-                        health_pb2.HealthCheckRequest(service=EXT_PROC_SERVICE), timeout=1
-                    )
-                    if reply.status == health_pb2.HealthCheckResponse.SERVING:
-                        return
-                except grpc.RpcError:
-                    pass
-                time.sleep(0.1)
-        raise PickerError(f"ext_proc not SERVING in {timeout:.0f}s:\n{self.log_tail()}")
+            serving = until_serving(
+                channel,
+                limit_s=timeout,
+                service=EXT_PROC_SERVICE,
+                period_s=0.1,
+                still_running=still_running,
+            )
+        if not serving:
+            raise PickerError(f"ext_proc not SERVING in {timeout:.0f}s:\n{self.log_tail()}")
 
     def metrics(self) -> str:
         """The Prometheus text of the picker's /metrics."""

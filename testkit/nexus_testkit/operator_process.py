@@ -15,9 +15,10 @@ import time
 from pathlib import Path
 
 import grpc
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from nexus_operator.serving.proto import router_pb2, router_pb2_grpc
+
+from .health import until_serving
 
 
 def free_port() -> int:
@@ -90,20 +91,15 @@ class OperatorProcess:
 
     def wait_serving(self, timeout: float = 60.0) -> None:
         assert self._channel is not None
-        assert self.process is not None
-        health = health_pb2_grpc.HealthStub(self._channel)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise ExitedEarlyError(f"operator exited with {self.process.returncode}")
-            try:
-                reply = health.Check(health_pb2.HealthCheckRequest(), timeout=1)
-                if reply.status == health_pb2.HealthCheckResponse.SERVING:
-                    return
-            except grpc.RpcError:
-                pass
-            time.sleep(0.05)
-        raise RuntimeError("operator did not start serving")
+        process = self.process
+        assert process is not None
+
+        def still_running() -> None:
+            if process.poll() is not None:
+                raise ExitedEarlyError(f"operator exited with {process.returncode}")
+
+        if not until_serving(self._channel, limit_s=timeout, still_running=still_running):
+            raise RuntimeError("operator did not start serving")
 
     def report(self, *, policy: str, cost: float, backend: str = "local") -> bool:
         """One ReportUsage; True when the operator acknowledged it."""
