@@ -32,7 +32,6 @@ import sys
 import tempfile
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +44,7 @@ from benchkit import (
     ghz_route_command,
     launch,
     merge_results,
+    populate_namespace,
     processes,
     status_patches,
     wait_serving,
@@ -94,25 +94,11 @@ def backend(name: str, url: str, model: str, *, interval: int | None) -> dict[st
 
 
 def populate(cluster: Cluster, *, count: int, url: str) -> client.CustomObjectsApi:
-    api = cluster.api_client()
-    client.CoreV1Api(api).create_namespace(
-        client.V1Namespace(metadata=client.V1ObjectMeta(name=NAMESPACE))
-    )
-    objects = client.CustomObjectsApi(api)
     models = models_of(count)
     bodies = [
         backend(f"b{i:05d}", url, f"m{i % models}", interval=PROBE_INTERVAL_S) for i in range(count)
     ]
-    with ThreadPoolExecutor(16) as pool:
-        list(pool.map(lambda body: create(objects, "backends", body), bodies))
-    policy = {
-        "apiVersion": f"{GROUP}/{VERSION}",
-        "kind": "RoutingPolicy",
-        "metadata": {"name": "all"},
-        "spec": {"modelPatterns": ["*"], "budget": {"monthlyLimitUsd": 100000}},
-    }
-    create(objects, "routingpolicies", policy)
-    return objects
+    return populate_namespace(cluster, NAMESPACE, backends=bodies, monthly_limit_usd=100000)
 
 
 def create(objects: client.CustomObjectsApi, plural: str, body: dict[str, Any]) -> None:

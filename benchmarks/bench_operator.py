@@ -19,7 +19,6 @@ import statistics
 import sys
 import tempfile
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +26,7 @@ import grpc
 import psutil  # type: ignore[import-untyped]
 from kubernetes import client
 
-from benchkit import launch, merge_results, status_patches, wait_serving
+from benchkit import launch, merge_results, populate_namespace, status_patches, wait_serving
 from nexus_operator.api import GROUP, VERSION
 from nexus_operator.serving.proto import router_pb2, router_pb2_grpc
 from nexus_testkit.gateway import free_port
@@ -59,22 +58,8 @@ def create(objects: client.CustomObjectsApi, plural: str, body: dict[str, Any]) 
 
 
 def populate(cluster: Cluster, url: str) -> client.CustomObjectsApi:
-    api = cluster.api_client()
-    client.CoreV1Api(api).create_namespace(
-        client.V1Namespace(metadata=client.V1ObjectMeta(name=NAMESPACE))
-    )
-    objects = client.CustomObjectsApi(api)
     bodies = [backend(f"b{i:04d}", url, "llama3:8b", probed=True) for i in range(BACKENDS)]
-    with ThreadPoolExecutor(16) as pool:
-        list(pool.map(lambda body: create(objects, "backends", body), bodies))
-    policy = {
-        "apiVersion": f"{GROUP}/{VERSION}",
-        "kind": "RoutingPolicy",
-        "metadata": {"name": "all"},
-    }
-    policy["spec"] = {"modelPatterns": ["*"], "budget": {"monthlyLimitUsd": 1000}}
-    create(objects, "routingpolicies", policy)
-    return objects
+    return populate_namespace(cluster, NAMESPACE, backends=bodies, monthly_limit_usd=1000)
 
 
 def routed(stub: router_pb2_grpc.RouterStub, model: str) -> bool:
