@@ -8,10 +8,10 @@ and the decision counters persisted in status equal what the operator acknowledg
 
 from __future__ import annotations
 
+import contextlib
 import threading
-from collections.abc import Callable
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 from kubernetes import client
@@ -82,25 +82,27 @@ def _persisted(objects: Objects) -> tuple[float, int]:
     return (spent_usd(objects), int(decisions.get("routed") or 0))
 
 
-def _start(
+@contextlib.contextmanager
+def _budgeted_operator(
     cluster: Cluster, proxy: FaultProxy, namespace: str, tmp_path: Path
-) -> Callable[[], Any]:
+) -> Iterator[tuple[client.ApiClient, Objects, OperatorThread]]:
+    """An operator reaching the API server through `proxy` (0.5 s client timeout), with the
+    budgeted policy created and in its registry."""
     kubeconfig = proxy.kubeconfig(cluster.kubeconfig, tmp_path / "via-proxy.kubeconfig")
     config = operator_config(kubeconfig, namespace, flush_interval_s=0.2, api_timeout_s=0.5)
-    return lambda: running_operator(config)
-
-
-def _ready(operator: OperatorThread, namespace: str) -> bool:
-    return operator.call(lambda c: (namespace, POLICY) in c.registry.snapshot.policies)
+    with cluster.api_client() as api, running_operator(config) as operator:
+        objects = Objects(api, namespace)
+        create_budgeted(objects, monthly_limit_usd=10000)
+        wait_for(
+            lambda: operator.call(lambda c: (namespace, POLICY) in c.registry.snapshot.policies)
+        )
+        yield api, objects, operator
 
 
 def test_answers_delayed_past_the_client_timeout_are_counted_once(
     cluster: Cluster, proxy: FaultProxy, namespace: str, tmp_path: Path
 ) -> None:
-    with cluster.api_client() as api, _start(cluster, proxy, namespace, tmp_path)() as operator:
-        objects = Objects(api, namespace)
-        create_budgeted(objects, monthly_limit_usd=10000)
-        wait_for(lambda: _ready(operator, namespace))
+    with _budgeted_operator(cluster, proxy, namespace, tmp_path) as (_, objects, operator):
         tally = Tally()
         proxy.set(delay_answers_s=1.0)  # twice the client timeout: writes land, answers do not
         tally.drive(operator, namespace, steps=60)
@@ -115,10 +117,7 @@ def test_answers_delayed_past_the_client_timeout_are_counted_once(
 def test_dropped_answers_torn_writes_andConflictStorms_are_counted_once(
     cluster: Cluster, proxy: FaultProxy, namespace: str, tmp_path: Path
 ) -> None:
-    with cluster.api_client() as api, _start(cluster, proxy, namespace, tmp_path)() as operator:
-        objects = Objects(api, namespace)
-        create_budgeted(objects, monthly_limit_usd=10000)
-        wait_for(lambda: _ready(operator, namespace))
+    with _budgeted_operator(cluster, proxy, namespace, tmp_path) as (api, objects, operator):
         tally = Tally()
         proxy.set(drop_answers=0.3)
         tally.drive(operator, namespace, steps=40)

@@ -4,19 +4,27 @@ that found nothing to write are not assembled again."""
 from __future__ import annotations
 
 from routing_factories import backend
-from test_controller_loops import _writer, writer_fleet
+from test_controller_loops import StubKube, _writer, writer_fleet
 
 from nexus_operator.api import HealthState
 from nexus_operator.operator.kube import BACKENDS
+from nexus_operator.operator.status_writer import StatusWriter
+from nexus_operator.routing import Registry
 
 FLEET = 40
 
 
-async def test_an_idle_round_assembles_no_backend_and_writes_nothing() -> None:
+async def _settled() -> tuple[Registry, StubKube, StatusWriter]:
+    """The fleet's writer after two rounds: every status written, nothing left to write."""
     registry, kube = writer_fleet(FLEET)
     writer = _writer(registry, kube)
     await writer.flush()
     await writer.flush()
+    return registry, kube, writer
+
+
+async def test_an_idle_round_assembles_no_backend_and_writes_nothing() -> None:
+    _, kube, writer = await _settled()
     assembled, patches = writer.assembled, len(kube.patches)
     await writer.flush()
     assert writer.assembled == assembled
@@ -24,10 +32,7 @@ async def test_an_idle_round_assembles_no_backend_and_writes_nothing() -> None:
 
 
 async def test_a_health_change_assembles_and_writes_only_that_backend() -> None:
-    registry, kube = writer_fleet(FLEET)
-    writer = _writer(registry, kube)
-    await writer.flush()
-    await writer.flush()
+    registry, kube, writer = await _settled()
     assembled, patches = writer.assembled, len(kube.patches)
     cell = registry.runtime.backend("default", "b07")
     cell.health_state = HealthState.UNHEALTHY
@@ -40,10 +45,7 @@ async def test_a_health_change_assembles_and_writes_only_that_backend() -> None:
 
 
 async def test_a_spec_change_of_one_backend_assembles_only_that_backend() -> None:
-    registry, kube = writer_fleet(FLEET)
-    writer = _writer(registry, kube)
-    await writer.flush()
-    await writer.flush()
+    registry, kube, writer = await _settled()
     assembled = writer.assembled
     registry.upsert_backend(backend("b03", draining=True))
     await writer.flush()
