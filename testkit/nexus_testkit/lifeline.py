@@ -1,7 +1,8 @@
 """Child processes that die with the process that started them, however it dies.
 
 `tied_to_this_process(argv)` is `argv` started through a tiny launcher (`python -I -S -c`)
-that sets Linux's parent-death signal (`prctl(PR_SET_PDEATHSIG, SIGTERM)`), checks that its
+that sets Linux's parent-death signal (`prctl(PR_SET_PDEATHSIG, SIGTERM)`, or the signal the
+caller names), checks that its
 parent is still the process that started it (if that one died in between, it never starts),
 and then execs `argv` in place: same pid, and the setting survives the exec. So when `make run`
 (or pytest) is killed with SIGKILL and cleans nothing up, etcd, kube-apiserver, the operator
@@ -22,19 +23,20 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import sys
 import threading
 from collections.abc import Sequence
 
 __all__ = ["tied_to_this_process"]
 
-# Runs as `python -I -S -c LAUNCHER PARENT_PID ARGV...` (no site, no env: starts in ~20 ms).
+# Runs as `python -I -S -c LAUNCHER SIGNAL PARENT_PID ARGV...` (no site, no env: ~20 ms).
 _LAUNCHER = """\
-import ctypes, os, signal, sys
+import ctypes, os, sys
 PR_SET_PDEATHSIG = 1
-parent, argv = int(sys.argv[1]), sys.argv[2:]
 libc = ctypes.CDLL(None, use_errno=True)
-if libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0) != 0:
+death, parent, argv = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3:]
+if libc.prctl(PR_SET_PDEATHSIG, death, 0, 0, 0) != 0:
     raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG)")
 if os.getppid() != parent:
     sys.exit(f"not starting {argv[0]}: the process that started it ({parent}) has exited")
@@ -42,8 +44,13 @@ os.execv(argv[0], argv)
 """
 
 
-def tied_to_this_process(argv: Sequence[str]) -> list[str]:
-    """`argv`, to be started so that it gets SIGTERM when this process dies (see the module)."""
+def tied_to_this_process(
+    argv: Sequence[str], *, death_signal: signal.Signals = signal.SIGTERM
+) -> list[str]:
+    """`argv`, to be started so that it gets `death_signal` when this process dies (see the
+    module). SIGTERM lets it stop its graceful way; nothing escalates afterwards, so a program
+    whose graceful stop can outlast its usefulness (kube-apiserver, once etcd is gone too,
+    drains for minutes) should get SIGKILL."""
     command = list(argv)
     if not sys.platform.startswith("linux"):
         return command
@@ -52,4 +59,5 @@ def tied_to_this_process(argv: Sequence[str]) -> list[str]:
     executable = shutil.which(command[0])
     if executable is None:  # fail here, as Popen would, not in the launcher after the fork
         raise FileNotFoundError(f"no such executable: {command[0]!r}")
-    return [sys.executable, "-I", "-S", "-c", _LAUNCHER, str(os.getpid()), executable, *command[1:]]
+    launcher = [sys.executable, "-I", "-S", "-c", _LAUNCHER, str(int(death_signal))]
+    return [*launcher, str(os.getpid()), executable, *command[1:]]

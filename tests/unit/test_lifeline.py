@@ -37,17 +37,42 @@ def gone_or_zombie(pid: int, *, timeout: float) -> bool:
     return False
 
 
-def test_a_tied_child_exits_when_its_parent_is_sigkilled() -> None:
-    parent = subprocess.Popen([sys.executable, "-c", PARENT], stdout=subprocess.PIPE, text=True)
+# The same with a child that ignores SIGTERM and is tied with SIGKILL.
+STUBBORN = (
+    "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
+    "print('ignoring SIGTERM', flush=True); time.sleep(600)"
+)
+PARENT_OF_A_STUBBORN_CHILD = PARENT.replace(
+    "tied_to_this_process(['sleep', '600'])",
+    f"tied_to_this_process([sys.executable, '-c', {STUBBORN!r}], death_signal=9)",
+)
+
+
+def _parent_sigkilled_child_gone(parent_source: str, *, child_says: str = "") -> bool:
+    """Start `parent_source`, wait for its child (and for the line `child_says` from it), SIGKILL
+    the parent: whether the child is gone within 30 s."""
+    parent = subprocess.Popen(
+        [sys.executable, "-c", parent_source], stdout=subprocess.PIPE, text=True
+    )
     assert parent.stdout is not None
     child = psutil.Process(int(parent.stdout.readline()))
     try:
+        if child_says:
+            assert parent.stdout.readline().strip() == child_says
         parent.send_signal(signal.SIGKILL)
         parent.wait()
-        assert gone_or_zombie(child.pid, timeout=30)
+        return gone_or_zombie(child.pid, timeout=30)
     finally:
         if child.is_running():
             child.kill()
+
+
+def test_a_tied_child_exits_when_its_parent_is_sigkilled() -> None:
+    assert _parent_sigkilled_child_gone(PARENT)
+
+
+def test_a_child_tied_with_sigkill_exits_even_if_it_ignores_sigterm() -> None:
+    assert _parent_sigkilled_child_gone(PARENT_OF_A_STUBBORN_CHILD, child_says="ignoring SIGTERM")
 
 
 def test_a_tied_child_keeps_its_pid_and_runs_the_command_itself() -> None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import atexit
 import secrets
+import signal
 import socket
 import ssl
 import time
@@ -40,8 +41,14 @@ class LocalControlPlane:
         self.kubeconfig = workdir / "kubeconfig"
         self.timings: dict[str, float] = {}
         self._etcd = ManagedProcess("etcd", argv=[], log_path=workdir / "logs" / "etcd.log")
+        # Left behind by a killed owner, kube-apiserver gets SIGKILL rather than SIGTERM: it keeps
+        # no state (etcd does, and gets SIGTERM), and with etcd gone too its graceful drain
+        # has been seen to last past two minutes.
         self._apiserver = ManagedProcess(
-            "kube-apiserver", argv=[], log_path=workdir / "logs" / "kube-apiserver.log"
+            "kube-apiserver",
+            argv=[],
+            log_path=workdir / "logs" / "kube-apiserver.log",
+            death_signal=signal.SIGKILL,
         )
         self._apiserver_port = 0
 

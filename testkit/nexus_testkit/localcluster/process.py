@@ -7,6 +7,7 @@ without stopping them (SIGKILL), they get SIGTERM from the kernel (`nexus_testki
 
 from __future__ import annotations
 
+import signal
 import subprocess
 from collections.abc import Sequence
 from pathlib import Path
@@ -19,8 +20,17 @@ _TAIL_BYTES = 64 * 1024
 class ManagedProcess:
     """A named child process whose stdout and stderr go to `log_path` (appended)."""
 
-    def __init__(self, name: str, *, argv: Sequence[str], log_path: Path) -> None:
+    def __init__(
+        self,
+        name: str,
+        *,
+        argv: Sequence[str],
+        log_path: Path,
+        death_signal: signal.Signals = signal.SIGTERM,
+    ) -> None:
+        """`death_signal`: what the process gets if this one dies without stopping it."""
         self.name = name
+        self.death_signal = death_signal
         self.argv = list(argv)
         self.log_path = log_path
         self._popen: subprocess.Popen[bytes] | None = None
@@ -36,7 +46,7 @@ class ManagedProcess:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with self.log_path.open("ab") as log:
             self._popen = subprocess.Popen(
-                tied_to_this_process(self.argv),
+                tied_to_this_process(self.argv, death_signal=self.death_signal),
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
