@@ -76,7 +76,7 @@ class ReconcilerPipeline:
     """Reconcilers in order. Built-ins are trusted to exclude through the intent; anything else
     is checked after it runs so a plug-in cannot restore a backend or drop one silently."""
 
-    __slots__ = ("_stages", "is_async", "reconcilers")
+    __slots__ = ("_stages", "_steps", "is_async", "reconcilers")
 
     def __init__(self, reconcilers: Sequence[Reconciler]) -> None:
         self.reconcilers = tuple(reconcilers)
@@ -91,6 +91,11 @@ class ReconcilerPipeline:
             )
             for r in self.reconcilers
         )
+        # What the loop reads of each stage, unpacked once: (stage, name, reconcile, inline).
+        self._steps = tuple(
+            (s, s.name, s.reconciler.reconcile, s.trusted and not self.is_async)
+            for s in self._stages
+        )
 
     async def execute(self, intent: RoutingIntent) -> None:
         """The one loop: every stage in order, then the capacity check. Async stages are awaited
@@ -103,21 +108,20 @@ class ReconcilerPipeline:
         stages, is_async = self._stages, self.is_async
         annotations = intent.annotations
         trace = annotations.trace_entries
-        for stage in stages:
+        for stage, name, reconcile, inline in self._steps:
             if intent.decision is not None or (
                 not intent.candidate_backends and annotations.exclusions
             ):
                 break
-            if is_async or not stage.trusted:
+            if not inline:
                 await _run_stage(stage, intent, is_async=is_async)
                 continue
-            name = stage.name
             intent.begin_stage(name)
             before = intent.candidate_backends
             marker = len(annotations.exclusions)
             started = perf_counter_ns()
             try:
-                result = stage.reconciler.reconcile(intent)
+                result = reconcile(intent)
                 if result is not None:
                     _ensure_sync(result, name)
             except Exception as exc:

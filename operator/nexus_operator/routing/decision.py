@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 
@@ -54,14 +55,14 @@ class Decision:
     trace: list[TraceEntry] = field(default_factory=list)
     exclusions: list[Exclusion] = field(default_factory=list)
     request_id: str | None = None
-    exclusion_counts: dict[tuple[str, str], int] | None = None
+    exclusion_counts: Mapping[tuple[str, str], int] | None = None
     """`exclusions` counted by (reconciler, reason code), as the engine fills it at a cost of
     the reason codes (plan blocks come counted); None when the decision was built without."""
     shared_exclusions: tuple[Exclusion, ...] = ()
     """The plan-owned block `exclusions` starts with (the primary attempt's static
     exclusions), the same tuple for every decision of that plan: responses render it once."""
 
-    def count_exclusions(self) -> dict[tuple[str, str], int]:
+    def count_exclusions(self) -> Mapping[tuple[str, str], int]:
         """`exclusion_counts`, or `exclusions` counted one by one when it is not set."""
         if self.exclusion_counts is not None:
             return self.exclusion_counts

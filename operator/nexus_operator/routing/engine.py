@@ -14,6 +14,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from time import perf_counter_ns
+from types import MappingProxyType
 from typing import NamedTuple, Protocol
 
 from nexus_operator.api import Accounting, BudgetState, RoutingPolicySpec
@@ -33,7 +34,12 @@ from nexus_operator.pipeline import (
 )
 from nexus_operator.pipeline.plan import StaticFilter
 from nexus_operator.pipeline.plugins import UnavailableReconciler
-from nexus_operator.pipeline.runtime import RejectedRecord, RoutedRecord
+from nexus_operator.pipeline.runtime import (
+    BackendRuntime,
+    PolicyRuntime,
+    RejectedRecord,
+    RoutedRecord,
+)
 
 from .attempts import Attempt, early_reject, fallback_requests
 from .decision import BackendRef, Decision, Outcome, UsageReport
@@ -122,14 +128,25 @@ class EngineCounters:
 class _History(NamedTuple):
     trace: list[TraceEntry]
     exclusions: list[Exclusion]
-    exclusion_counts: dict[tuple[str, str], int]
+    exclusion_counts: Mapping[tuple[str, str], int]
     shared: tuple[Exclusion, ...]
 
     @classmethod
     def of(cls, attempts: list[Attempt]) -> _History:
         """Every attempt's trace and exclusions, and the exclusions counted by (reconciler,
         reason code): a plan's static block is counted by its precomputed counts, so only the
-        exclusions the request itself caused are counted one by one."""
+        exclusions the request itself caused are counted one by one.
+
+        Most decisions are one attempt whose exclusions are exactly its plan's static blocks
+        (or none): their history is the intent's own lists and the block's read-only counts,
+        with nothing copied or counted."""
+        if len(attempts) == 1 and (intent := attempts[0].intent) is not None:
+            own = intent.annotations.exclusions
+            static = intent.static_prefix
+            if static is None and not own:
+                return cls(intent.annotations.trace_entries, own, _NO_COUNTS, ())
+            if static is not None and len(static.applied) == len(own):
+                return cls(intent.annotations.trace_entries, own, static.counts, static.applied)
         trace: list[TraceEntry] = []
         exclusions: list[Exclusion] = []
         counts: dict[tuple[str, str], int] = {}
@@ -150,6 +167,9 @@ class _History(NamedTuple):
                 counts[key] = counts.get(key, 0) + 1
             exclusions.extend(own)
         return cls(trace, exclusions, counts, shared)
+
+
+_NO_COUNTS: Mapping[tuple[str, str], int] = MappingProxyType({})
 
 
 class _Context(NamedTuple):
@@ -413,32 +433,38 @@ class RoutingEngine:
         if not self._slots.take(cell, backend.key, request_id=req.request_id, now=ctx.now):
             raise _SlotLost
         policy = attempt.policy
-        budget = policy.spec.budget if policy is not None else None
-        estimated = budget is not None and budget.accounting is Accounting.ESTIMATED
-        event = RoutedEvent(
-            namespace=backend.namespace,
-            backend=backend.name,
-            policy=policy.name if policy is not None else None,
-            record=RoutedRecord(ctx.now, attempt.model, backend.name, decision.reason),
-            estimated_spend=result.cost_estimate if estimated else None,
-        )
-        self.account_routed(event)
+        record = RoutedRecord(ctx.now, attempt.model, backend.name, decision.reason)
+        spend: PolicyRuntime | None = None
+        estimated_spend: float | None = None
+        if policy is not None:
+            spend = self.registry.runtime.policy(backend.namespace, policy.name)
+            budget = policy.spec.budget
+            if budget is not None and budget.accounting is Accounting.ESTIMATED:
+                estimated_spend = result.cost_estimate
+        _account(cell, spend, record=record, estimated_spend=estimated_spend, count=1)
         if self.events is not None:
-            self.events.routed(event)
+            self.events.routed(
+                RoutedEvent(
+                    namespace=backend.namespace,
+                    backend=backend.name,
+                    policy=policy.name if policy is not None else None,
+                    record=record,
+                    estimated_spend=estimated_spend,
+                )
+            )
 
     def account_routed(self, event: RoutedEvent, *, count: int = 1) -> None:
-        """Counters and estimated spend of routed decisions (here, or on a serving worker, which
-        sends `count` decisions to one backend as one event: the last record, the summed spend)."""
+        """Counters and estimated spend of routed decisions made on a serving worker, which
+        sends `count` decisions to one backend as one event: the last record, the summed spend."""
         runtime = self.registry.runtime
-        cell = runtime.backend(event.namespace, event.backend)
-        cell.selected_total += count
-        cell.last_selected_time = event.record.time
-        if event.policy is None:
-            return
-        spend = runtime.policy(event.namespace, event.policy)
-        spend.count_routed(event.record, count=count)
-        if event.estimated_spend is not None:
-            spend.add_spend(event.estimated_spend, event.record.time)
+        spend = runtime.policy(event.namespace, event.policy) if event.policy is not None else None
+        _account(
+            runtime.backend(event.namespace, event.backend),
+            spend,
+            record=event.record,
+            estimated_spend=event.estimated_spend,
+            count=count,
+        )
 
     def _queued(
         self,
@@ -637,3 +663,21 @@ class RoutingEngine:
 def _reject_text(backend: str, reason: str) -> str:
     text = f"{backend}: {reason}" if backend else reason
     return text[:REASON_MAX]
+
+
+def _account(
+    cell: BackendRuntime,
+    spend: PolicyRuntime | None,
+    *,
+    record: RoutedRecord,
+    estimated_spend: float | None,
+    count: int,
+) -> None:
+    """Count `count` routed decisions, `record` the last, on the backend and its policy."""
+    cell.selected_total += count
+    cell.last_selected_time = record.time
+    if spend is None:
+        return
+    spend.count_routed(record, count=count)
+    if estimated_spend is not None:
+        spend.add_spend(estimated_spend, record.time)

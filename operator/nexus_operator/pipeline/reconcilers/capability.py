@@ -50,8 +50,14 @@ class CapabilityReconciler:
         return check(candidate, self.policy_needs, model=candidate.model.id)
 
     def reconcile(self, intent: RoutingIntent) -> None:
-        needs = combine(self.policy_needs, intent.request_requirements)
         plan = intent.plan
+        req = intent.request_requirements
+        if plan is not None and _only_tokens_beyond(
+            self.policy_needs, req, bounds=plan.capabilities
+        ):
+            intent.apply_static(self)
+            return
+        needs = combine(self.policy_needs, req)
         if plan is not None and not adds_constraint(
             needs, self.policy_needs, bounds=plan.capabilities
         ):
@@ -74,6 +80,26 @@ def combine(policy: Needs, req: RequestRequirements) -> Needs:
         min_context_length=max(policy.min_context_length, req.min_context_length),
         context_tokens=req.estimated_tokens + (req.max_output_tokens or 0),
         max_output_tokens=req.max_output_tokens,
+    )
+
+
+def _only_tokens_beyond(
+    policy: Needs, req: RequestRequirements, *, bounds: CapabilityBounds
+) -> bool:
+    """The common request: it needs nothing the policy does not, and its tokens fit every plan
+    candidate; then `adds_constraint` is False without building the combined Needs (the same
+    checks, for a request that adds no tier, capability or context floor of its own)."""
+    max_output = req.max_output_tokens
+    return (
+        not (req.needs_vision or req.needs_tools or req.needs_json_mode)
+        and (req.min_tier or 1) <= policy.tier
+        and req.min_context_length <= policy.min_context_length
+        and req.estimated_tokens + (max_output or 0) <= bounds.min_context_length
+        and (
+            max_output is None
+            or bounds.min_max_output_tokens is None
+            or max_output <= bounds.min_max_output_tokens
+        )
     )
 
 

@@ -56,9 +56,12 @@ class HealthReconciler:
             for c in self._suspects(intent, self.not_healthy)
             if c.runtime.health_state is not HealthState.HEALTHY
         ]
-        excluded = intent.exclude_many(health_exclusion(c, model) for c in down)
+        excluded = intent.exclude_many(health_exclusion(c, model) for c in down) if down else 0
         full = [c for c in self._suspects(intent, self.saturated) if _at_capacity(c)]
-        excluded += intent.exclude_for_capacity((c, _capacity_exclusion(c, model)) for c in full)
+        if full:
+            excluded += intent.exclude_for_capacity(
+                (c, _capacity_exclusion(c, model)) for c in full
+            )
         if excluded:
             intent.trace(f"{len(down)} not healthy, {len(full)} at capacity")
 

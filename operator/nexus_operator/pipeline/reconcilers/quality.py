@@ -41,9 +41,11 @@ class QualityReconciler:
             rate = candidate.runtime.error_rate(now)
             if rate is not None and rate >= threshold:
                 over.append((candidate, rate))
-        intent.exclude_many(
-            self._exclusion(c, rate, threshold=threshold, model=intent.model) for c, rate in over
-        )
+        if over:
+            intent.exclude_many(
+                self._exclusion(c, rate, threshold=threshold, model=intent.model)
+                for c, rate in over
+            )
 
     def _suspects(self, intent: RoutingIntent) -> list[Candidate]:
         plan = intent.plan
