@@ -9,11 +9,12 @@ from hypothesis import HealthCheck, assume, event, example, given, settings
 from hypothesis import strategies as st
 from routing_factories import NOW, backend, policy, registry
 
-from nexus_operator.api import Budget, BudgetState, HealthState, Privacy, Zone
+from nexus_operator.api import Budget, BudgetState, HealthState, Privacy, RoutingPolicySpec, Zone
 from nexus_operator.pipeline import (
     Candidate,
     ReconcileErrorPolicy,
     ReconcilerPipeline,
+    RouteDecision,
     RoutingIntent,
     SelectionReconciler,
     build_pipeline,
@@ -294,3 +295,46 @@ def test_exclusion_is_idempotent(fleet: Any, req: RequestRequirements, picks: li
     names = [e.backend for e in intent.annotations.exclusions]
     assert len(names) == len(set(names))
     assert {c.name for c in intent.candidate_backends} == {c.name for c in candidates} - set(names)
+
+
+@fast
+@scenario
+@example([plain_backend("b0"), plain_backend("b1")], None, RequestRequirements(model="m1"), 0.0)
+def test_a_decision_from_the_plan_equals_the_pipeline_run_over_plain_candidates(
+    fleet: Any, spec: Any, req: RequestRequirements, spent: float
+) -> None:
+    """The engine's shortcuts (precomputed static blocks, shared counts, the capability check
+    skipped for requests that add only tokens) decide exactly as every stage evaluated."""
+    engine = build(fleet, spec, spent)
+    planned = engine.explain(req)
+    ns = engine.registry.snapshot.namespace("default")
+    runtime = engine.registry.runtime
+    compiled = ns.match(req.model)
+    candidates = [
+        Candidate.of(v, req.model, runtime=runtime.backend("default", v.name))
+        for v in ns.offering(compiled, req.model)
+    ]
+    assume(candidates and not planned.fallback_used)
+    pipeline = build_pipeline(
+        compiled.spec if compiled is not None else RoutingPolicySpec(),
+        runtime=runtime,
+        scope=("default", compiled.name if compiled is not None else None),
+        spend=runtime.policy("default", compiled.name) if compiled is not None else None,
+    )
+    intent = RoutingIntent(req, candidates, dry_run=True, now=NOW)
+    pipeline.execute_sync(intent)
+    plain = intent.decision
+
+    def described(exclusions: Any) -> Counter[tuple[str, str, str, str]]:
+        return Counter((e.backend, e.reconciler, e.reason_code, e.reason) for e in exclusions)
+
+    assert described(planned.exclusions) == described(intent.annotations.exclusions)
+    assert planned.count_exclusions() == Counter(
+        (e.reconciler, e.reason_code) for e in intent.annotations.exclusions
+    )
+    if isinstance(plain, RouteDecision):
+        assert planned.outcome is Outcome.ROUTED
+        assert planned.backend is not None
+        assert (planned.backend.name, planned.reason) == (plain.candidate.name, plain.reason)
+    else:
+        assert planned.outcome is not Outcome.ROUTED
