@@ -103,6 +103,13 @@ class _Compiled:
     plans: dict[tuple[str | None, str], CandidatePlan] = field(default_factory=dict)
     # Plans a backend change dropped, not rebuilt yet: the next build starts from them.
     replaced: dict[tuple[str | None, str], CandidatePlan] = field(default_factory=dict)
+    # Requested model → what `_prepare` found for it (resolved model, policy, pipeline, plan),
+    # for requests that reach a pipeline: one lookup per decision instead of four. Bounded by
+    # the names that resolve to an offered model; this snapshot's pipelines and plans never
+    # change once built, so neither do these.
+    routes: dict[str, tuple[str, CompiledPolicy | None, ReconcilerPipeline, CandidatePlan]] = field(
+        default_factory=dict
+    )
 
 
 @dataclass(slots=True)
@@ -282,6 +289,16 @@ class RoutingEngine:
         return _Compiled(ns, pipelines=old.pipelines, plans=plans, replaced=replaced)
 
     def _prepare(self, ctx: _Context, req: RequestRequirements) -> Attempt:
+        route = ctx.compiled.routes.get(req.model)
+        if route is None:
+            return self._prepare_first(ctx, req)
+        model, policy, pipeline, plan = route
+        intent = RoutingIntent(req, plan=plan, dry_run=ctx.dry_run, now=ctx.now)
+        intent.model = model
+        return Attempt(req.model, model, policy, intent=intent, pipeline=pipeline)
+
+    def _prepare_first(self, ctx: _Context, req: RequestRequirements) -> Attempt:
+        """`_prepare` for a requested model this snapshot has not routed yet."""
         started = perf_counter_ns()
         resolution = ctx.ns.resolve(req.model)
         if resolution.error_code is not None:
@@ -299,6 +316,7 @@ class RoutingEngine:
         plan = self._plan(ctx, policy, model=model, pipeline=pipeline)
         if plan is None:
             return self._not_found(ctx, req, model=model, policy=policy, started=started)
+        ctx.compiled.routes[req.model] = (model, policy, pipeline, plan)
         intent = RoutingIntent(req, plan=plan, dry_run=ctx.dry_run, now=ctx.now)
         intent.model = model
         return Attempt(req.model, model, policy, intent=intent, pipeline=pipeline)
