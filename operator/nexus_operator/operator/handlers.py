@@ -12,9 +12,12 @@ stops (drain gRPC first), inside the operator's event loop, with handles kept in
 
 from __future__ import annotations
 
+import gc
+import inspect
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from types import AsyncGeneratorType
 from typing import Any
 
 import kopf
@@ -64,6 +67,37 @@ def quiet_event_handler_success(logger: logging.Logger = _KOPF_OBJECTS) -> None:
         logger.addFilter(QuietEventHandlerSuccess())
 
 
+def open_watch_streams() -> list[AsyncGeneratorType[Any, Any]]:
+    """kopf's watch streams (`infinite_watch` async generators) still open, not running."""
+    return [
+        obj
+        for obj in gc.get_objects()
+        if inspect.isasyncgen(obj)
+        and obj.ag_code.co_name == "infinite_watch"
+        and "kopf" in obj.ag_code.co_filename
+        and obj.ag_frame is not None
+        and not obj.ag_running
+    ]
+
+
+async def close_watch_streams() -> int:
+    """Close the watch streams kopf's stopped watchers left open, outermost generator first.
+
+    A kopf watcher stopped while it hands an event on (cancelled in its loop body, e.g. at the
+    `sleep(0)` of spawning an object's worker, which a busy stream does all the time) leaves
+    its stream suspended at `yield`, and keeps it alive past its end: the watcher's frame holds
+    its own task, whose CancelledError holds the frame — a cycle only the collector frees. The
+    loop's shutdown then closes every open async generator at once, in no particular order;
+    closing the stream's inner `async with streaming_block()` generator before the stream
+    makes the stream's exit raise "generator didn't stop after athrow()", logged as an ERROR by
+    asyncio on every such shutdown. Closing each stream itself runs its `async with` exit in
+    order. Called from cleanup, when every watcher has ended. Returns how many were closed."""
+    streams = open_watch_streams()
+    for stream in streams:
+        await stream.aclose()
+    return len(streams)
+
+
 def configure(settings: kopf.OperatorSettings) -> None:
     quiet_event_handler_success()
     settings.persistence.finalizer = f"{GROUP}/finalizer"
@@ -111,12 +145,16 @@ def build_registry(config: ControllerConfig, hooks: Hooks = Hooks()) -> kopf.Ope
             raise
 
     async def cleanup(memo: kopf.Memo, **_: Any) -> None:
+        """Runs once every watcher has ended: the caller's hooks, the controller's stop, then
+        the watch streams kopf left open are closed while the loop still runs."""
         controller: Controller | None = memo.get("controller")
-        if controller is None:
-            return
-        if hooks.stopping is not None:
-            await hooks.stopping(controller, memo)
-        await controller.stop()
+        try:
+            if controller is not None:
+                if hooks.stopping is not None:
+                    await hooks.stopping(controller, memo)
+                await controller.stop()
+        finally:
+            await close_watch_streams()
 
     async def backend_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
         memo["controller"].sync.on_backend_event(event.get("type"), event["object"])
