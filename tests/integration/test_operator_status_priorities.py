@@ -1,5 +1,6 @@
 """A saturated status writer keeps its configured rate, always writes the most urgent change
-waiting first, and writes a condition change before a backlog of counter updates drains."""
+waiting first, writes a condition change before a backlog of counter updates drains, and on
+shutdown writes the urgent changes without waiting for the counter backlog."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from operator_support import (
 )
 
 from nexus_operator.operator.observed import ObjectKey
+from nexus_operator.operator.rate_limit import TokenBucket
 from nexus_operator.operator.replica import Controller
 from nexus_operator.operator.status_writer import COUNTERS, ORDER, URGENT, Plan, priority_of
 from nexus_operator.routing import RequestRequirements
@@ -124,9 +126,9 @@ def _unprobed_backends_and_a_round_robin_policy(objects: Objects, *, names: list
     )
 
 
-def _all_have_conditions(objects: Objects) -> bool:
+def _all_have_conditions(objects: Objects, count: int = BACKLOG) -> bool:
     listed = objects.list("backends")
-    return len(listed) == BACKLOG and all(
+    return len(listed) == count and all(
         (item.get("status") or {}).get("conditions") for item in listed
     )
 
@@ -170,3 +172,46 @@ def test_an_urgent_change_is_written_before_a_backlog_of_counter_updates_drains(
     assert writes[urgent][2] >= BACKLOG // 2  # counter updates still queued when it was written
     assert len(counters_after) >= BACKLOG // 2
     assert backlog <= {key[2] for key, _, _ in writes if key[0] == "backends"}
+
+
+def test_a_saturated_writer_writes_urgent_changes_at_shutdown_and_leaves_the_counters(
+    cluster: Cluster, namespace: str
+) -> None:
+    names = [f"b{i:02d}" for i in range(30)]
+    drained = ("b03", "b17")
+    config = operator_config(
+        cluster.kubeconfig,
+        namespace,
+        flush_interval_s=0.3,
+        shutdown_flush_s=30.0,
+        shutdown_optional_s=0.0,  # no time for counters at all: none is written on shutdown
+    )
+    req = RequestRequirements(model="llama3:8b", namespace=namespace, estimated_tokens=1)
+
+    def draining_seen(c: Controller) -> bool:
+        backends = c.registry.snapshot.backends
+        return all(backends[(namespace, name)].spec.draining for name in drained)
+
+    with cluster.api_client() as api:
+        objects = Objects(api, namespace)
+        with running_operator(config) as operator:
+            _unprobed_backends_and_a_round_robin_policy(objects, names=names)
+            wait_for(lambda: _all_have_conditions(objects, len(names)), timeout=90)
+            wait_for(
+                lambda: operator.call(lambda c: c.writer.staleness_s() == 0 and not c.writer.queue)
+            )
+            # Saturated from now on: one write a second, a counter update queued per Backend.
+            operator.call(lambda c: setattr(c.writer, "limiter", TokenBucket(1.0, 1)))
+            log = operator.call(WriteLog)
+            operator.call(lambda c: [c.engine.route(req) for _ in names])
+            wait_for(lambda: operator.call(lambda c: c.writer.queue.count(COUNTERS)) >= 20)
+            for name in drained:
+                objects.patch_spec("backends", name, {"draining": True})
+            wait_for(lambda: operator.call(draining_seen))
+        # stopped: the final flush has run
+        writes = list(log.writes)
+        for name in drained:
+            assert condition(objects.status("backends", name), "Ready")["reason"] == "Draining"
+    assert {key[2] for key, priority, _ in writes if priority == URGENT} >= set(drained)
+    counters = [key[2] for key, priority, _ in writes if priority == COUNTERS]
+    assert len(counters) < 20  # the backlog stayed queued: shutdown did not wait for it

@@ -154,8 +154,9 @@ def add_ledger_arguments(parser: argparse.ArgumentParser) -> None:
         "--shutdown-flush-timeout",
         type=_positive,
         default=15.0,
-        help="Seconds the final status flush may take on SIGTERM (default 15; keep it below "
-        "terminationGracePeriodSeconds minus the gRPC drain).",
+        help="Seconds the final status flush on SIGTERM may take for spend and urgent changes "
+        "(default 15; counters only in the time left, 2 s at most; keep it at most "
+        "terminationGracePeriodSeconds minus 15).",
     )
 
 

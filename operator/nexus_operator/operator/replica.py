@@ -74,6 +74,7 @@ class ControllerConfig:
     status_qps: float = 50.0
     status_burst: int = 100
     shutdown_flush_s: float = 15.0
+    shutdown_optional_s: float = 2.0
     api_timeout_s: float = 10.0
 
 
@@ -140,6 +141,7 @@ class Controller:
                 status_qps=config.status_qps,
                 status_burst=config.status_burst,
                 shutdown_flush_s=config.shutdown_flush_s,
+                shutdown_optional_s=config.shutdown_optional_s,
             ),
             credentials=self.credentials,
         )
@@ -192,7 +194,7 @@ class Controller:
         await self._sync_spool()
         deadline = time.monotonic() + self.config.shutdown_flush_s
         try:
-            await self.writer.flush(final=True, deadline=deadline)
+            await self.writer.final_flush(deadline=deadline)
         except Exception:
             logger.exception("Final status flush failed")
         await self._sync_spool()

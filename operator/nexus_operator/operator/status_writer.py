@@ -30,8 +30,9 @@ heartbeats would take more than HEARTBEAT_SHARE of the write budget — and last
 A policy near its soft or hard limit (or changing state) is written every `near_limit_interval`
 instead, so other replicas see its spend sooner; so is one whose own unpersisted spend reaches a
 tenth of the headroom left before that point. `staleness_s()` is the age of the oldest change
-not yet written. The final flush on shutdown writes spend first, then conditions, then counters,
-and stops at its deadline. A failed write (API server gone) leaves the object for the next scan.
+not yet written. The final flush on shutdown (`final_flush`) writes spend first, then
+urgent changes, until its deadline; counters and probe refreshes only in the time left, for
+`shutdown_optional_s` at most. A failed write (API server gone) leaves the object for the next scan.
 """
 
 from __future__ import annotations
@@ -85,8 +86,12 @@ QUIET_TTL_S = 300.0
 _COUNTER_KEYS = frozenset({"replicas", "decisions", "retired", "retiredSelected", "routing"})
 URGENT, SPEND, COUNTERS, REFRESH = 0, 1, 2, 3
 ORDER = (URGENT, SPEND, COUNTERS, REFRESH)
-# On shutdown spend goes first: it is what a restart could not rebuild from anything else.
-FINAL_ORDER = (SPEND, URGENT, COUNTERS, REFRESH)
+# On shutdown, what must be written: spend first (what a restart could not rebuild from anything
+# else), then urgent changes, until the deadline. What may be written: counters and probe
+# refreshes, only in the time left and for at most `shutdown_optional_s` (the next leader or
+# this replica's restart writes them anyway; a rollout should not wait for them).
+FINAL_MUST = (SPEND, URGENT)
+FINAL_MAY = (COUNTERS, REFRESH)
 # Status writes in flight at once (never two for one object), so a slow round trip does not
 # hold the rate below the configured one.
 WRITERS = 2
@@ -113,6 +118,7 @@ class WriterSettings:
     status_qps: float = 50.0
     status_burst: int = 100
     shutdown_flush_s: float = 15.0
+    shutdown_optional_s: float = 2.0
 
 
 def priority_of(patch: Mapping[str, Any]) -> int:
@@ -273,19 +279,44 @@ class StatusWriter:
             return 0.0
         return max(0.0, time.monotonic() - min(self._pending_since.values()))
 
-    async def flush(self, *, final: bool = False, deadline: float | None = None) -> None:
-        """Look at everything, then write the whole queue: highest class first, or (`final`,
-        shutdown) spend first; past `deadline` (monotonic) it stops, leaving the rest pending
-        (spend stays in the spool)."""
+    async def flush(self) -> None:
+        """Look at everything, then write the whole queue, highest class first."""
         await self.scan()
-        await self.drain(FINAL_ORDER if final else ORDER, deadline=deadline)
+        await self.drain(ORDER)
 
-    async def drain(self, order: Sequence[int], *, deadline: float | None = None) -> None:
-        """Write queued objects one at a time in `order` until the queue is empty or `deadline`."""
+    async def final_flush(self, *, deadline: float) -> bool:
+        """The flush on shutdown, over by `deadline` (monotonic) whatever the backlog: look at
+        everything, write spend then urgent changes (FINAL_MUST) until the deadline, then
+        counters and probe refreshes (FINAL_MAY) in the time left, for at most
+        `shutdown_optional_s`. A write still waiting for its token or its answer at a deadline is
+        abandoned: the patch is preconditioned on the resourceVersion and carries absolute totals,
+        so one that landed anyway is harmless, and spend not written stays in the spool.
+        Returns whether everything that must be written was."""
+        optional_s = self._settings.shutdown_optional_s
+        if not await _until(deadline, self._scan_and_drain(FINAL_MUST)):
+            left = sum(self.queue.count(p) for p in FINAL_MUST)
+            logger.warning(
+                "Final status flush stopped at its deadline: %d spend or urgent writes not "
+                "written (spend stays in the spool)",
+                left,
+            )
+            return False
+        if optional_s > 0 and any(self.queue.count(p) for p in FINAL_MAY):
+            cut = min(deadline, time.monotonic() + optional_s)
+            if not await _until(cut, self.drain(FINAL_MAY)):
+                logger.info(
+                    "Final status flush: %d counter or probe-time updates left to the next writer",
+                    sum(self.queue.count(p) for p in FINAL_MAY),
+                )
+        return True
+
+    async def _scan_and_drain(self, order: Sequence[int]) -> None:
+        await self.scan()
+        await self.drain(order)
+
+    async def drain(self, order: Sequence[int]) -> None:
+        """Write queued objects of the classes in `order`, one at a time, until none is left."""
         while self.queue:
-            if deadline is not None and time.monotonic() >= deadline:
-                logger.warning("Status flush stopped at its deadline; the rest stays pending")
-                return
             picked = self.queue.pop(order)
             if picked is None:
                 return
@@ -745,6 +776,17 @@ class StatusWriter:
         ref = events.ObjectRef("RoutingPolicy", key[0], key[1], policy.metadata.uid)
         message = f"Budget is {state.value}: spent ${spent:.2f} this month."
         self._recorder.emit(ref, type_=type_, reason=reason, message=message)
+
+
+async def _until(deadline: float, work: Awaitable[None]) -> bool:
+    """Run `work` until it is done (True) or the monotonic `deadline` passes (False: cancelled)."""
+    loop = asyncio.get_running_loop()
+    try:
+        async with asyncio.timeout_at(loop.time() + (deadline - time.monotonic())):
+            await work
+    except TimeoutError:
+        return False
+    return True
 
 
 def _reason_fields(exclusion: StaticExclusion) -> dict[str, str]:

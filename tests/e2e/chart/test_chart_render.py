@@ -57,6 +57,11 @@ def test_helm_lint_strict_reports_no_warnings(run_helm: RunHelm, values: tuple[s
         (("--set=image.digest=latest",), "/image/digest"),
         (("--set=credentials.refreshSeconds=0",), "/credentials/refreshSeconds"),
         (("--set=rbac.secrets.namespaces={Bad_NS}",), "/rbac/secrets/namespaces/0"),
+        (
+            ("--set=terminationGracePeriodSeconds=20",),
+            "terminationGracePeriodSeconds (20) must be at least "
+            "ledger.shutdownFlushTimeoutSeconds + 15 = 30",
+        ),
     ],
     ids=[
         "typo",
@@ -66,6 +71,7 @@ def test_helm_lint_strict_reports_no_warnings(run_helm: RunHelm, values: tuple[s
         "bad-digest",
         "zero-credentials-refresh",
         "bad-secrets-namespace",
+        "grace-shorter-than-the-shutdown",
     ],
 )
 def test_values_schema_rejects_unsafe_values(
