@@ -4,7 +4,8 @@ Envoy in front of it, wired by `nexus-operator envoy-config`'s renderer.
 `Picker` runs the product as a user would — `nexus-operator serve --from-dir DIR` or
 `nexus-operator run` against a cluster — in a subprocess on free loopback ports (ext_proc,
 gRPC, /metrics, and for `run` the health port), waits until the ext_proc service's gRPC
-health says SERVING, reads /metrics, and restarts on the same ports.
+health says SERVING, reads /metrics, and restarts on the same ports. The process is tied to the
+one that starts it (nexus_testkit.lifeline): a test run killed with SIGKILL leaves no picker.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from pathlib import Path
 import grpc
 
 from .health import until_serving
+from .lifeline import tied_to_this_process
 
 __all__ = ["EXT_PROC_SERVICE", "Picker", "PickerError", "free_port", "metric_value"]
 
@@ -96,8 +98,11 @@ class Picker:
 
     def start(self, *, timeout: float = START_TIMEOUT_S) -> Picker:
         with self.log_path.open("ab") as log:
-            self._process = subprocess.Popen(
-                self.argv(), env=self.env, stdout=log, stderr=subprocess.STDOUT
+            self._process = subprocess.Popen(  # tied: gone with a SIGKILLed test run
+                tied_to_this_process(self.argv()),
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
             )
         try:
             self.wait_serving(timeout=timeout)

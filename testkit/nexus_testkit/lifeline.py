@@ -6,8 +6,9 @@ caller names), checks that its
 parent is still the process that started it (if that one died in between, it never starts),
 and then execs `argv` in place: same pid, and the setting survives the exec. So when `make run`
 (or pytest) is killed with SIGKILL and cleans nothing up, etcd, kube-apiserver, the operator
-and Envoy each get SIGTERM and stop their usual graceful way (the operator's serving workers
-stop when its link to them closes), and no stale process keeps a port.
+(the demo's, `OperatorProcess`, `Picker`) and Envoy each get SIGTERM and stop their usual
+graceful way (the operator's serving workers stop when its link to them closes), and no stale
+process keeps a port.
 
 Why a launcher and not `preexec_fn`: that runs Python between fork and exec, which is not safe
 in a process with threads (the demo has the stand-ins' loop and gRPC's threads).

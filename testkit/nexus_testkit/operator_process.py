@@ -1,7 +1,8 @@
 """`nexus-operator run` as a real process, for tests and benchmarks that SIGKILL or restart it.
 
 Reports usage over real gRPC and keeps the tally of what the operator acknowledged (an Ack came
-back), which is what the budget ledger must persist.
+back), which is what the budget ledger must persist. The process is tied to the one that starts
+it (nexus_testkit.lifeline): a test run killed with SIGKILL leaves no operator behind.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import grpc
 from nexus_operator.serving.proto import router_pb2, router_pb2_grpc
 
 from .health import until_serving
+from .lifeline import tied_to_this_process
 
 
 def free_port() -> int:
@@ -85,7 +87,8 @@ class OperatorProcess:
         if self.spool_dir is not None:
             argv += ["--spool-dir", str(self.spool_dir)]
         argv += list(self.extra)
-        self.process = subprocess.Popen(argv)
+        # Tied: a test run killed with SIGKILL leaves no operator (nor its workers) behind.
+        self.process = subprocess.Popen(tied_to_this_process(argv))
         self._channel = grpc.insecure_channel(f"127.0.0.1:{self.grpc_port}")
         self.stub = router_pb2_grpc.RouterStub(self._channel)
 
