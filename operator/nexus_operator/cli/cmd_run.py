@@ -192,9 +192,11 @@ def serving_hooks(args: argparse.Namespace) -> Hooks:
 
     async def started(controller: Controller, memo: kopf.Memo) -> None:
         """A failure after gRPC is up stops it again: the controller behind it is being stopped,
-        and kopf's retry must be able to bind the same address."""
+        and kopf's retry must be able to bind the same address. Once serving, the status
+        writer's metrics join /metrics, whichever process serves (stopping removes them)."""
         if getattr(args, "workers", 0) > 0:
             await _start_plane(controller, memo, args=args)
+            _add_status_metrics(controller, memo)
             return
         server, port, metrics_port = await start_serving(controller.engine, args)
         memo["grpc"] = server
@@ -209,9 +211,7 @@ def serving_hooks(args: argparse.Namespace) -> Hooks:
             raise
         if gateway is not None:
             memo["gateway"] = gateway
-        collector = StatusWriterCollector(controller.writer, controller.ledger)
-        REGISTRY.register(collector)
-        memo["status_metrics"] = collector
+        _add_status_metrics(controller, memo)
         logger.info(
             "Serving gRPC on port %d, metrics on port %s, ext_proc on port %s",
             port,
@@ -234,6 +234,12 @@ def serving_hooks(args: argparse.Namespace) -> Hooks:
             await server.stop(DRAIN_GRACE_S)
 
     return Hooks(started=started, stopping=stopping)
+
+
+def _add_status_metrics(controller: Controller, memo: kopf.Memo) -> None:
+    collector = StatusWriterCollector(controller.writer, controller.ledger)
+    REGISTRY.register(collector)
+    memo["status_metrics"] = collector
 
 
 async def _start_plane(
