@@ -8,11 +8,18 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable
+from types import SimpleNamespace
+from typing import cast
 
 import pytest
 from chartkit import HelmTemplate, of_kind
 from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily
 
+from nexus_operator.operator.budget_ledger import BudgetLedger
+from nexus_operator.operator.metrics import StatusWriterCollector
+from nexus_operator.operator.rate_limit import TokenBucket
+from nexus_operator.operator.status_writer import ORDER, StatusWriter
+from nexus_operator.operator.write_queue import WriteQueue
 from nexus_operator.routing import Registry
 from nexus_operator.serving.metrics import RoutingMetrics
 
@@ -27,7 +34,13 @@ ISSUER = ("--set=tls.certManager.enabled=true", "--set=tls.certManager.issuerRef
 def exported_series_names() -> set[str]:
     """Every series name the operator's /metrics can carry."""
     names: set[str] = set()
-    for family in RoutingMetrics(Registry()).collect():
+    writer = SimpleNamespace(
+        staleness_s=lambda: 0.0, queue=WriteQueue(len(ORDER)), limiter=TokenBucket(1.0, 1)
+    )
+    status = StatusWriterCollector(
+        cast(StatusWriter, writer), cast(BudgetLedger, SimpleNamespace(patches=0))
+    )
+    for family in [*RoutingMetrics(Registry()).collect(), *status.collect()]:
         if isinstance(family, CounterMetricFamily):
             names.add(f"{family.name}_total")
         elif isinstance(family, HistogramMetricFamily):
@@ -50,13 +63,32 @@ def test_prometheus_rule_alerts_only_on_exported_metrics(helm_template: HelmTemp
     rules = [r for group in rule["spec"]["groups"] for r in group["rules"]]
     assert {r["alert"] for r in rules} >= {
         "NexusBackendUnhealthy", "NexusBudgetSoftLimit", "NexusBudgetExhausted",
-        "NexusHighRejectionRatio", "NexusGrpcInternalErrors",
+        "NexusHighRejectionRatio", "NexusGrpcInternalErrors", "NexusStatusUrgentWritesStale",
     }  # fmt: skip
     exprs = [str(r["expr"]) for r in rules]
     assert referenced(exprs) <= exported_series_names()
     ratio = next(r for r in rules if r["alert"] == "NexusHighRejectionRatio")
     assert str(ratio["expr"]).rstrip().endswith("> 0.4")
     assert 'outcome="REJECTED"' in ratio["expr"]
+
+
+def test_prometheus_rule_alerts_on_the_urgent_status_queue_age_not_on_counters(
+    helm_template: HelmTemplate,
+) -> None:
+    manifests = helm_template(
+        "--set=prometheusRule.enabled=true", "--set-json=prometheusRule.statusUrgentAgeSeconds=45",
+        "--set=prometheusRule.statusUrgentAgeFor=3m", PROMETHEUS_RULE_API,
+    )  # fmt: skip
+    (rule,) = of_kind(manifests, "PrometheusRule")
+    rules = [r for group in rule["spec"]["groups"] for r in group["rules"]]
+    (stale,) = [r for r in rules if r["alert"] == "NexusStatusUrgentWritesStale"]
+    assert stale["expr"] == (
+        'max by (namespace, pod) (nexus_status_queue_age_seconds{class="urgent"}) > 45'
+    )
+    assert stale["for"] == "3m"
+    assert stale["labels"]["severity"] == "warning"
+    assert "45 s" in stale["annotations"]["summary"]
+    assert not [r for r in rules if 'class="counters"' in str(r["expr"])]
 
 
 def test_prometheus_rule_renders_only_when_enabled_and_served(
