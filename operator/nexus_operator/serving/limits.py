@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sys
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
@@ -71,6 +72,10 @@ def _ms(seconds: float) -> int:
     return max(1, round(seconds * 1000))
 
 
+_LATE = object()
+"""What the guard reads in place of a request that missed the read deadline."""
+
+
 class Undecodable:
     """What the request deserializer returns for bytes that are not the method's message."""
 
@@ -116,6 +121,22 @@ class BurstLog:
 
 ErrorCounter = Callable[[str, str], None]
 Handler = Callable[[Any, grpc.aio.ServicerContext], Awaitable[Message]]
+TaskOf = Callable[[asyncio.AbstractEventLoop], "asyncio.Task[Any] | None"]
+
+
+def _task_of_loop() -> TaskOf:
+    """The task a given event loop is running, as one C call. Python 3.11's
+    `asyncio.current_task` is a Python function (it looks the running loop up, then reads the
+    C-maintained table of running tasks); from 3.12 it is C itself."""
+    if sys.version_info >= (3, 12):
+        return asyncio.current_task
+    running: dict[asyncio.AbstractEventLoop, asyncio.Task[Any]] = vars(asyncio.tasks)[
+        "_current_tasks"
+    ]
+    return running.get
+
+
+_task_of = _task_of_loop()
 
 
 class AdmissionGuard:
@@ -126,10 +147,13 @@ class AdmissionGuard:
         self._count_error = count_error
         self.admitted = 0
         self._undecodable_log = BurstLog(logger)
-        # Calls waiting for their request: handler task → read deadline (loop time). One sweeper
-        # cancels the late ones, so a call costs a dict entry instead of a timer and a task.
+        # Calls waiting for their request: handler task → read deadline (time.monotonic). One
+        # sweeper cancels the late ones, so a call costs a dict entry instead of a timer and a
+        # task.
         self._reading: dict[asyncio.Task[Any], float] = {}
         self._expired: set[asyncio.Task[Any]] = set()
+        # The loop the handlers run on, learnt from the first call: the key of its running task.
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     @property
     def reading(self) -> int:
@@ -138,11 +162,10 @@ class AdmissionGuard:
 
     async def sweep(self) -> None:
         """Run for the server's life: end calls whose request is later than the read deadline."""
-        loop = asyncio.get_running_loop()
         period = min(1.0, self._limits.request_read_timeout_s / 4)
         while True:
             await asyncio.sleep(period)
-            now = loop.time()
+            now = time.monotonic()
             for task, deadline in list(self._reading.items()):
                 if deadline <= now and task not in self._expired:
                     self._expired.add(task)
@@ -174,14 +197,38 @@ class AdmissionGuard:
     def _guarded(
         self, method: str, handler: Handler
     ) -> Callable[[Any, grpc.aio.ServicerContext], Awaitable[Message]]:
+        limit = self._limits.max_concurrent_rpcs
+        timeout = self._limits.request_read_timeout_s
+        reading = self._reading
+        monotonic = time.monotonic
+        task_of = _task_of
+
         async def guarded(_requests: Any, context: grpc.aio.ServicerContext) -> Message:
-            request = await self._read(method, context)
-            if self.admitted >= self._limits.max_concurrent_rpcs:
+            # Runs once per call: the read is inline rather than an awaited helper, and the
+            # handler task is found with one C call (see _task_of_loop).
+            loop = self._loop
+            task = task_of(loop) if loop is not None else None
+            if task is None:
+                task = self._learn_loop()
+            reading[task] = monotonic() + timeout
+            try:
+                request = await context.read()
+            except asyncio.CancelledError:
+                if task not in self._expired:
+                    raise
+                self._expired.discard(task)
+                task.uncancel()
+                request = _LATE
+            finally:
+                del reading[task]
+            if not isinstance(request, Message):
+                await self._refuse(method, request, context=context)
+            if self.admitted >= limit:
                 await self._abort(
                     context,
                     method,
                     code=grpc.StatusCode.RESOURCE_EXHAUSTED,
-                    message=f"more than {self._limits.max_concurrent_rpcs} calls in progress; retry",
+                    message=f"more than {limit} calls in progress; retry",
                 )
             self.admitted += 1
             try:
@@ -191,35 +238,25 @@ class AdmissionGuard:
 
         return guarded
 
-    async def _read(self, method: str, context: grpc.aio.ServicerContext) -> Message:
-        timeout = self._limits.request_read_timeout_s
+    def _learn_loop(self) -> asyncio.Task[Any]:
+        """The running task, remembering its loop for the next calls' one-call lookup."""
+        self._loop = asyncio.get_running_loop()
         task = asyncio.current_task()
         assert task is not None
-        self._reading[task] = asyncio.get_running_loop().time() + timeout
-        try:
-            request = await context.read()
-        except asyncio.CancelledError:
-            if task not in self._expired:
-                raise
-            self._expired.discard(task)
-            task.uncancel()
+        return task
+
+    async def _refuse(
+        self, method: str, request: object, *, context: grpc.aio.ServicerContext
+    ) -> NoReturn:
+        """End a call whose request never came whole: late, missing or undecodable."""
+        if request is _LATE:
+            timeout = self._limits.request_read_timeout_s
             await self._abort(
                 context,
                 method,
                 code=grpc.StatusCode.DEADLINE_EXCEEDED,
                 message=f"request message not received within {timeout:g}s",
             )
-        finally:
-            self._reading.pop(task, None)
-        if request is grpc.aio.EOF:
-            # A client that cancels before its message arrived (a load generator at the end of
-            # its run) is not a malformed request.
-            code = (
-                grpc.StatusCode.CANCELLED
-                if context.cancelled()
-                else grpc.StatusCode.INVALID_ARGUMENT
-            )
-            await self._abort(context, method, code=code, message="no request message")
         if isinstance(request, Undecodable):
             self._undecodable_log.warning(
                 "%s: undecodable request from %s: %s", method, context.peer(), request.error
@@ -230,8 +267,12 @@ class AdmissionGuard:
                 code=grpc.StatusCode.INVALID_ARGUMENT,
                 message=f"request is not a valid {method} message: {request.error}",
             )
-        message: Message = request
-        return message
+        # EOF: a client that cancels before its message arrived (a load generator at the end
+        # of its run) is not a malformed request.
+        code = (
+            grpc.StatusCode.CANCELLED if context.cancelled() else grpc.StatusCode.INVALID_ARGUMENT
+        )
+        await self._abort(context, method, code=code, message="no request message")
 
     async def _abort(
         self, context: grpc.aio.ServicerContext, method: str, *, code: grpc.StatusCode, message: str

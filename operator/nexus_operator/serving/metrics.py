@@ -119,6 +119,7 @@ class RoutingMetrics:
         self._outcomes: dict[str, int] = {}
         self._errors: dict[tuple[str, str], int] = {}
         self._latency = _Histogram(DECISION_BUCKETS)
+        # Per reconciler, bucketed and summed in µs as the trace reports them (seconds on export).
         self._reconcilers: dict[str, _Histogram] = {}
         self._exclusions: dict[tuple[str, str], int] = {}
         self._routes: dict[tuple[str, str, str, str, str], int] = {}
@@ -142,7 +143,9 @@ class RoutingMetrics:
             outcomes=dict(self._outcomes),
             errors=dict(self._errors),
             latency=(list(self._latency.counts), self._latency.total),
-            reconcilers={k: (list(h.counts), h.total) for k, h in self._reconcilers.items()},
+            reconcilers={
+                name: (list(h.counts), h.total / 1e6) for name, h in self._reconcilers.items()
+            },
             exclusions=dict(self._exclusions),
             routes=dict(self._routes),
             fallbacks=dict(self._fallbacks),
@@ -178,31 +181,40 @@ class RoutingMetrics:
 
     def observe_decision(self, decision: Decision, seconds: float, *, namespace: str = "") -> None:
         """Count one Route decision: outcome (overall and by policy, backend and model),
-        fallbacks, latency, per-reconciler time and exclusions."""
-        outcome = decision.outcome.value
-        self._outcomes[outcome] = self._outcomes.get(outcome, 0) + 1
+        fallbacks, latency, per-reconciler time and exclusions. Runs once per Route call, so
+        its helpers are inlined and the loops skip what a decision does not have."""
+        outcome: str = decision.outcome._value_  # the plain str, without the enum property
+        outcomes = self._outcomes
+        outcomes[outcome] = outcomes.get(outcome, 0) + 1
         backend = decision.backend
-        namespace = backend.namespace if backend is not None else namespace
+        if backend is not None:
+            namespace, backend_name = backend.namespace, backend.name
+        else:
+            backend_name = ""
         policy = decision.policy or ""
-        model = self._known(namespace, decision.model)
-        route = (namespace, policy, backend.name if backend else "", model, outcome)
-        self._routes[route] = self._routes.get(route, 0) + 1
+        route = (namespace, policy, backend_name, self._known(namespace, decision.model), outcome)
+        routes = self._routes
+        routes[route] = routes.get(route, 0) + 1
         if decision.fallback_used:
             fallback = (namespace, policy)
             self._fallbacks[fallback] = self._fallbacks.get(fallback, 0) + 1
-        self._latency.observe(seconds)
+        latency = self._latency  # inlined observe()
+        latency.counts[bisect_left(latency.bounds, seconds)] += 1
+        latency.total += seconds
         reconcilers = self._reconcilers
         bounds_us = _RECONCILER_BOUNDS_US
         for entry in decision.trace:
             histogram = reconcilers.get(entry.reconciler)
             if histogram is None:
                 histogram = reconcilers[entry.reconciler] = _Histogram(RECONCILER_BUCKETS)
-            elapsed_us = entry.elapsed_us  # inlined observe(), bucketed in µs: no division
+            elapsed_us = entry.elapsed_us  # inlined observe(), in µs: no division per entry
             histogram.counts[bisect_left(bounds_us, elapsed_us)] += 1
-            histogram.total += elapsed_us / 1e6
-        exclusions = self._exclusions
-        for key, count in decision.count_exclusions().items():
-            exclusions[key] = exclusions.get(key, 0) + count
+            histogram.total += elapsed_us
+        excluded = decision.count_exclusions()
+        if excluded:
+            exclusions = self._exclusions
+            for key, count in excluded.items():
+                exclusions[key] = exclusions.get(key, 0) + count
 
     def _known(self, namespace: str, model: str) -> str:
         """`model` when a Backend in the namespace lists it, else "" (bounded labels)."""

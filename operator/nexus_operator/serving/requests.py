@@ -59,7 +59,9 @@ class InvalidArgument(ValueError):
 
 def route_requirements(request: pb.RouteRequest) -> RequestRequirements:
     """The routing core's view of a Route/Explain request, after validating every field."""
-    tokens, has_image = _messages_usage(request.messages)
+    messages = request.messages
+    # Most Route callers send the estimate instead of the messages: skip the walk when empty.
+    tokens, has_image = _messages_usage(messages) if messages else (0, False)
     estimated = _count(request.estimated_tokens, field="estimated_tokens")
     return RequestRequirements(
         model=_model(request.model, field="model"),

@@ -24,36 +24,45 @@ BUDGET_STATES = {
 
 def route_response(decision: Decision) -> pb.RouteResponse:
     """The RouteResponse for a decision; optional fields are set only when the decision has them."""
+    response = pb.RouteResponse()
     shared = decision.shared_exclusions
     own: Sequence[Exclusion] = decision.rejections
-    if not (shared and _starts_with(own, shared)):
-        return _route_response(decision, own)
-    response = pb.RouteResponse()
-    response.MergeFromString(_SHARED.encoded(shared, field=_REJECTIONS))
-    response.MergeFrom(_route_response(decision, own[len(shared) :]))
+    if shared and _starts_with(own, shared):
+        response.MergeFromString(_SHARED.encoded(shared, field=_REJECTIONS))
+        own = own[len(shared) :]
+    _fill_route_response(response, decision, rejected=own)
     return response
 
 
-def _route_response(decision: Decision, rejected: Sequence[Exclusion]) -> pb.RouteResponse:
-    response = pb.RouteResponse(
-        outcome=_OUTCOMES[decision.outcome],
-        model=decision.model,
-        reason=decision.reason,
-        cost_estimate=decision.cost_estimate,
-        budget_state=BUDGET_STATES[decision.budget_state],
-        fallback_used=decision.fallback_used,
-        rejections=rejections(rejected),
-        available_models=decision.available_models,
-        policy=decision.policy or "",
-        request_id=decision.request_id or "",
-    )
+def _fill_route_response(
+    response: pb.RouteResponse, decision: Decision, *, rejected: Sequence[Exclusion]
+) -> None:
+    """Set the decision's fields on `response`, leaving out the ones at their default. Every
+    field but the two `optional` ones is a proto3 scalar without presence, so an unset field
+    and one set to its default encode the same bytes; setting only what a decision has is
+    the cheaper of the two (one Route call builds one response)."""
+    response.outcome = _OUTCOMES[decision.outcome]
+    response.model = decision.model
+    response.reason = decision.reason
+    response.cost_estimate = decision.cost_estimate
+    if decision.budget_state is not None:
+        response.budget_state = BUDGET_STATES[decision.budget_state]
+    if decision.fallback_used:
+        response.fallback_used = True
+    if rejected:
+        response.rejections.extend(rejections(rejected))
+    if decision.available_models:
+        response.available_models.extend(decision.available_models)
+    if decision.policy:
+        response.policy = decision.policy
+    if decision.request_id:
+        response.request_id = decision.request_id
     if decision.backend is not None:
         response.backend.MergeFromString(_backend_bytes(decision.backend))
     if decision.retry_after_ms is not None:
         response.retry_after_ms = decision.retry_after_ms
     if decision.estimated_wait_ms is not None:
         response.estimated_wait_ms = decision.estimated_wait_ms
-    return response
 
 
 def _encode_backend(backend: BackendRef) -> bytes:
