@@ -9,7 +9,7 @@ from routing_factories import NOW, backend, codes, engine, model, policy
 
 from nexus_operator.api import Budget, BudgetState
 from nexus_operator.operator.budget_ledger import budget_block
-from nexus_operator.pipeline import reasons
+from nexus_operator.pipeline import BudgetReconciler, reasons
 from nexus_operator.routing import RequestRequirements, RoutingEngine
 
 
@@ -76,3 +76,26 @@ def test_routing_status_and_the_model_agree_on_the_budget_state_at_every_thresho
 
 def test_a_budget_without_a_monthly_limit_has_no_state() -> None:
     assert Budget().state(1e9) is None
+
+
+def test_the_budget_state_follows_every_spend_change_between_decisions() -> None:
+    eng = spent_in_dimes(0, softLimitPercent=90)
+    spend = eng.registry.runtime.policy("default", "p")
+    seen = [state(eng)]
+    for amount in (0.9, 0.1, 0.0):
+        spend.add_spend(amount, NOW)
+        seen.append(state(eng))
+    assert seen == [
+        BudgetState.NORMAL,
+        BudgetState.SOFT_LIMIT,
+        BudgetState.HARD_LIMIT,
+        BudgetState.HARD_LIMIT,
+    ]
+
+
+def test_a_reconciler_given_another_budget_reports_that_budgets_state() -> None:
+    reconciler = BudgetReconciler(Budget(monthly_limit_usd=10.0))
+    reconciler.spend.add_spend(5.0, NOW)
+    assert reconciler.state(NOW) is BudgetState.NORMAL
+    reconciler.budget = Budget(monthly_limit_usd=5.0)
+    assert reconciler.state(NOW) is BudgetState.HARD_LIMIT

@@ -6,6 +6,7 @@ closed: if spend cannot be read the request is rejected rather than routed for f
 
 from __future__ import annotations
 
+import math
 from datetime import datetime
 from typing import ClassVar
 
@@ -47,11 +48,22 @@ class BudgetReconciler:
         self.budget = budget
         self.max_cost_per_request_usd = max_cost_per_request_usd
         self.spend = spend if spend is not None else PolicyRuntime()
+        # The last (budget, spend, state): spend moves only with usage, so most decisions in a
+        # row read the same one (NaN, never equal, starts it empty).
+        self._last: tuple[Budget | None, float, BudgetState | None] = (None, math.nan, None)
 
     def state(self, now: datetime) -> BudgetState | None:
         """Normal / SoftLimit / HardLimit (both limits inclusive); None without a monthly limit."""
         budget = self.budget
-        return budget.state(self.spend.spent_at(now)) if budget is not None else None
+        if budget is None:
+            return None
+        spent = self.spend.spent_at(now)
+        last = self._last
+        if spent == last[1] and last[0] is budget:
+            return last[2]
+        state = budget.state(spent)
+        self._last = (budget, spent, state)
+        return state
 
     def reconcile(self, intent: RoutingIntent) -> None:
         state = self.state(intent.now)
