@@ -9,12 +9,13 @@ cannot exclude anything.
 
 from __future__ import annotations
 
+from bisect import bisect_left, insort
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Protocol, runtime_checkable
 
-from .runtime import BackendRuntime
+from .runtime import BackendRuntime, ScoreLog
 from .verdict import Exclusion
 from .views import BackendKey, Candidate, token_cost
 
@@ -117,6 +118,98 @@ def smart_rows(candidates: Sequence[Candidate], *, ordered: bool = False) -> tup
     )
 
 
+ScoreEntry = tuple[float, str, int]
+"""(−bound, name, row index in `smart_rows`): ascending order scans bounds high to low, ties by
+name."""
+
+
+class ScoreBounds:
+    """Upper bounds of the smart scores of a plan's candidates before the Open-zone and TTFT
+    penalties (which only lower a score), in descending order, for one set of weights.
+
+    Every bound starts at the candidate's priority part plus the full load and latency
+    weights, the bound a scan in (priority, name) order uses. A scan that computes a score
+    lowers that candidate's bound to it (`tighten`); a cell the runtime's ScoreLog records
+    (its score may have risen) gets its starting bound back (`current`). Nothing else raises a
+    score, so each bound stays at or above the score it bounds, and a scan in this order may
+    stop at the first bound below the best score found. Inactive (`current` is None) when the
+    candidates' in-flight counts are shared with other processes, whose releases are not
+    recorded here, or when their cells do not all record into one log.
+    """
+
+    __slots__ = (
+        "_entries",
+        "_fresh",
+        "_index",
+        "_log",
+        "_runtimes",
+        "_serial",
+        "_shared",
+        "order",
+        "weights",
+    )
+
+    def __init__(self, rows: Sequence[SmartRow], *, weights: tuple[int, int, int]) -> None:
+        w_prio, w_load, w_lat = weights
+        dynamic_max = 100 * w_load + 100 * w_lat
+        self.weights = weights
+        self._runtimes = tuple(row[3] for row in rows)
+        logs = {id(r.score_log): r.score_log for r in self._runtimes}
+        self._log = next(iter(logs.values())) if len(logs) == 1 else ScoreLog()
+        self._shared = len(logs) != 1 or any(r.shares_in_flight for r in self._runtimes)
+        self._serial = self._log.serial
+        self._index = {id(runtime): index for index, runtime in enumerate(self._runtimes)}
+        self._fresh: tuple[ScoreEntry, ...] = tuple(
+            (-(row[0] * w_prio + dynamic_max) / 100, row[1], index)
+            for index, row in enumerate(rows)
+        )
+        self._entries = list(self._fresh)
+        self.order = sorted(self._fresh)
+
+    def current(self) -> list[ScoreEntry] | None:
+        """The bounds in scan order, after what the log recorded since the last call."""
+        if self._log.serial != self._serial:
+            self._catch_up()
+        return None if self._shared else self.order
+
+    def tighten(self, scores: Sequence[tuple[int, float]]) -> None:
+        """Lower the bounds of the rows with these indices to the scores a scan computed."""
+        fresh = self._fresh
+        self._move({index: (-score, fresh[index][1], index) for index, score in scores})
+
+    def _catch_up(self) -> None:
+        log = self._log
+        changed = log.since(self._serial)
+        self._serial = log.serial
+        if changed is None:
+            self._entries = list(self._fresh)
+            self.order = sorted(self._fresh)
+            return
+        index = self._index
+        rows = {index[key] for key in map(id, changed) if key in index}
+        if any(self._runtimes[row].shares_in_flight for row in rows):
+            self._shared = True
+        self._move({row: self._fresh[row] for row in rows})
+
+    def _move(self, new: Mapping[int, ScoreEntry]) -> None:
+        entries, order = self._entries, self.order
+        if len(new) > _MOVES_BEFORE_SORT:
+            for index, entry in new.items():
+                entries[index] = entry
+            self.order = sorted(entries)
+            return
+        for index, entry in new.items():
+            old = entries[index]
+            if old != entry:
+                del order[bisect_left(order, old)]
+                insort(order, entry)
+                entries[index] = entry
+
+
+_MOVES_BEFORE_SORT = 8
+"""More bounds moved at once than this: sorting them all again is cheaper than moving each."""
+
+
 def among(keys: set[BackendKey], plan: CandidatePlan) -> list[Candidate]:
     """The plan's candidates whose keys are in `keys`, in name order; costs O(len(keys)), so a
     small runtime set (unhealthy, failing, saturated) is checked without touching every
@@ -128,9 +221,11 @@ def among(keys: set[BackendKey], plan: CandidatePlan) -> list[Candidate]:
 
 
 class CandidatePlan:
-    """Immutable precomputation for one (namespace, policy, model)."""
+    """Immutable precomputation for one (namespace, policy, model), and the smart strategy's
+    score bounds over its candidates (kept up to date as the runtime changes)."""
 
     __slots__ = (
+        "_score_bounds",
         "by_key",
         "by_priority",
         "candidates",
@@ -154,9 +249,17 @@ class CandidatePlan:
         )
         self.open_candidates = tuple(c for c in ordered if c.backend.is_open)
         self.smart_rows = smart_rows(self.by_priority, ordered=True)
+        self._score_bounds: ScoreBounds | None = None
         self.prices = PriceBounds.of(ordered)
         self.capabilities = CapabilityBounds.of(ordered)
         self.static = _static_stages(ordered, filters)
+
+    def score_bounds(self, weights: tuple[int, int, int]) -> ScoreBounds:
+        """The smart scores' bounds for these weights (made on first use, kept while they last)."""
+        bounds = self._score_bounds
+        if bounds is None or bounds.weights != weights:
+            bounds = self._score_bounds = ScoreBounds(self.smart_rows, weights=weights)
+        return bounds
 
 
 def _static_stages(

@@ -19,6 +19,8 @@ from typing import Protocol
 from nexus_operator.api import HealthState
 
 ERROR_WINDOW = timedelta(hours=1)
+SATURATED_LOAD = 100
+"""In-flight count from which the smart score's load part is 0 (pLoad = 100 − min(n, 100))."""
 BackendKey = tuple[str, str]
 
 
@@ -39,6 +41,35 @@ def period_of(now: datetime) -> str:
 
 
 _PERIODS: dict[int, str] = {}
+
+
+class ScoreLog:
+    """Numbered record of the cells whose smart score may have risen: in-flight set or released
+    below SATURATED_LOAD, latency lowered or forgotten, in-flight bound to shared counters.
+
+    Nothing else raises a score: taking a slot or a higher latency only lowers it, so upper
+    bounds of scores (`plan.ScoreBounds`) stay bounds until a cell is recorded here, and a
+    reader asks what was recorded since it last looked. Bounded: a reader too far behind
+    starts over. One log per RuntimeState; a cell made on its own gets its own.
+    """
+
+    __slots__ = ("_entries", "serial")
+
+    def __init__(self, size: int = 4096) -> None:
+        self._entries: deque[BackendRuntime] = deque(maxlen=size)
+        self.serial = 0
+
+    def note(self, cell: BackendRuntime) -> None:
+        self.serial += 1
+        self._entries.append(cell)
+
+    def since(self, serial: int) -> list[BackendRuntime] | None:
+        """Cells recorded after `serial`; None when the log no longer reaches back that far."""
+        count = self.serial - serial
+        entries = self._entries
+        if count < 0 or count > len(entries):
+            return None
+        return [entries[-i] for i in range(1, count + 1)]
 
 
 class InFlightCounters(Protocol):
@@ -74,6 +105,7 @@ class BackendRuntime:
         "_health_state",
         "_in_flight",
         "_key",
+        "_latency_ms",
         "_max_concurrency",
         "_not_healthy",
         "_outcomes",
@@ -85,7 +117,7 @@ class BackendRuntime:
         "last_error",
         "last_probe_time",
         "last_selected_time",
-        "latency_ms",
+        "score_log",
         "selected_total",
         "ttft_ms",
     )
@@ -99,8 +131,10 @@ class BackendRuntime:
         saturated: set[BackendKey] | None = None,
         credential_problems: dict[BackendKey, str] | None = None,
         facts: FactLog | None = None,
+        score_log: ScoreLog | None = None,
     ) -> None:
         self._key = key
+        self.score_log = score_log if score_log is not None else ScoreLog()
         self._facts = facts
         self._credential_problems = credential_problems if credential_problems is not None else {}
         self._not_healthy = not_healthy if not_healthy is not None else set()
@@ -115,7 +149,7 @@ class BackendRuntime:
         self._failures = 0
         self._health_state = HealthState.HEALTHY
         self.health_state = HealthState.UNKNOWN
-        self.latency_ms: float | None = None
+        self._latency_ms: float | None = None
         self.ttft_ms: float | None = None
         self.selected_total = 0
         self.last_selected_time: datetime | None = None
@@ -159,15 +193,35 @@ class BackendRuntime:
 
     @in_flight.setter
     def in_flight(self, value: int) -> None:
+        if value < self._in_flight and value < SATURATED_LOAD:
+            self.score_log.note(self)
         self._in_flight = value
         self._track_saturation()
+
+    @property
+    def shares_in_flight(self) -> bool:
+        """In-flight lives in shared counters: other processes change it, unrecorded here."""
+        return self._counters is not None
 
     def bind_in_flight(self, counters: InFlightCounters, row: int) -> None:
         """Count in-flight in `row` of counters shared with the other serving processes."""
         self._counters = counters
         self._values = counters.values
         self._row = row
+        self.score_log.note(self)
         self._track_saturation()
+
+    @property
+    def latency_ms(self) -> float | None:
+        """Latency EMA in ms; None until measured."""
+        return self._latency_ms
+
+    @latency_ms.setter
+    def latency_ms(self, value: float | None) -> None:
+        old = self._latency_ms
+        if old is not None and (value is None or not value >= old):  # NaN-safe: a NaN old counts
+            self.score_log.note(self)
+        self._latency_ms = value
 
     def try_take(self) -> bool:
         """Take one in-flight slot unless the backend is at maxConcurrency."""
@@ -461,6 +515,7 @@ class RuntimeState:
         "not_healthy",
         "round_robin",
         "saturated",
+        "score_log",
     )
 
     def __init__(self) -> None:
@@ -476,6 +531,7 @@ class RuntimeState:
         self.credential_problems: dict[BackendKey, str] = {}
         # Changes of not_healthy membership and of credential_problems, in order.
         self.facts = FactLog()
+        self.score_log = ScoreLog()
 
     def backend(self, namespace: str, name: str) -> BackendRuntime:
         key = (namespace, name)
@@ -488,6 +544,7 @@ class RuntimeState:
                 saturated=self.saturated,
                 credential_problems=self.credential_problems,
                 facts=self.facts,
+                score_log=self.score_log,
             )
             self._backends[key] = cell
         return cell

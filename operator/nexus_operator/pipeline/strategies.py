@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Mapping, Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Final, NamedTuple, Protocol
@@ -20,7 +21,7 @@ from typing import Final, NamedTuple, Protocol
 from nexus_operator.api import Strategy
 
 from .intent import RoutingIntent
-from .plan import smart_rows
+from .plan import SmartRow, smart_rows
 from .views import Candidate
 
 
@@ -71,18 +72,73 @@ def pick_smart(
     halved for Open zones under budget pressure (`penalize_open`), and multiplied by
     1 − min((ttft − t) / t, 1) when 0 < t < ttft (t: `ttft_threshold_ms`).
 
-    Candidates are scanned by (priority, name), from the plan's `smart_rows` (each candidate's
-    priority part, name, runtime and zone unpacked once per plan, not per decision). Load, latency and the penalties can only lower
-    a score below its priority part plus the full load and latency weights, so once that bound
-    falls below the best score found no later candidate can win and the scan stops. This is the
-    hottest loop of a decision: the formula is inlined, with no call per candidate.
+    Load, latency and the penalties can only lower a score below its priority part plus the
+    full load and latency weights, so a scan in (priority, name) order may stop once that bound
+    falls below the best score found. A plan keeps tighter bounds (`ScoreBounds`: the scores
+    its earlier scans computed, until the runtime records that one may have risen) in
+    descending order, and the scan follows them: when most candidates are loaded, as under
+    clients that never report usage, it stops after a row or two instead of visiting every
+    candidate. A row whose bound equals the best score is skipped only when its name sorts
+    after the best's (it could at most tie, and a tie goes to the lower name), so the pick is
+    the full scan's in every case. Without a plan (library callers), or with
+    in-flight counts shared with other processes, the scan is in (priority, name) order.
+    This is the hottest loop of a decision: the formula is inlined, with no call per candidate.
     """
-    plan, excluded = intent.plan, intent.excluded_names
-    rows = plan.smart_rows if plan is not None else smart_rows(candidates)
     weights, penalize_open = selector.weights, intent.annotations.penalize_open
     w_prio, w_load, w_lat = weights.priority, weights.load, weights.latency
-    dynamic_max = 100 * w_load + 100 * w_lat
     t = selector.ttft_penalty_threshold_ms
+    plan, excluded = intent.plan, intent.excluded_names
+    key = (w_prio, w_load, w_lat)
+    bounds = plan.score_bounds(key) if plan is not None else None
+    order = bounds.current() if bounds is not None else None
+    if plan is None or bounds is None or order is None:
+        rows = plan.smart_rows if plan is not None else smart_rows(candidates)
+        return _scan_smart(rows, excluded, penalize_open=penalize_open, t=t, weights=key)
+    rows = plan.smart_rows
+    best: Candidate | None = None
+    best_name = ""
+    best_score = -1.0
+    tightened: list[tuple[int, float]] = []
+    for neg_bound, name, index in order:
+        if name in excluded:
+            continue
+        if best is not None and (
+            -neg_bound < best_score or (-neg_bound == best_score and name > best_name)
+        ):
+            break  # and so would every later row: they come in (−bound, name) order
+        p_prio, _, candidate, runtime, is_open = rows[index]
+        in_flight = runtime.in_flight
+        latency = runtime.latency_ms
+        p_lat = 100.0 if latency is None else (0.0 if latency >= 1000 else 100 - latency / 10)
+        p_load = 100 - (in_flight if in_flight < 100 else 100)
+        score = (p_prio * w_prio + p_load * w_load + p_lat * w_lat) / 100
+        if score < -neg_bound:
+            tightened.append((index, score))
+        if penalize_open and is_open:
+            score /= 2
+        ttft = runtime.ttft_ms
+        if ttft is not None and 0 < t < ttft:
+            score *= 1 - min((ttft - t) / t, 1.0)
+        if score > best_score or (score == best_score and name < best_name):
+            best, best_name, best_score = candidate, name, score
+    if tightened:
+        bounds.tighten(tightened)
+    if best is None:
+        raise ValueError("pick_smart needs at least one candidate")
+    return Pick(best, f"highest_score:{best_name}:{best_score:.1f}")
+
+
+def _scan_smart(
+    rows: Sequence[SmartRow],
+    excluded: AbstractSet[str],
+    *,
+    penalize_open: bool,
+    t: int,
+    weights: tuple[int, int, int],
+) -> Pick:
+    """pick_smart over rows in (priority, name) order, bounded by the full dynamic weights."""
+    w_prio, w_load, w_lat = weights
+    dynamic_max = 100 * w_load + 100 * w_lat
     best: Candidate | None = None
     best_name = ""
     best_score = -1.0
