@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import pytest
 
 from nexus_operator.api import Privacy
+from nexus_operator.routing import RequestRequirements
 from nexus_operator.serving.proto import router_pb2 as pb
 from nexus_operator.serving.requests import (
     InvalidArgument,
@@ -64,6 +66,32 @@ def test_a_request_without_id_gets_a_fresh_server_assigned_one() -> None:
     assert int(first, 16) >= 0
     assert first != second
     assert route_requirements(pb.RouteRequest(model="m", request_id="mine")).request_id == "mine"
+
+
+@pytest.mark.parametrize(
+    ("request_fields", "expected"),
+    [
+        ({"model": "chosen"}, {"model": "chosen"}),
+        ({"estimated_tokens": 123}, {"estimated_tokens": 123}),
+        ({"needs_vision": True}, {"needs_vision": True}),
+        ({"needs_tools": True}, {"needs_tools": True}),
+        ({"needs_json_mode": True}, {"needs_json_mode": True}),
+        ({"max_output_tokens": 7}, {"max_output_tokens": 7}),
+        ({"privacy": pb.PRIVACY_UNRESTRICTED}, {"privacy": Privacy.UNRESTRICTED}),
+        ({"min_tier": 2}, {"min_tier": 2}),
+        ({"strict": True}, {"strict": True}),
+        ({"namespace": "team"}, {"namespace": "team"}),
+        ({"request_id": "r-9"}, {"request_id": "r-9"}),
+    ],
+)
+def test_each_request_field_reaches_its_requirement(
+    request_fields: dict[str, Any], expected: dict[str, Any]
+) -> None:
+    """One field at a time: nothing else moves from its default."""
+    fields = {"model": "m", "request_id": "r", **request_fields}
+    made = route_requirements(pb.RouteRequest(**fields))
+    defaults = RequestRequirements(model="m", request_id="r")
+    assert made == dataclasses.replace(defaults, **expected)
 
 
 def test_privacy_and_tier_are_carried_over() -> None:

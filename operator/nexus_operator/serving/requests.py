@@ -63,18 +63,20 @@ def route_requirements(request: pb.RouteRequest) -> RequestRequirements:
     # Most Route callers send the estimate instead of the messages: skip the walk when empty.
     tokens, has_image = _messages_usage(messages) if messages else (0, False)
     estimated = _count(request.estimated_tokens, field="estimated_tokens")
+    # Positional, in field order: binding eleven keywords costs ~0.3 µs more on every Route
+    # call (test_each_request_field_reaches_its_requirement pins the order).
     return RequestRequirements(
-        model=_model(request.model, field="model"),
-        estimated_tokens=estimated or tokens,
-        needs_vision=request.needs_vision or has_image,
-        needs_tools=request.needs_tools,
-        needs_json_mode=request.needs_json_mode,
-        max_output_tokens=_max_output_tokens(request),
-        privacy=_privacy(request.privacy),
-        min_tier=_min_tier(request),
-        strict=request.strict,
-        namespace=_namespace(request.namespace, field="namespace"),
-        request_id=_request_id(request.request_id, field="request_id") or assigned_request_id(),
+        _model(request.model, field="model"),
+        estimated or tokens,
+        request.needs_vision or has_image,
+        request.needs_tools,
+        request.needs_json_mode,
+        _max_output_tokens(request),
+        _privacy(request.privacy),
+        _min_tier(request),
+        request.strict,
+        _namespace(request.namespace, field="namespace"),
+        _request_id(request.request_id, field="request_id") or assigned_request_id(),
     )
 
 
@@ -88,11 +90,11 @@ class _RequestIds:
         os.register_at_fork(after_in_child=self._draw)  # a forked child draws its own prefix
 
     def _draw(self) -> None:
-        self._prefix = secrets.token_hex(8)
+        self._template = secrets.token_hex(8) + "%016x"
         self._serial = itertools.count()
 
     def next(self) -> str:
-        return f"{self._prefix}{next(self._serial):016x}"
+        return self._template % next(self._serial)
 
 
 _REQUEST_IDS = _RequestIds()
