@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import gc
-from datetime import timedelta
+import random
+from datetime import datetime, timedelta
 
 from routing_factories import NOW, backend, engine, policy
 
+from nexus_operator.pipeline import BackendRuntime
 from nexus_operator.routing import RequestRequirements, RoutingEngine, UsageReport
+from nexus_operator.routing.slots import SlotLedger
 
 
 def route(eng: RoutingEngine, request_id: str | None) -> None:
@@ -84,3 +87,29 @@ def test_open_slots_cost_the_garbage_collector_nothing() -> None:
     gc.collect()
     assert in_flight(eng) == 2001
     assert len(gc.get_objects()) - before < 2000 // 10  # bounded records, not one per slot
+
+
+def test_expiry_releases_exactly_the_stale_slots_even_when_the_clock_steps_back() -> None:
+    """Expiry stops at the first fresh slot while slots are in time order; after the clock
+    steps back it still releases exactly the slots taken at or before now − timeout."""
+    rng = random.Random(7)
+    ledger = SlotLedger(timedelta(seconds=10))
+    cell = BackendRuntime()
+    taken: dict[str, datetime] = {}
+    clock = NOW
+    for step in range(600):
+        clock += timedelta(seconds=rng.choice([0, 1, 1, 2, 3, -30 if step % 97 == 0 else 1]))
+        request_id = f"r{step}"
+        assert ledger.take(cell, ("default", "a"), request_id=request_id, now=clock)
+        taken[request_id] = clock
+        if rng.random() < 0.2:
+            gone = rng.choice(sorted(taken))
+            assert ledger.release(("default", "a"), gone)
+            del taken[gone]
+        if step % 5 == 0:
+            horizon = clock - timedelta(seconds=10)
+            stale = [r for r, at in taken.items() if at <= horizon]
+            assert ledger.expire(clock) == len(stale)
+            for request_id in stale:
+                del taken[request_id]
+            assert len(ledger) == len(taken) == cell.in_flight

@@ -229,9 +229,13 @@ class BackendRuntime:
         cap = self._max_concurrency
         if counters is not None:
             return counters.try_take(self._row, cap)
-        if cap is not None and self._in_flight >= cap:
-            return False
-        self.in_flight = self._in_flight + 1
+        count = self._in_flight + 1
+        if cap is not None:
+            if count > cap:
+                return False
+            if count == cap:  # below the cap it was not in `saturated` (_track_saturation)
+                self._saturated.add(self._key)
+        self._in_flight = count  # a rise: the score log records only falls
         return True
 
     def release_slot(self) -> None:

@@ -6,6 +6,7 @@ concurrency cap forever; expiry after a timeout bounds that damage.
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from datetime import datetime, timedelta
 from itertools import count
 
@@ -28,6 +29,12 @@ class SlotLedger:
     the first one's live slot. Instead every slot gets a unique key and `_by_id` lists the keys
     taken under each id, so one report releases one slot of its own request and nothing else.
     The cells slots were taken on are held once each (`_cells`, by number), not per slot.
+
+    Slots are taken in time order, so expiry walks from the oldest and stops at the first one
+    still fresh: O(expired), not O(open), every round. Should the clock step back, a slot is
+    taken at a time before an older slot's, and the dict is no longer in time order: then
+    `_disordered` is set and the next rounds walk every slot, as before, until a walk finds
+    the remaining slots in order again. A slot never expires before or after its time.
     """
 
     def __init__(self, timeout: timedelta = DEFAULT_SLOT_TIMEOUT) -> None:
@@ -37,6 +44,8 @@ class SlotLedger:
         self._keys = count()
         self._cells: dict[int, BackendRuntime] = {}
         self._open: dict[int, int] = {}  # cell number → its open slots
+        self._latest: datetime | None = None  # taken-at of the newest slot
+        self._disordered = False
 
     def __len__(self) -> int:
         return len(self._slots)
@@ -54,6 +63,11 @@ class SlotLedger:
         if not cell.try_take():
             return False
         key = next(self._keys)
+        latest = self._latest
+        if latest is None or now >= latest:
+            self._latest = now
+        else:
+            self._disordered = True
         number = id(cell)  # unique while held here
         self._cells[number] = cell
         self._open[number] = self._open.get(number, 0) + 1
@@ -81,10 +95,20 @@ class SlotLedger:
         return True
 
     def expire(self, now: datetime) -> int:
+        """Release every slot taken at or before `now` − timeout."""
         horizon = now - self.timeout
-        stale = [k for k, s in self._slots.items() if s[2] <= horizon]
+        stale: list[int] = []
+        if self._disordered:
+            stale = [k for k, s in self._slots.items() if s[2] <= horizon]
+        else:
+            for key, slot in self._slots.items():
+                if slot[2] > horizon:
+                    break
+                stale.append(key)
         for key in stale:
             self._release(key)
+        if self._disordered:
+            self._disordered, self._latest = _time_order(self._slots.values())
         return len(stale)
 
     def _release(self, key: int) -> None:
@@ -102,3 +126,13 @@ class SlotLedger:
         else:
             del self._open[number], self._cells[number]
         cell.release_slot()
+
+
+def _time_order(slots: Collection[_Slot]) -> tuple[bool, datetime | None]:
+    """(whether the slots are out of time order, the newest taken-at)."""
+    latest: datetime | None = None
+    for slot in slots:
+        if latest is not None and slot[2] < latest:
+            return True, max(s[2] for s in slots)
+        latest = slot[2]
+    return False, latest
