@@ -24,7 +24,14 @@ BUDGET_STATES = {
 
 def route_response(decision: Decision) -> pb.RouteResponse:
     """The RouteResponse for a decision; optional fields are set only when the decision has them."""
-    response = pb.RouteResponse()
+    backend = decision.backend
+    # Parsing the backend's cached wire bytes into the new message is cheaper than building
+    # an empty one and merging the backend into it.
+    response = (
+        pb.RouteResponse.FromString(_backend_bytes(backend))
+        if backend is not None
+        else pb.RouteResponse()
+    )
     shared = decision.shared_exclusions
     own: Sequence[Exclusion] = decision.rejections
     if shared and _starts_with(own, shared):
@@ -57,8 +64,6 @@ def _fill_route_response(
         response.policy = decision.policy
     if decision.request_id:
         response.request_id = decision.request_id
-    if decision.backend is not None:
-        response.backend.MergeFromString(_backend_bytes(decision.backend))
     if decision.retry_after_ms is not None:
         response.retry_after_ms = decision.retry_after_ms
     if decision.estimated_wait_ms is not None:
@@ -66,18 +71,20 @@ def _fill_route_response(
 
 
 def _encode_backend(backend: BackendRef) -> bytes:
-    return pb.BackendRef(
+    ref = pb.BackendRef(
         name=backend.name,
         namespace=backend.namespace,
         url=backend.url,
         type=str(backend.type),
         zone=str(backend.zone),
         tier=backend.tier,
-    ).SerializeToString()
+    )
+    return pb.RouteResponse(backend=ref).SerializeToString()
 
 
 _backend_bytes = IdentityCache(_encode_backend)
-"""A decision's backend as encoded bytes, once per BackendRef (the engine keeps one per view)."""
+"""A RouteResponse holding only a decision's backend, as encoded bytes, once per BackendRef
+(the engine keeps one per view)."""
 
 
 def explanation(decision: Decision) -> pb.Explanation:
