@@ -68,7 +68,8 @@ def quiet_event_handler_success(logger: logging.Logger = _KOPF_OBJECTS) -> None:
 
 
 def open_watch_streams() -> list[AsyncGeneratorType[Any, Any]]:
-    """kopf's watch streams (`infinite_watch` async generators) still open, not running."""
+    """kopf's watch streams (`infinite_watch` async generators) still open and suspended at a
+    `yield` (not running, not inside an await), so closing them now is safe."""
     return [
         obj
         for obj in gc.get_objects()
@@ -77,6 +78,7 @@ def open_watch_streams() -> list[AsyncGeneratorType[Any, Any]]:
         and "kopf" in obj.ag_code.co_filename
         and obj.ag_frame is not None
         and not obj.ag_running
+        and obj.ag_await is None
     ]
 
 
