@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import random
 from typing import Any
+from unittest import mock
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -19,6 +20,7 @@ from nexus_operator.pipeline import (
     RoutingIntent,
     RuntimeState,
 )
+from nexus_operator.pipeline import plan as plans
 from nexus_operator.pipeline.runtime import BackendRuntime
 from nexus_operator.pipeline.strategies import Pick, SmartWeights, pick_smart
 from nexus_operator.routing import RequestRequirements
@@ -117,7 +119,18 @@ FLEET = st.lists(
 STEP = st.fixed_dictionaries(
     {
         "kind": st.sampled_from(
-            ["take", "take", "release", "release", "set", "latency", "ttft", "bind", "elsewhere"]
+            [
+                "take",
+                "take",
+                "release",
+                "release",
+                "set",
+                "latency",
+                "latency",
+                "ttft",
+                "bind",
+                "elsewhere",
+            ]
         ),
         "cell": st.integers(0, 11),
         "amount": st.integers(0, 40),
@@ -133,16 +146,30 @@ DECISION = st.fixed_dictionaries(
 )
 
 
-@settings(max_examples=400, deadline=None)
+@settings(max_examples=500, deadline=None)
 @given(
     fleet=FLEET,
     history=st.lists(st.tuples(st.lists(STEP, max_size=4), DECISION), min_size=1, max_size=25),
     weights=st.sampled_from(WEIGHTS),
     shared_ok=st.sampled_from([False, False, True]),
+    long_scan=st.sampled_from([0, 0, 0, 2, plans.LONG_SCAN]),
 )
 def test_smart_pick_with_plan_bounds_equals_scoring_every_candidate(
     fleet: list[dict[str, Any]],
     history: list[tuple[list[dict[str, Any]], dict[str, Any]]],
+    weights: SmartWeights,
+    shared_ok: bool,
+    long_scan: int,
+) -> None:
+    """`long_scan`: how long a fresh scan must be before the plan keeps bounds (0: always)."""
+    with mock.patch.object(plans, "LONG_SCAN", long_scan):
+        check_history(fleet, history, weights=weights, shared_ok=shared_ok)
+
+
+def check_history(
+    fleet: list[dict[str, Any]],
+    history: list[tuple[list[dict[str, Any]], dict[str, Any]]],
+    *,
     weights: SmartWeights,
     shared_ok: bool,
 ) -> None:
@@ -184,6 +211,7 @@ def test_smart_pick_with_plan_bounds_equals_scoring_every_candidate(
         assert pick.reason.split(":")[1] == pick.candidate.backend.name
 
 
+@mock.patch.object(plans, "LONG_SCAN", 0)
 def test_smart_pick_sees_a_release_after_scans_tightened_the_bounds() -> None:
     state = RuntimeState()
     views = [BackendView.from_api(backend(n, models=[MODEL], priority=10)) for n in ("a", "b")]
@@ -197,8 +225,27 @@ def test_smart_pick_sees_a_release_after_scans_tightened_the_bounds() -> None:
         intent = RoutingIntent(RequestRequirements(model=MODEL), plan.candidates, plan=plan)
         return pick_smart(intent, intent.candidate_backends, selector=selector).reason
 
-    assert pick() == "highest_score:a:65.0"  # both saturated: the tie goes to a
+    assert pick() == pick() == "highest_score:a:65.0"  # both saturated: the tie goes to a
     for _ in range(30):
         b.release_slot()
     # b: (90·50 + 10·30 + 100·20)/100 = 68.0
     assert pick() == "highest_score:b:68.0"
+
+
+@mock.patch.object(plans, "LONG_SCAN", 0)
+def test_smart_pick_sees_a_lowered_latency_after_scans_tightened_the_bounds() -> None:
+    state = RuntimeState()
+    views = [BackendView.from_api(backend(n, models=[MODEL], priority=10)) for n in ("a", "b")]
+    candidates = [Candidate(v, v.models[MODEL], state.backend("default", v.name)) for v in views]
+    plan = CandidatePlan(model=MODEL, candidates=candidates, filters=())
+    selector = Selector(SmartWeights(), 0)
+    a, b = (c.runtime for c in plan.candidates)
+    a.latency_ms, b.latency_ms = 500.0, 800.0
+
+    def pick() -> str:
+        intent = RoutingIntent(RequestRequirements(model=MODEL), plan.candidates, plan=plan)
+        return pick_smart(intent, intent.candidate_backends, selector=selector).reason
+
+    assert pick() == pick() == "highest_score:a:85.0"  # a: (90·50 + 100·30 + 50·20)/100
+    b.latency_ms = 100.0
+    assert pick() == "highest_score:b:93.0"  # b: (90·50 + 100·30 + 90·20)/100

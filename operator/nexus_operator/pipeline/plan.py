@@ -118,23 +118,39 @@ def smart_rows(candidates: Sequence[Candidate], *, ordered: bool = False) -> tup
     )
 
 
-ScoreEntry = tuple[float, str, int]
-"""(−bound, name, row index in `smart_rows`): ascending order scans bounds high to low, ties by
-name."""
+ScoreEntry = tuple[float, str, int, int, Candidate, BackendRuntime, bool]
+"""(−bound, name, row index in `smart_rows`, then the rest of the row: priority part,
+candidate, runtime, Open zone): ascending order scans bounds high to low, ties by name (names
+are unique, so tuples never compare past them)."""
+
+
+def fresh_bounds(rows: Sequence[SmartRow], weights: tuple[int, int, int]) -> list[ScoreEntry]:
+    """Each row's priority part plus the full load and latency weights, in scan order: with no
+    runtime fact known, the bound of its score (the order is (priority, name) for wP > 0)."""
+    w_prio, w_load, w_lat = weights
+    dynamic_max = 100 * w_load + 100 * w_lat
+    return sorted(
+        (-(row[0] * w_prio + dynamic_max) / 100, row[1], index, row[0], row[2], row[3], row[4])
+        for index, row in enumerate(rows)
+    )
 
 
 class ScoreBounds:
     """Upper bounds of the smart scores of a plan's candidates before the Open-zone and TTFT
     penalties (which only lower a score), in descending order, for one set of weights.
 
-    Every bound starts at the candidate's priority part plus the full load and latency
-    weights, the bound a scan in (priority, name) order uses. A scan that computes a score
-    lowers that candidate's bound to it (`tighten`); a cell the runtime's ScoreLog records
-    (its score may have risen) gets its starting bound back (`current`). Nothing else raises a
-    score, so each bound stays at or above the score it bounds, and a scan in this order may
-    stop at the first bound below the best score found. Inactive (`current` is None) when the
-    candidates' in-flight counts are shared with other processes, whose releases are not
-    recorded here, or when their cells do not all record into one log.
+    Every bound starts fresh (`fresh_bounds`). A scan that computes a score lowers that
+    candidate's bound to it (`tighten`); a cell the runtime's ScoreLog records (its score may
+    have risen) gets its fresh bound back (`current`). Nothing else raises a score, so each
+    bound stays at or above the score it bounds, and a scan in this order may stop at the first
+    bound below the best score found. Not `active` (the bounds stay fresh) when the candidates'
+    in-flight counts are shared with other processes, whose releases are not recorded here, or
+    when their cells do not all record into one log.
+
+    Keeping bounds costs a few µs per decision when usage reports keep releasing slots, more
+    than a short scan in fresh order: the bounds are kept (`learning`) only while a scan in
+    fresh order would visit more than LONG_SCAN rows (`settle` decides after each pick), and
+    start fresh again whenever they are taken up.
     """
 
     __slots__ = (
@@ -142,72 +158,81 @@ class ScoreBounds:
         "_fresh",
         "_index",
         "_log",
-        "_runtimes",
         "_serial",
-        "_shared",
+        "active",
+        "fresh_order",
+        "learning",
         "order",
         "weights",
     )
 
     def __init__(self, rows: Sequence[SmartRow], *, weights: tuple[int, int, int]) -> None:
-        w_prio, w_load, w_lat = weights
-        dynamic_max = 100 * w_load + 100 * w_lat
+        runtimes = [row[3] for row in rows]
+        logs = {id(r.score_log): r.score_log for r in runtimes}
         self.weights = weights
-        self._runtimes = tuple(row[3] for row in rows)
-        logs = {id(r.score_log): r.score_log for r in self._runtimes}
         self._log = next(iter(logs.values())) if len(logs) == 1 else ScoreLog()
-        self._shared = len(logs) != 1 or any(r.shares_in_flight for r in self._runtimes)
+        self.active = len(logs) == 1 and not any(r.shares_in_flight for r in runtimes)
         self._serial = self._log.serial
-        self._index = {id(runtime): index for index, runtime in enumerate(self._runtimes)}
-        self._fresh: tuple[ScoreEntry, ...] = tuple(
-            (-(row[0] * w_prio + dynamic_max) / 100, row[1], index)
-            for index, row in enumerate(rows)
-        )
+        self._index = {id(runtime): (index, runtime) for index, runtime in enumerate(runtimes)}
+        self.fresh_order = fresh_bounds(rows, weights)
+        self.order = list(self.fresh_order)
+        self._fresh = sorted(self.fresh_order, key=lambda entry: entry[2])
         self._entries = list(self._fresh)
-        self.order = sorted(self._fresh)
+        self.learning = False
 
-    def current(self) -> list[ScoreEntry] | None:
+    def current(self) -> list[ScoreEntry]:
         """The bounds in scan order, after what the log recorded since the last call."""
+        if not self.learning:
+            return self.fresh_order
         if self._log.serial != self._serial:
             self._catch_up()
-        return None if self._shared else self.order
+        return self.order
+
+    def settle(self, best_score: float, best_name: str) -> None:
+        """Keep bounds from now on if a scan in fresh order would have been long, else stop."""
+        long = bisect_left(self.fresh_order, (-best_score, best_name)) > LONG_SCAN
+        if long and not self.learning and self.active:
+            self._entries = list(self._fresh)
+            self.order = list(self.fresh_order)
+            self._serial = self._log.serial
+        self.learning = long and self.active
 
     def tighten(self, scores: Sequence[tuple[int, float]]) -> None:
         """Lower the bounds of the rows with these indices to the scores a scan computed."""
-        fresh = self._fresh
-        self._move({index: (-score, fresh[index][1], index) for index, score in scores})
+        entries, order = self._entries, self.order
+        for index, score in scores:
+            old = entries[index]
+            entries[index] = new = (-score, *old[1:])
+            del order[bisect_left(order, old)]
+            insort(order, new)
 
     def _catch_up(self) -> None:
-        log = self._log
-        changed = log.since(self._serial)
+        log, index = self._log, self._index
+        recorded = log.since(self._serial)
         self._serial = log.serial
-        if changed is None:
+        if recorded is None:  # too far behind: any cell may have changed
+            cells = list(index.values())
+        else:
+            cells = [found for found in map(index.get, map(id, recorded)) if found is not None]
+        if any(runtime.shares_in_flight for _, runtime in cells):
+            self.active = self.learning = False
+        if not self.active or len(cells) > _MOVES_BEFORE_SORT:
             self._entries = list(self._fresh)
             self.order = sorted(self._fresh)
             return
-        index = self._index
-        rows = {index[key] for key in map(id, changed) if key in index}
-        if any(self._runtimes[row].shares_in_flight for row in rows):
-            self._shared = True
-        self._move({row: self._fresh[row] for row in rows})
-
-    def _move(self, new: Mapping[int, ScoreEntry]) -> None:
-        entries, order = self._entries, self.order
-        if len(new) > _MOVES_BEFORE_SORT:
-            for index, entry in new.items():
-                entries[index] = entry
-            self.order = sorted(entries)
-            return
-        for index, entry in new.items():
-            old = entries[index]
-            if old != entry:
+        entries, order, fresh = self._entries, self.order, self._fresh
+        for row, _ in cells:
+            old = entries[row]
+            if old is not fresh[row]:
+                entries[row] = fresh[row]
                 del order[bisect_left(order, old)]
-                insort(order, entry)
-                entries[index] = entry
+                insort(order, fresh[row])
 
 
 _MOVES_BEFORE_SORT = 8
-"""More bounds moved at once than this: sorting them all again is cheaper than moving each."""
+LONG_SCAN = 12
+"""Rows a scan in fresh order visits before keeping bounds pays (≈ 0.2 µs a row, ≈ 3 µs)."""
+"""More cells recorded at once than this: every bound starts fresh again (one sort)."""
 
 
 def among(keys: set[BackendKey], plan: CandidatePlan) -> list[Candidate]:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import random
 from collections.abc import Mapping, Sequence
-from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Final, NamedTuple, Protocol
@@ -21,7 +20,7 @@ from typing import Final, NamedTuple, Protocol
 from nexus_operator.api import Strategy
 
 from .intent import RoutingIntent
-from .plan import SmartRow, smart_rows
+from .plan import ScoreBounds, fresh_bounds, smart_rows
 from .views import Candidate
 
 
@@ -80,39 +79,39 @@ def pick_smart(
     clients that never report usage, it stops after a row or two instead of visiting every
     candidate. A row whose bound equals the best score is skipped only when its name sorts
     after the best's (it could at most tie, and a tie goes to the lower name), so the pick is
-    the full scan's in every case. Without a plan (library callers), or with
-    in-flight counts shared with other processes, the scan is in (priority, name) order.
+    the full scan's in every case. Without a plan (library callers), or with in-flight counts
+    shared with other processes, the bounds stay fresh: (priority, name) order, cut at the
+    priority part plus the full load and latency weights.
     This is the hottest loop of a decision: the formula is inlined, with no call per candidate.
     """
     weights, penalize_open = selector.weights, intent.annotations.penalize_open
     w_prio, w_load, w_lat = weights.priority, weights.load, weights.latency
+    key = (w_prio, w_load, w_lat)
     t = selector.ttft_penalty_threshold_ms
     plan, excluded = intent.plan, intent.excluded_names
-    key = (w_prio, w_load, w_lat)
-    bounds = plan.score_bounds(key) if plan is not None else None
-    order = bounds.current() if bounds is not None else None
-    if plan is None or bounds is None or order is None:
-        rows = plan.smart_rows if plan is not None else smart_rows(candidates)
-        return _scan_smart(rows, excluded, penalize_open=penalize_open, t=t, weights=key)
-    rows = plan.smart_rows
+    bounds: ScoreBounds | None = None
+    if plan is not None:
+        bounds = plan.score_bounds(key)
+        order, learn = bounds.current(), bounds.learning
+    else:
+        order, learn = fresh_bounds(smart_rows(candidates), key), False
     best: Candidate | None = None
     best_name = ""
     best_score = -1.0
     tightened: list[tuple[int, float]] = []
-    for neg_bound, name, index in order:
+    for neg_bound, name, index, p_prio, candidate, runtime, is_open in order:
         if name in excluded:
             continue
         if best is not None and (
             -neg_bound < best_score or (-neg_bound == best_score and name > best_name)
         ):
             break  # and so would every later row: they come in (−bound, name) order
-        p_prio, _, candidate, runtime, is_open = rows[index]
         in_flight = runtime.in_flight
         latency = runtime.latency_ms
         p_lat = 100.0 if latency is None else (0.0 if latency >= 1000 else 100 - latency / 10)
         p_load = 100 - (in_flight if in_flight < 100 else 100)
         score = (p_prio * w_prio + p_load * w_load + p_lat * w_lat) / 100
-        if score < -neg_bound:
+        if learn and score < -neg_bound:
             tightened.append((index, score))
         if penalize_open and is_open:
             score /= 2
@@ -121,47 +120,12 @@ def pick_smart(
             score *= 1 - min((ttft - t) / t, 1.0)
         if score > best_score or (score == best_score and name < best_name):
             best, best_name, best_score = candidate, name, score
-    if tightened:
-        bounds.tighten(tightened)
     if best is None:
         raise ValueError("pick_smart needs at least one candidate")
-    return Pick(best, f"highest_score:{best_name}:{best_score:.1f}")
-
-
-def _scan_smart(
-    rows: Sequence[SmartRow],
-    excluded: AbstractSet[str],
-    *,
-    penalize_open: bool,
-    t: int,
-    weights: tuple[int, int, int],
-) -> Pick:
-    """pick_smart over rows in (priority, name) order, bounded by the full dynamic weights."""
-    w_prio, w_load, w_lat = weights
-    dynamic_max = 100 * w_load + 100 * w_lat
-    best: Candidate | None = None
-    best_name = ""
-    best_score = -1.0
-    for p_prio, name, candidate, runtime, is_open in rows:
-        if name in excluded:
-            continue
-        static = p_prio * w_prio
-        if best is not None and (static + dynamic_max) / 100 < best_score:
-            break
-        in_flight = runtime.in_flight
-        latency = runtime.latency_ms
-        p_lat = 100.0 if latency is None else (0.0 if latency >= 1000 else 100 - latency / 10)
-        p_load = 100 - (in_flight if in_flight < 100 else 100)
-        score = (static + p_load * w_load + p_lat * w_lat) / 100
-        if penalize_open and is_open:
-            score /= 2
-        ttft = runtime.ttft_ms
-        if ttft is not None and 0 < t < ttft:
-            score *= 1 - min((ttft - t) / t, 1.0)
-        if score > best_score or (score == best_score and name < best_name):
-            best, best_name, best_score = candidate, name, score
-    if best is None:
-        raise ValueError("pick_smart needs at least one candidate")
+    if bounds is not None:
+        if tightened:
+            bounds.tighten(tightened)
+        bounds.settle(best_score, best_name)
     return Pick(best, f"highest_score:{best_name}:{best_score:.1f}")
 
 
