@@ -18,7 +18,9 @@ Envoy's ext_proc messages per request, next to the same figures for
 Prints the figures and writes benchmarks/results/gateway.json. The machine is shared (two
 cores, other work running), so figures move between runs; compare direct and picker from
 the same run only. NEXUS_BENCH_PROFILE=1 runs only the picker at the fixed rate under
-pyinstrument and prints where the picker's time goes (nothing is recorded).
+pyinstrument and prints where the picker's time goes (nothing is recorded). The picker and
+the no-op are measured again with `envoy-config --skip-response-headers` (3 messages a request
+instead of 4: `skip_response_headers_*`).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -280,6 +283,14 @@ def main() -> int:
             workers=PICKER_WORKERS,
             label=f"picker, {PICKER_WORKERS} workers",
         )
+        # envoy-config --skip-response-headers: the same two, without the response-headers
+        # message (client headers from the picker's dynamic metadata).
+        skip = replace(base, skip_response_headers=True)
+        shutil.copytree(work / "manifests", work / "skip" / "manifests")
+        noop_skip = measure_noop(vegeta, skip, work=work / "skip", endpoint=standin.endpoint)
+        picker_skip = measure_picker(
+            vegeta, skip, work=work / "skip", workers=0, label="picker, skip response headers"
+        )
     result: dict[str, object] = {
         "direct_p50_ms": round(direct["p50_ms"], 3),
         "direct_p99_ms": round(direct["p99_ms"], 3),
@@ -300,6 +311,17 @@ def main() -> int:
             via_workers["cpu_ms_per_request"], 3
         ),
         "extproc_messages_per_request": round(via_picker["extproc_messages_per_request"], 2),
+        "skip_response_headers_picker_p50_ms": round(picker_skip["p50_ms"], 3),
+        "skip_response_headers_picker_p99_ms": round(picker_skip["p99_ms"], 3),
+        "skip_response_headers_picker_max_rps": round(picker_skip["max_rps"], 1),
+        "skip_response_headers_picker_cpu_ms_per_request": round(
+            picker_skip["cpu_ms_per_request"], 3
+        ),
+        "skip_response_headers_noop_extproc_p50_ms": round(noop_skip["p50_ms"], 3),
+        "skip_response_headers_noop_extproc_p99_ms": round(noop_skip["p99_ms"], 3),
+        "skip_response_headers_extproc_messages_per_request": round(
+            picker_skip["extproc_messages_per_request"], 2
+        ),
         "direct_success_at_rate": direct["success_at_rate"],
         "picker_success_at_rate": via_picker["success_at_rate"],
         "max_rate_workers": MAX_WORKERS,
@@ -310,7 +332,14 @@ def main() -> int:
     }
     print(
         f"picker adds {via_picker['p50_ms'] - direct['p50_ms']:+.2f} ms at p50, "
-        f"{via_picker['p99_ms'] - direct['p99_ms']:+.2f} ms at p99 ({RATE}/s)"
+        f"{via_picker['p99_ms'] - direct['p99_ms']:+.2f} ms at p99 ({RATE}/s); "
+        f"no-op ext_proc {noop['p50_ms'] - direct['p50_ms']:+.2f} ms at p50"
+    )
+    print(
+        "with --skip-response-headers: picker adds "
+        f"{picker_skip['p50_ms'] - direct['p50_ms']:+.2f} ms at p50, "
+        f"{picker_skip['p99_ms'] - direct['p99_ms']:+.2f} ms at p99; no-op ext_proc "
+        f"{noop_skip['p50_ms'] - direct['p50_ms']:+.2f} ms at p50"
     )
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(result, indent=2) + "\n")

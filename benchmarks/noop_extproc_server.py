@@ -1,7 +1,8 @@
 """An ext_proc server that decides nothing: the floor grpc.aio sets per gateway request.
 
 It answers every message Envoy sends with a prebuilt response (the request body's answer
-names the one endpoint given on the command line) through the same read/write loop and the
+names the one endpoint given on the command line and, like the picker's, carries a client
+header as dynamic metadata; the generated config skips response headers for both) through the same read/write loop and the
 same grpc.aio server as the picker, so `bench_gateway.py` can tell the transport's CPU per
 request from the picker's own. Usage: noop_extproc_server.py PORT IP:PORT.
 """
@@ -21,7 +22,10 @@ def answers(endpoint: str) -> dict[str, wire.ProcessingResponse]:
     return {
         "request_headers": wire.continue_request_headers(),
         "request_body": wire.routed_buffered_body(
-            [(wire.DESTINATION_KEY, endpoint)], endpoint=endpoint, body=None
+            [(wire.DESTINATION_KEY, endpoint)],
+            endpoint=endpoint,
+            body=None,
+            client_headers=[("x-nexus-backend", "bench/noop")],
         ),
         "request_trailers": wire.continue_request_trailers(),
         "response_headers": wire.response_headers([("x-nexus-backend", "bench/noop")]),

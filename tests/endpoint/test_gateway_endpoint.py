@@ -15,6 +15,7 @@ from typing import Any
 
 import grpc
 import pytest
+from envoy.extensions.filters.http.ext_proc.v3 import processing_mode_pb2
 from envoy.service.ext_proc.v3 import external_processor_pb2 as ext
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from prometheus_client import CollectorRegistry, generate_latest
@@ -567,3 +568,50 @@ async def test_readiness_follows_the_registry_sync_and_set_serving_liveness_stay
                 await asyncio.sleep(0.05)
             assert await status("envoy.service.ext_proc.v3.ExternalProcessor") != serving
             assert await status("liveness") == serving
+
+
+STREAMED = processing_mode_pb2.ProcessingMode.STREAMED
+
+
+def attributed_body(body: bytes, *, status: int) -> ext.ProcessingRequest:
+    """The first response-body message of a proxy skipping response headers: it carries the
+    `response.code` attribute (envoy-config --skip-response-headers)."""
+    request = response_body(body)
+    code = request.attributes["envoy.filters.http.ext_proc"].fields["response.code"]
+    code.number_value = status
+    return request
+
+
+async def test_the_routed_answer_carries_the_client_headers_as_nexus_gateway_metadata(
+    gateway: tuple[GatewayServer, Any],
+) -> None:
+    _, stub = gateway
+    stream, answer = await routed_buffered(stub, chat())
+    client = answer.dynamic_metadata.fields["nexus.gateway"].struct_value.fields
+    assert client["x-nexus-backend"].string_value == "default/local"
+    assert client["x-nexus-model"].string_value == "llama3:8b"
+    assert "x-nexus-fallback" not in client
+    assert destination_metadata(answer) == LOCAL
+    await stream.close()
+
+
+async def test_without_response_headers_the_status_comes_from_the_response_code_attribute(
+    gateway: tuple[GatewayServer, Any], registry: Registry
+) -> None:
+    _, stub = gateway
+    stream, _ = await routed_buffered(stub, chat(), response_mode=STREAMED)
+    await stream.send(attributed_body(b'{"error": {}}', status=500))
+    await stream.recv()
+    await stream.close()
+    assert registry.runtime.backend("default", "local").error_rate(datetime.now(UTC)) == 1.0
+    assert in_flight(registry, "local") == 0
+
+
+async def test_without_response_headers_a_response_with_no_body_counts_as_a_failure(
+    gateway: tuple[GatewayServer, Any], registry: Registry
+) -> None:
+    _, stub = gateway
+    stream, _ = await routed_buffered(stub, chat(), response_mode=STREAMED)
+    await stream.close()  # the proxy had nothing to send: a bodiless response, status unknown
+    assert registry.runtime.backend("default", "local").error_rate(datetime.now(UTC)) == 1.0
+    assert in_flight(registry, "local") == 0

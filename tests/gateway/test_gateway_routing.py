@@ -15,6 +15,7 @@ from openai.types.chat import (
     ChatCompletionUserMessageParam,
 )
 
+from nexus_operator.cli.cmd_envoy_config import EnvoyOptions
 from nexus_testkit.localcluster.standins import NAME_HEADER, StandIns
 
 from .conftest import BODY_MODES, HELLO, Gateway, backend, held_stream, policy, run_gateway
@@ -72,12 +73,20 @@ def fleet(stand_ins: StandIns) -> Fleet:
     return Fleet(stand_ins)
 
 
-@pytest.fixture(scope="module", params=BODY_MODES)
+# Every body mode, and buffered with `envoy-config --skip-response-headers` (the picker then
+# sees no response headers: client headers come from its metadata, status from an attribute).
+GATEWAYS = [*BODY_MODES, "buffered-skip-response-headers"]
+
+
+@pytest.fixture(scope="module", params=GATEWAYS)
 def gateway(
     request: pytest.FixtureRequest, fleet: Fleet, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Gateway]:
     workdir = tmp_path_factory.mktemp(f"gateway-{request.param}")
-    with run_gateway(workdir, fleet.documents(), body_mode=request.param) as running:
+    skip = request.param.endswith("-skip-response-headers")
+    body_mode = request.param.removesuffix("-skip-response-headers")
+    options = EnvoyOptions(skip_response_headers=skip)
+    with run_gateway(workdir, fleet.documents(), body_mode=body_mode, options=options) as running:
         yield running
 
 
@@ -286,6 +295,23 @@ def test_upstream_500_reaches_the_client_and_counts_as_a_failure(
         namespace="default",
         backend="local-chat",
     )
+
+
+def test_upstream_503_without_a_body_counts_as_a_failure(gateway: Gateway, fleet: Fleet) -> None:
+    failures_before = failures(gateway)
+    fleet.open.behaviour.fail_status = 503
+    fleet.open.behaviour.fail_empty = True
+    try:
+        with pytest.raises(openai.InternalServerError):
+            gateway.client().chat.completions.create(model="open-model", messages=HELLO)
+    finally:
+        fleet.open.behaviour.fail_status = None
+        fleet.open.behaviour.fail_empty = False
+    deadline = time.monotonic() + 20
+    while failures(gateway) <= failures_before:
+        assert time.monotonic() < deadline, "the bodiless 503 was never accounted as a failure"
+        time.sleep(0.1)
+    gateway.wait_for_in_flight("open-chat", 0)
 
 
 def failures(gateway: Gateway) -> float:

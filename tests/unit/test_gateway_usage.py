@@ -78,3 +78,15 @@ def test_garbage_never_raises_and_estimates_nothing() -> None:
 def test_a_negative_or_non_integer_usage_is_ignored() -> None:
     body = json.dumps({"usage": {"prompt_tokens": -1, "completion_tokens": "3"}}).encode()
     assert meter("application/json", body).estimated
+
+
+@pytest.mark.parametrize("lead", [b"", b"\n  "])
+def test_without_a_content_type_the_body_tells_json_from_sse(lead: bytes) -> None:
+    """A proxy that skips response headers gives the meter the body only."""
+    json_body = json.dumps({"usage": {"prompt_tokens": 3, "completion_tokens": 4}}).encode()
+    stream = sse({"choices": [], "usage": {"prompt_tokens": 5, "completion_tokens": 6}})
+    for body, expected in ((json_body, Usage(3, 4, estimated=False)), (stream, Usage(5, 6, False))):
+        found = UsageMeter(prompt_estimate=7)
+        for chunk in (lead, body[:3], body[3:]):
+            found.feed(chunk)
+        assert found.result() == expected

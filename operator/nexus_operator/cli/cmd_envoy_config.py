@@ -45,6 +45,18 @@ UPSTREAM_HEADER = "x-nexus-upstream"
 SUBSET_HINT_NAMESPACE = "envoy.lb.subset_hint"
 ENDPOINTS_CLUSTER = "nexus-endpoints"
 PICKER_CLUSTER = "nexus-picker"
+# The picker's client response headers, as dynamic metadata `nexus.gateway` / <header name>
+# (serving.gateway.wire.CLIENT_HEADERS_NAMESPACE; repeated so rendering needs no Envoy API).
+CLIENT_HEADERS_NAMESPACE = "nexus.gateway"
+CLIENT_HEADERS = (
+    "x-nexus-backend",
+    "x-nexus-model",
+    "x-nexus-policy",
+    "x-nexus-route-reason",
+    "x-nexus-budget",
+    "x-nexus-fallback",
+)
+STATUS_ATTRIBUTE = "response.code"
 BODY_MODES = {"buffered": "BUFFERED", "full-duplex-streamed": "FULL_DUPLEX_STREAMED"}
 SYSTEM_CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
 DEFAULT_MAX_BODY_BYTES = 4 * 1024 * 1024  # the picker's --gateway-max-body-bytes default
@@ -111,6 +123,8 @@ class EnvoyOptions:
     subset_hint: tuple[str, ...] = ()
     access_log: bool = True
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    # --skip-response-headers: one ext_proc round trip fewer per request (see _ext_proc).
+    skip_response_headers: bool = False
     cloud: tuple[CloudUpstream, ...] = field(default=())
 
 
@@ -189,9 +203,7 @@ def _listener(options: EnvoyOptions) -> dict[str, Any]:
         "common_http_protocol_options": {"idle_timeout": "3600s"},
         "route_config": {
             "name": "nexus",
-            "virtual_hosts": [
-                {"name": "nexus", "domains": ["*"], "routes": _routes(options.cloud)}
-            ],
+            "virtual_hosts": [_virtual_host(options)],
         },
         "http_filters": _http_filters(options),
     }
@@ -214,6 +226,24 @@ def _listener(options: EnvoyOptions) -> dict[str, Any]:
             }
         ],
     }
+
+
+def _virtual_host(options: EnvoyOptions) -> dict[str, Any]:
+    host: dict[str, Any] = {"name": "nexus", "domains": ["*"], "routes": _routes(options.cloud)}
+    if options.direct_endpoint is None and options.skip_response_headers:
+        # Each x-nexus-* header from the picker's dynamic metadata; one the picker left
+        # unset formats empty and is not added (keep_empty_value defaults to false).
+        host["response_headers_to_add"] = [
+            {
+                "header": {
+                    "key": name,
+                    "value": f"%DYNAMIC_METADATA({CLIENT_HEADERS_NAMESPACE}:{name})%",
+                },
+                "append_action": "OVERWRITE_IF_EXISTS_OR_ADD",
+            }
+            for name in CLIENT_HEADERS
+        ]
+    return host
 
 
 def _routes(cloud: Sequence[CloudUpstream]) -> list[dict[str, Any]]:
@@ -297,7 +327,7 @@ def _http_filters(options: EnvoyOptions) -> list[dict[str, Any]]:
 
 def _ext_proc(options: EnvoyOptions) -> dict[str, Any]:
     streamed = options.body_mode == "full-duplex-streamed"
-    return {
+    config: dict[str, Any] = {
         _TYPE: _EXT_PROC,
         "grpc_service": {
             "envoy_grpc": {"cluster_name": PICKER_CLUSTER},
@@ -310,7 +340,11 @@ def _ext_proc(options: EnvoyOptions) -> dict[str, Any]:
             "request_header_mode": "SEND",
             "request_body_mode": BODY_MODES[options.body_mode],
             "request_trailer_mode": "SEND" if streamed else "SKIP",
-            "response_header_mode": "SEND",
+            # With --skip-response-headers the picker gets no response-headers message: the
+            # x-nexus-* headers come from its dynamic metadata (_virtual_host), the status as
+            # the response.code attribute with the first response-body message. A response
+            # without a body then sends the picker nothing, so its status is unknown.
+            "response_header_mode": "SKIP" if options.skip_response_headers else "SEND",
             # Responses are streamed in both modes, so SSE reaches the client as it is made
             # while the picker reads usage from the chunks.
             "response_body_mode": "FULL_DUPLEX_STREAMED" if streamed else "STREAMED",
@@ -318,9 +352,12 @@ def _ext_proc(options: EnvoyOptions) -> dict[str, Any]:
         },
         "metadata_options": {
             "forwarding_namespaces": {"untyped": [SUBSET_HINT_NAMESPACE, "envoy.lb"]},
-            "receiving_namespaces": {"untyped": ["envoy.lb"]},
+            "receiving_namespaces": {"untyped": ["envoy.lb", CLIENT_HEADERS_NAMESPACE]},
         },
     }
+    if options.skip_response_headers:
+        config["response_attributes"] = [STATUS_ATTRIBUTE]
+    return config
 
 
 def _endpoints_cluster() -> dict[str, Any]:
@@ -481,6 +518,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="Render the same routing without the picker, every request to IP:PORT (baseline).",
     )
     parser.add_argument(
+        "--skip-response-headers",
+        action="store_true",
+        help="Do not send response headers to the picker (one round trip fewer per request); "
+        "Envoy adds the x-nexus-* headers from the picker's metadata. A response without a "
+        "body is then accounted as a failure, whatever its status (docs/gateway.md).",
+    )
+    parser.add_argument(
         "--no-access-log", action="store_true", help="Do not log each request to stdout."
     )
     parser.add_argument(
@@ -523,6 +567,7 @@ def main(args: argparse.Namespace) -> int:
         subset_hint=tuple(args.subset_hint),
         access_log=not args.no_access_log,
         max_body_bytes=args.max_body_bytes,
+        skip_response_headers=args.skip_response_headers,
         cloud=tuple(cloud_upstreams(backends, namespace=args.namespace)),
     )
     text = render_yaml(options)

@@ -52,6 +52,7 @@ class StandInBehaviour:
     delay_s: float = 0.0
     requests: int = 0
     fail_status: int | None = None
+    fail_empty: bool = False  # with fail_status: the failure has no body at all
     stream_delay_s: float = 0.0
     stream_chunks: int = DEFAULT_STREAM_CHUNKS
     required_headers: dict[str, str] = field(default_factory=dict)
@@ -186,6 +187,10 @@ class InferenceStandIn:
         if (unauthorised := self._check_headers(request)) is not None:
             return unauthorised
         if self.behaviour.fail_status is not None:
+            if self.behaviour.fail_empty:
+                return web.Response(
+                    status=self.behaviour.fail_status, headers={NAME_HEADER: self.name}
+                )
             return self._error(self.behaviour.fail_status, "server_error", "stand-in told to fail")
         prompt_tokens = self.behaviour.prompt_tokens or _estimate_prompt_tokens(body)
         words = [f"word{i}" for i in range(max(1, self.behaviour.stream_chunks))]

@@ -13,8 +13,11 @@ Decision: the body is parsed (openai_request), the engine decides (same engine, 
 ledger as the gRPC Route), and the decision becomes either the routing headers (wire) or an
 ImmediateResponse in OpenAI's error format (errors).
 
-Response phase: x-nexus-* headers are added to the response headers; body chunks feed the
-usage meter and pass through (echoed back as streamed_response in FULL_DUPLEX_STREAMED mode).
+Response phase: the x-nexus-* client headers went out with the decision as dynamic metadata
+(`nexus.gateway`), which the generated Envoy config turns into response headers, so Envoy skips
+the response-headers message; the first body message brings the status (`response.code`
+attribute) and marks the first byte. A proxy that does send response headers gets the x-nexus-*
+headers added there. Body chunks feed the usage meter (JSON or SSE told from the body) and pass through (echoed back as streamed_response in FULL_DUPLEX_STREAMED mode).
 When the stream ends — end of the response, client abort, upstream error, Envoy cancelling the
 ext_proc stream — the usage is reported through `engine.report_usage` (the ReportUsage path),
 which also releases the in-flight slot the decision took. `_Stream.finish` runs exactly once,
@@ -170,6 +173,7 @@ class _Routed:
     first_byte: float | None = None
     endpoint: str | None = None  # where the picker sent it (None for a cloud route)
     served: str | None = None  # where the proxy says it went, when it says
+    responded: bool = False  # any response-phase message arrived
 
 
 class _Stream:
@@ -314,14 +318,17 @@ class _Stream:
                     f"backend {backend.namespace}/{backend.name} was chosen but its URL does not "
                     "resolve to an address",
                 )
-            responses = self._forward(decision, parsed, target=target)
+            client_headers = _client_headers(decision)
+            responses = self._forward(
+                decision, parsed, target=target, client_headers=client_headers
+            )
         except BaseException:
             service.engine.release_slot(backend.namespace, backend.name, request_id=self.request_id)
             raise
         self._routed = _Routed(
             decision=decision,
             requirements=parsed.requirements,
-            client_headers=_client_headers(decision),
+            client_headers=client_headers,
             started=started,
             meter=UsageMeter(prompt_estimate=parsed.requirements.estimated_tokens),
             endpoint=target.endpoint,
@@ -340,7 +347,12 @@ class _Stream:
             ) from None
 
     def _forward(
-        self, decision: Decision, parsed: ParsedRequest, *, target: Target
+        self,
+        decision: Decision,
+        parsed: ParsedRequest,
+        *,
+        target: Target,
+        client_headers: wire.Headers,
     ) -> list[wire.ProcessingResponse]:
         backend = decision.backend
         assert backend is not None
@@ -369,12 +381,21 @@ class _Stream:
                 set_headers.append(("content-length", str(len(body))))
         if self._request_mode == wire.FULL_DUPLEX_STREAMED:
             return [
-                wire.routed_request_headers(set_headers, remove=remove, endpoint=target.endpoint),
+                wire.routed_request_headers(
+                    set_headers,
+                    remove=remove,
+                    endpoint=target.endpoint,
+                    client_headers=client_headers,
+                ),
                 *wire.streamed_request_body(body if body is not None else bytes(self._body)),
             ]
         return [
             wire.routed_buffered_body(
-                set_headers, remove=remove, endpoint=target.endpoint, body=body
+                set_headers,
+                remove=remove,
+                endpoint=target.endpoint,
+                body=body,
+                client_headers=client_headers,
             )
         ]
 
@@ -398,6 +419,7 @@ class _Stream:
         routed = self._routed
         if routed is None:
             return [wire.response_headers(())]
+        routed.responded = True
         headers = wire.header_map(request.response_headers)
         status = headers.get(":status", "")
         routed.status = int(status) if status.isdigit() else 0
@@ -405,6 +427,8 @@ class _Stream:
         routed.meter.start(headers.get("content-type", ""))
         if routed.first_byte is None:
             routed.first_byte = perf_counter()
+        # Proxies configured to send response headers (not the generated config, which adds
+        # these from the routed dynamic metadata) get the client headers here.
         responses = [wire.response_headers(routed.client_headers)]
         if request.response_headers.end_of_stream:
             self.finish()
@@ -414,6 +438,16 @@ class _Stream:
         message = request.response_body
         routed = self._routed
         if routed is not None:
+            # Without a response-headers message (the generated config skips it) the first
+            # body message brings the status (`response.code` attribute) and the served
+            # endpoint, and its arrival is the first byte.
+            routed.responded = True
+            if not routed.status:
+                routed.status = wire.response_status(request)
+            if routed.served is None:
+                routed.served = wire.served_endpoint(request)
+            if routed.first_byte is None and (message.body or message.end_of_stream):
+                routed.first_byte = perf_counter()
             routed.meter.feed(message.body)
         if message.end_of_stream:
             self.finish()
@@ -443,8 +477,17 @@ class _Stream:
         assert backend is not None
         now = perf_counter()
         status = routed.status
-        # No response headers: fine only when the proxy closed cleanly (it sends us none).
-        success = status < 500 if status else self.ended_cleanly
+        if status:
+            success = status < 500
+        elif self._response_mode != wire.NONE and not routed.responded:
+            # The proxy streams response bodies but sent no response message at all: it skips
+            # response headers (envoy-config --skip-response-headers) and the response had no
+            # body, so its status never reached the picker. A completion without a body is
+            # not a success.
+            success = False
+        else:
+            # No status from a proxy that sends no response phase: fine when it closed cleanly.
+            success = self.ended_cleanly
         usage = routed.meter.result()
         served_name = backend.name
         # The proxy usually reports the endpoint it was given: only another one needs the scan

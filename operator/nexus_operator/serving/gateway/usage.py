@@ -1,6 +1,7 @@
 """Token usage from an OpenAI response as it streams past: JSON bodies and SSE streams.
 
-A JSON response's `usage` (prompt_tokens, completion_tokens) is taken as is. An SSE stream
+JSON or SSE is known from the content-type when the proxy sends response headers, else
+from the body's first non-blank byte (`{` or `[` is JSON). A JSON response's `usage` (prompt_tokens, completion_tokens) is taken as is. An SSE stream
 (`text/event-stream`) reports usage in its final chunk when the client asked for it
 (`stream_options.include_usage`); otherwise, or when a response has no usage at all, output
 tokens are estimated from the generated text (len // 4, as `pipeline.estimate_tokens`) and input tokens are
@@ -28,11 +29,21 @@ class Usage:
 class UsageMeter:
     """Feed it response body chunks in order; `result()` at any time (a cut stream included)."""
 
-    __slots__ = ("_body", "_chars", "_overflow", "_prompt_estimate", "_sse", "_tail", "_usage")
+    __slots__ = (
+        "_body",
+        "_chars",
+        "_overflow",
+        "_prompt_estimate",
+        "_sse",
+        "_tail",
+        "_typed",
+        "_usage",
+    )
 
     def __init__(self, *, prompt_estimate: int) -> None:
         self._prompt_estimate = prompt_estimate
         self._sse = False
+        self._typed = False  # JSON or SSE known (from content-type, or the body's first byte)
         self._body = bytearray()
         self._overflow = False
         self._tail = b""
@@ -42,10 +53,22 @@ class UsageMeter:
     def start(self, content_type: str) -> None:
         """From the response headers: SSE or not."""
         self._sse = "text/event-stream" in content_type.lower()
+        self._typed = True
 
     def feed(self, chunk: bytes) -> None:
         if not chunk:
             return
+        if not self._typed:
+            head = chunk.lstrip()
+            if not head:
+                self._pending(chunk)
+                return
+            # A JSON body starts with `{` (or `[`); an SSE stream with a field or a comment.
+            self._sse = head[:1] not in (b"{", b"[")
+            self._typed = True
+            if self._body:
+                chunk = bytes(self._body) + chunk
+                self._body.clear()
         if self._sse:
             self._feed_sse(chunk)
         elif not self._overflow:
@@ -54,6 +77,11 @@ class UsageMeter:
                 self._body.clear()
             else:
                 self._body += chunk
+
+    def _pending(self, chunk: bytes) -> None:
+        """Leading whitespace before the body's type is known: kept (bounded) for later."""
+        if len(self._body) + len(chunk) <= SSE_LINE_MAX:
+            self._body += chunk
 
     def result(self) -> Usage:
         if not self._sse and self._body:

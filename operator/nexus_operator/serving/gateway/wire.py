@@ -27,6 +27,13 @@ DESTINATION_KEY = "x-gateway-destination-endpoint"
 SERVED_KEY = "x-gateway-destination-endpoint-served"
 SUBSET_NAMESPACE = "envoy.lb.subset_hint"
 SUBSET_KEY = "x-gateway-destination-endpoint-subset"
+# The x-nexus-* client response headers travel as dynamic metadata in this namespace: the
+# generated Envoy config adds each one to the response from it (so the picker needs no
+# response-headers message), and omits the ones left unset.
+CLIENT_HEADERS_NAMESPACE = "nexus.gateway"
+# The ext_proc filter's namespace for the `response_attributes` it sends (response.code).
+ATTRIBUTES_NAMESPACE = "envoy.filters.http.ext_proc"
+STATUS_ATTRIBUTE = "response.code"
 BODY_CHUNK_BYTES = 62_000
 
 BodyMode = processing_mode_pb2.ProcessingMode.BodySendMode
@@ -82,6 +89,21 @@ def served_endpoint(request: ext.ProcessingRequest) -> str | None:
     return value.string_value.strip() or None
 
 
+def response_status(request: ext.ProcessingRequest) -> int:
+    """The response status from the `response.code` attribute (0 when not sent)."""
+    if ATTRIBUTES_NAMESPACE not in request.attributes:
+        return 0
+    value = request.attributes[ATTRIBUTES_NAMESPACE].fields.get(STATUS_ATTRIBUTE)
+    if value is None:
+        return 0
+    kind = value.WhichOneof("kind")
+    if kind == "number_value":
+        return int(value.number_value)
+    if kind == "string_value" and value.string_value.isdigit():
+        return int(value.string_value)
+    return 0
+
+
 def _endpoints(value: struct_pb2.Value) -> Iterable[str]:
     kind = value.WhichOneof("kind")
     if kind == "string_value":
@@ -113,12 +135,18 @@ def header_mutation(set_headers: Headers, remove: Sequence[str] = ()) -> ext.Hea
     )
 
 
-def destination_metadata(endpoint: str) -> struct_pb2.Struct:
-    """{"envoy.lb": {"x-gateway-destination-endpoint": endpoint}}."""
+def routed_metadata(endpoint: str | None, client_headers: Headers = ()) -> struct_pb2.Struct:
+    """{"envoy.lb": {"x-gateway-destination-endpoint": endpoint}} (when routed to an
+    endpoint) and {"nexus.gateway": {header: value}} for the client response headers."""
     metadata = struct_pb2.Struct()
-    metadata.fields[DESTINATION_NAMESPACE].struct_value.fields[
-        DESTINATION_KEY
-    ].string_value = endpoint
+    if endpoint is not None:
+        metadata.fields[DESTINATION_NAMESPACE].struct_value.fields[
+            DESTINATION_KEY
+        ].string_value = endpoint
+    if client_headers:
+        fields = metadata.fields[CLIENT_HEADERS_NAMESPACE].struct_value.fields
+        for name, value in client_headers:
+            fields[name].string_value = value
     return metadata
 
 
@@ -127,7 +155,11 @@ def continue_request_headers() -> ext.ProcessingResponse:
 
 
 def routed_request_headers(
-    set_headers: Headers, *, remove: Sequence[str] = (), endpoint: str | None
+    set_headers: Headers,
+    *,
+    remove: Sequence[str] = (),
+    endpoint: str | None,
+    client_headers: Headers = (),
 ) -> ext.ProcessingResponse:
     """The request-headers answer of a routed request (FULL_DUPLEX_STREAMED: sent once the body
     is complete). clear_route_cache makes Envoy re-match routes on the headers just set."""
@@ -138,8 +170,8 @@ def routed_request_headers(
             )
         )
     )
-    if endpoint is not None:
-        response.dynamic_metadata.CopyFrom(destination_metadata(endpoint))
+    if endpoint is not None or client_headers:
+        response.dynamic_metadata.CopyFrom(routed_metadata(endpoint, client_headers))
     return response
 
 
@@ -149,6 +181,7 @@ def routed_buffered_body(
     remove: Sequence[str] = (),
     endpoint: str | None,
     body: bytes | None,
+    client_headers: Headers = (),
 ) -> ext.ProcessingResponse:
     """The request-body answer of a routed request in BUFFERED mode: header mutations still
     apply (the headers have not left yet), and `body` (when not None) replaces the body."""
@@ -158,8 +191,8 @@ def routed_buffered_body(
     if body is not None:
         common.body_mutation.body = body
     response = ext.ProcessingResponse(request_body=ext.BodyResponse(response=common))
-    if endpoint is not None:
-        response.dynamic_metadata.CopyFrom(destination_metadata(endpoint))
+    if endpoint is not None or client_headers:
+        response.dynamic_metadata.CopyFrom(routed_metadata(endpoint, client_headers))
     return response
 
 
