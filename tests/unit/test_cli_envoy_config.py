@@ -56,7 +56,6 @@ def test_ext_proc_fails_closed_and_talks_to_the_picker_over_http2(
     document = render(capsys, "--picker-address", "10.1.2.3:9002")
     ext_proc = filters(document)["envoy.filters.http.ext_proc"]
     assert ext_proc["failure_mode_allow"] is False
-    assert ext_proc["allow_mode_override"] is False
     assert ext_proc["grpc_service"]["envoy_grpc"]["cluster_name"] == "nexus-picker"
     picker = clusters(document)["nexus-picker"]
     assert "http2_protocol_options" in str(picker["typed_extension_protocol_options"])
@@ -200,3 +199,34 @@ def test_envoy_buffers_a_little_more_than_the_pickers_body_limit(
 ) -> None:
     (listener,) = render(capsys, "--max-body-bytes", "100000")["static_resources"]["listeners"]
     assert listener["per_connection_buffer_limit_bytes"] == 100000 + 64 * 1024
+
+
+def test_skip_response_headers_adds_the_client_headers_from_the_picker_metadata(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    document = render(capsys, "--skip-response-headers")
+    ext_proc = filters(document)["envoy.filters.http.ext_proc"]
+    assert ext_proc["processing_mode"]["response_header_mode"] == "SKIP"
+    assert ext_proc["response_attributes"] == ["response.code"]
+    assert "nexus.gateway" in ext_proc["metadata_options"]["receiving_namespaces"]["untyped"]
+    (host,) = manager(document)["route_config"]["virtual_hosts"]
+    added = {h["header"]["key"]: h["header"]["value"] for h in host["response_headers_to_add"]}
+    assert added["x-nexus-backend"] == "%DYNAMIC_METADATA(nexus.gateway:x-nexus-backend)%"
+    assert set(added) == {
+        "x-nexus-backend",
+        "x-nexus-model",
+        "x-nexus-policy",
+        "x-nexus-route-reason",
+        "x-nexus-budget",
+        "x-nexus-fallback",
+    }
+
+
+def test_by_default_the_picker_gets_response_headers_and_envoy_adds_none(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    document = render(capsys)
+    ext_proc = filters(document)["envoy.filters.http.ext_proc"]
+    assert ext_proc["processing_mode"]["response_header_mode"] == "SEND"
+    (host,) = manager(document)["route_config"]["virtual_hosts"]
+    assert "response_headers_to_add" not in host
