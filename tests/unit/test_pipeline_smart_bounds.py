@@ -6,6 +6,7 @@ candidate picks."""
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from typing import Any
 from unittest import mock
 
@@ -211,20 +212,26 @@ def check_history(
         assert pick.reason.split(":")[1] == pick.candidate.backend.name
 
 
-@mock.patch.object(plans, "LONG_SCAN", 0)
-def test_smart_pick_sees_a_release_after_scans_tightened_the_bounds() -> None:
+def two_backends() -> tuple[BackendRuntime, BackendRuntime, Callable[[], str]]:
+    """Backends a and b (priority 10) in one plan, and the smart pick's reason over them."""
     state = RuntimeState()
     views = [BackendView.from_api(backend(n, models=[MODEL], priority=10)) for n in ("a", "b")]
     candidates = [Candidate(v, v.models[MODEL], state.backend("default", v.name)) for v in views]
     plan = CandidatePlan(model=MODEL, candidates=candidates, filters=())
     selector = Selector(SmartWeights(), 0)
-    a, b = (c.runtime for c in plan.candidates)
-    a.in_flight, b.in_flight = 150, 120
 
     def pick() -> str:
         intent = RoutingIntent(RequestRequirements(model=MODEL), plan.candidates, plan=plan)
         return pick_smart(intent, intent.candidate_backends, selector=selector).reason
 
+    a, b = (c.runtime for c in plan.candidates)
+    return a, b, pick
+
+
+@mock.patch.object(plans, "LONG_SCAN", 0)
+def test_smart_pick_sees_a_release_after_scans_tightened_the_bounds() -> None:
+    a, b, pick = two_backends()
+    a.in_flight, b.in_flight = 150, 120
     assert pick() == pick() == "highest_score:a:65.0"  # both saturated: the tie goes to a
     for _ in range(30):
         b.release_slot()
@@ -234,18 +241,8 @@ def test_smart_pick_sees_a_release_after_scans_tightened_the_bounds() -> None:
 
 @mock.patch.object(plans, "LONG_SCAN", 0)
 def test_smart_pick_sees_a_lowered_latency_after_scans_tightened_the_bounds() -> None:
-    state = RuntimeState()
-    views = [BackendView.from_api(backend(n, models=[MODEL], priority=10)) for n in ("a", "b")]
-    candidates = [Candidate(v, v.models[MODEL], state.backend("default", v.name)) for v in views]
-    plan = CandidatePlan(model=MODEL, candidates=candidates, filters=())
-    selector = Selector(SmartWeights(), 0)
-    a, b = (c.runtime for c in plan.candidates)
+    a, b, pick = two_backends()
     a.latency_ms, b.latency_ms = 500.0, 800.0
-
-    def pick() -> str:
-        intent = RoutingIntent(RequestRequirements(model=MODEL), plan.candidates, plan=plan)
-        return pick_smart(intent, intent.candidate_backends, selector=selector).reason
-
     assert pick() == pick() == "highest_score:a:85.0"  # a: (90·50 + 100·30 + 50·20)/100
     b.latency_ms = 100.0
     assert pick() == "highest_score:b:93.0"  # b: (90·50 + 100·30 + 90·20)/100
