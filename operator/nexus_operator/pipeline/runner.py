@@ -116,9 +116,7 @@ class ReconcilerPipeline:
             if not inline:
                 await _run_stage(stage, intent, is_async=is_async)
                 continue
-            # intent.begin_stage(name), inlined (as is end_stage below): the pipeline owns these
-            # two fields of the intent, and two calls per stage per decision add up.
-            intent._stage, intent._messages = name, None
+            intent.begin_stage(name)
             before = intent.candidate_backends
             marker = len(annotations.exclusions)
             started = perf_counter_ns()
@@ -132,19 +130,10 @@ class ReconcilerPipeline:
                 )
                 continue
             elapsed = (perf_counter_ns() - started) / 1000
-            messages = intent._messages
-            intent._stage, intent._messages = "", None
+            after = len(intent.candidate_backends)
             trace.append(
                 _new_tuple(
-                    TraceEntry,
-                    (
-                        name,
-                        len(before),
-                        len(intent.candidate_backends),
-                        elapsed,
-                        "; ".join(messages) if messages else "",
-                        "ok",
-                    ),
+                    TraceEntry, (name, len(before), after, elapsed, intent.end_stage(), "ok")
                 )
             )
         check = _CapacityCheck.needed(stages, intent)
