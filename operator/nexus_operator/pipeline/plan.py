@@ -230,12 +230,12 @@ class ScoreBounds:
 
 
 _MOVES_BEFORE_SORT = 8
+"""More cells recorded at once than this: every bound starts fresh again (one sort)."""
 LONG_SCAN = 30
 """Rows a scan in fresh order visits before keeping bounds pays. Measured at 50 backends with
 every Route reported (≈ 0.27 µs a row; a release costs the kept bounds ≈ 3 µs in moves): at 24
 rows they cost ≈ 1 µs more than the scan, at 50 rows ≈ 3 µs less; with no releases (clients
 that never report) they cut a 50-row scan to one or two rows."""
-"""More cells recorded at once than this: every bound starts fresh again (one sort)."""
 
 
 def among(keys: set[BackendKey], plan: CandidatePlan) -> list[Candidate]:
